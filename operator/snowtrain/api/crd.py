@@ -1,0 +1,237 @@
+"""Generate the CRDs (apiextensions.k8s.io/v1) from the pydantic models.
+
+The generated files are checked in (manifests/crds, the Helm chart) and a test fails when they
+drift from the models. The JSON schema pydantic emits is rewritten into a *structural* schema
+the API server accepts: references inlined, ``anyOf [X, null]`` turned into ``X`` + nullable,
+free-form objects marked ``x-kubernetes-preserve-unknown-fields``, titles dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .kinds import GROUP, VERSION, FineTuneJob, PretrainJob, _JobResource
+
+#: Keys of a JSON schema node that a structural CRD schema may carry.
+_ALLOWED = {
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "nullable",
+    "oneOf",
+    "format",
+    "x-kubernetes-preserve-unknown-fields",
+}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        target.update(extra)
+        return _resolve(target, defs)
+    return {k: _resolve(v, defs) for k, v in node.items()}
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite one (already inlined) JSON-schema node into a structural CRD schema node."""
+    node = dict(node)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    any_of = node.pop("anyOf", None)
+    if any_of is not None:
+        non_null = [s for s in any_of if s.get("type") != "null"]
+        if len(non_null) != 1:
+            raise ValueError(f"unsupported union in schema: {any_of}")
+        merged = {**non_null[0], **{k: v for k, v in node.items() if k != "default"}}
+        if node.get("default") is not None:
+            merged["default"] = node["default"]
+        node = merged
+        node.pop("nullable", None)
+    if node.get("default", 0) is None:
+        node.pop("default")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key not in _ALLOWED:
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(sub) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _structural(value)
+        elif key == "additionalProperties":
+            if value is True or value == {}:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            elif value is not False:
+                out[key] = _structural(value)
+        elif key == "description":
+            out[key] = " ".join(str(value).split())
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if "type" not in out and "x-kubernetes-preserve-unknown-fields" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+        out["type"] = "object"
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def openapi_schema(model: type[_JobResource]) -> dict[str, Any]:
+    """The structural openAPIV3Schema of a kind, generated from its model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    inlined = _resolve(raw, raw.get("$defs", {}))
+    inlined.pop("$defs", None)
+    props = inlined["properties"]
+    schema = {
+        "type": "object",
+        "description": (model.__doc__ or "").strip(),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": _structural(props["spec"]),
+            "status": _structural(props["status"]),
+        },
+    }
+    return schema
+
+
+def crd(model: type[_JobResource]) -> dict[str, Any]:
+    """The CustomResourceDefinition of a kind."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{model.PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "snowtrain"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": model.KIND,
+                "listKind": f"{model.KIND}List",
+                "plural": model.PLURAL,
+                "singular": model.KIND.lower(),
+                "shortNames": list(model.SHORT_NAMES),
+                "categories": ["snowtrain"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Progress",
+                            "type": "number",
+                            "jsonPath": ".status.progress.percent",
+                            "description": "Percent of training steps done",
+                        },
+                        {
+                            "name": "Loss",
+                            "type": "number",
+                            "jsonPath": ".status.metrics.trainLoss",
+                        },
+                        {
+                            "name": "Eval-Loss",
+                            "type": "number",
+                            "jsonPath": ".status.metrics.evalLoss",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": ".status.failure.reason",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Endpoint",
+                            "type": "string",
+                            "jsonPath": ".status.serving.endpoint",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema(model)},
+                }
+            ],
+        },
+    }
+
+
+ALL_KINDS: tuple[type[_JobResource], ...] = (FineTuneJob, PretrainJob)
+
+
+def render_all() -> dict[str, str]:
+    """File name -> YAML text for every CRD."""
+    return {
+        f"{GROUP}_{m.PLURAL}.yaml": yaml.safe_dump(crd(m), sort_keys=False, width=100)
+        for m in ALL_KINDS
+    }
+
+
+def write(out_dirs: list[Path], check: bool = False) -> list[Path]:
+    """Write (or, with ``check``, compare) the CRDs; returns the files that differ."""
+    stale = []
+    for out in out_dirs:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in render_all().items():
+            path = out / name
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(path)
+            if not check:
+                path.write_text(text)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate snowtrain CRDs from the API models")
+    parser.add_argument("out", nargs="+", type=Path, help="output directories")
+    parser.add_argument("--check", action="store_true", help="fail if files are out of date")
+    args = parser.parse_args(argv)
+    stale = write(args.out, check=args.check)
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The trainer's input: one typed, torch-free config file.
+
+The operator renders it from a resource into a ConfigMap; local mode renders it from the same
+YAML; the trainer reads it with ``TrainerConfig.load``. It carries no secret: credentials reach
+the trainer through environment variables or a mounted Secret directory (``credentialsDir``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+
+from .base import ApiModel
+from .identifiers import canonical_column
+from .kinds import TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
+from .spec import ArchitectureSpec, TokenizerSpec, TrainingSpec, ValidationSource
+
+
+class SnowflakeSettings(ApiModel):
+    """Non-secret connection settings; secrets come from env or ``credentialsDir``."""
+
+    credentials_dir: str | None = None
+    """Directory with one file per credential key (a mounted Secret)."""
+    account: str | None = None
+    user: str | None = None
+    role: str | None = None
+    warehouse: str | None = None
+    database: str | None = None
+    schema_: str | None = Field(default=None, alias="schema")
+    host: str | None = None
+    port: int | None = None
+    protocol: Literal["https", "http"] | None = None
+    login_timeout_seconds: int = 60
+    network_timeout_seconds: int = 300
+    retries: int = 3
+
+
+class TrainerDataConfig(ApiModel):
+    """What to read and how."""
+
+    snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
+    table: str | None = None
+    query: str | None = None
+    columns: dict[str, str]
+    """Role -> column name, every role of the task filled in."""
+    validation: ValidationSource = Field(default_factory=ValidationSource)
+    max_rows: int | None = None
+    batch_rows: int = 8192
+
+
+class OutputConfig(ApiModel):
+    """Where results go inside the trainer's filesystem."""
+
+    dir: str
+    """The exported model directory (written atomically)."""
+    checkpoint_dir: str
+    """Checkpoints; on a persistent volume they survive preemption."""
+    uri: str | None = None
+    """How the model is addressed outside the pod (pvc://claim/path); reported in status."""
+    stage: str | None = None
+    """Snowflake stage to upload the exported model to."""
+
+
+class ProgressConfig(ApiModel):
+    """Progress reporting cadence."""
+
+    interval_seconds: float = Field(default=5.0, ge=0.0)
+    """At most one progress line per interval (plus the last step)."""
+
+
+class TrainerConfig(ApiModel):
+    """Everything the trainer needs, and nothing secret."""
+
+    kind: Literal["FineTuneJob", "PretrainJob"]
+    name: str
+    namespace: str | None = None
+    task: Literal["classification", "causal-lm", "pretrain"]
+    base_model: str | None = None
+    """Local path or hub id of the starting model (fine-tuning)."""
+    architecture: ArchitectureSpec | None = None
+    """Model to build (pretraining)."""
+    tokenizer: TokenizerSpec | None = None
+    """Tokenizer to train or load (pretraining)."""
+    data: TrainerDataConfig
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    output: OutputConfig
+    progress: ProgressConfig = Field(default_factory=ProgressConfig)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainerConfig:
+        """Read a JSON or YAML config file."""
+        text = Path(path).read_text()
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        return cls.model_validate(data)
+
+    def dumps(self) -> str:
+        """JSON text of the config, as stored in the ConfigMap."""
+        return json.dumps(self.to_wire(), indent=2, sort_keys=True)
+
+
+def resolve_columns(job: AnyJob) -> dict[str, str]:
+    """Role -> column for every role the task needs; unmapped roles default to ROLE upper-cased."""
+    mapping = job.spec.data.columns
+    return {
+        role: canonical_column(mapping.get(role, role.upper())) for role in TASK_COLUMNS[job.task]
+    }
+
+
+def default_output_path(job: AnyJob) -> str:
+    """``<kind>/<namespace>/<name>``: unique per job inside a shared model volume."""
+    return f"{job.kind.lower()}/{job.metadata.namespace or 'default'}/{job.metadata.name}"
+
+
+def render_trainer_config(
+    job: AnyJob,
+    *,
+    output_dir: str,
+    checkpoint_dir: str,
+    output_uri: str | None = None,
+    base_model: str | None = None,
+    credentials_dir: str | None = None,
+    snowflake_overrides: dict | None = None,
+    progress_interval_seconds: float = 5.0,
+) -> TrainerConfig:
+    """Turn a validated resource into the trainer config (pure; used by operator and CLI).
+
+    ``base_model`` is the resolved location of the starting model (a pretrainJobRef or a
+    pvc:// URI resolves to a mount path only the caller knows).
+    """
+    spec = job.spec
+    conn = spec.data.snowflake
+    settings = SnowflakeSettings(
+        credentials_dir=credentials_dir,
+        account=conn.account,
+        user=conn.user,
+        role=conn.role,
+        warehouse=conn.warehouse,
+        database=conn.database,
+        schema=conn.schema_,
+        login_timeout_seconds=conn.login_timeout_seconds,
+        network_timeout_seconds=conn.network_timeout_seconds,
+        retries=conn.retries,
+    )
+    if snowflake_overrides:
+        settings = settings.model_copy(update=snowflake_overrides)
+    common = {
+        "kind": job.kind,
+        "name": job.metadata.name or "job",
+        "namespace": job.metadata.namespace,
+        "task": job.task,
+        "data": TrainerDataConfig(
+            snowflake=settings,
+            table=spec.data.table,
+            query=spec.data.query,
+            columns=resolve_columns(job),
+            validation=spec.data.validation,
+            max_rows=spec.data.max_rows,
+            batch_rows=spec.data.batch_rows,
+        ),
+        "training": spec.training,
+        "output": OutputConfig(
+            dir=output_dir, checkpoint_dir=checkpoint_dir, uri=output_uri, stage=spec.output.stage
+        ),
+        "progress": ProgressConfig(interval_seconds=progress_interval_seconds),
+    }
+    if isinstance(job, FineTuneJob):
+        resolved = base_model or spec.base_model.uri
+        return TrainerConfig(base_model=resolved, **common)
+    assert isinstance(job, PretrainJob)
+    return TrainerConfig(architecture=spec.architecture, tokenizer=spec.tokenizer, **common)

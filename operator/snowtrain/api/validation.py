@@ -1,0 +1,159 @@
+"""Validation shared by the admission webhook, the operator and local mode.
+
+Every problem is reported as ``FieldError(path, reason)`` with the path spelled as in the YAML
+(``spec.training.learningRate``), so a person can find and fix the field. The same function
+runs at admission (webhook), in the operator when no webhook is installed (the job then ends
+Failed/InvalidSpec instead of crash-looping) and in ``snowtrain run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class InvalidJob(ValueError):
+    """A resource that does not validate; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        elif isinstance(item, str) and item.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _clean_message(msg: str) -> str:
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def errors_from_pydantic(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Turn pydantic's errors into field errors with YAML paths."""
+    out = []
+    for err in exc.errors(include_url=False):
+        path = _loc_to_path(err["loc"])
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        reason = _clean_message(err["msg"])
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        elif err["type"] == "literal_error":
+            reason = f"unsupported value {err.get('input')!r}: {reason}"
+        out.append(FieldError(path, reason))
+    return out
+
+
+def _semantic_errors(job: AnyJob) -> list[FieldError]:
+    """Rules the schema cannot express."""
+    errors: list[FieldError] = []
+    spec = job.spec
+    roles = TASK_COLUMNS[job.task]
+    for role in spec.data.columns:
+        if role not in roles:
+            errors.append(
+                FieldError(
+                    f"spec.data.columns.{role}",
+                    f"unknown column role for task {job.task!r}; expected {', '.join(roles)}",
+                )
+            )
+    lora = spec.training.lora
+    if isinstance(job, FineTuneJob) and lora and lora.enabled and spec.task != "causal-lm":
+        errors.append(FieldError("spec.training.lora", "LoRA is supported for task causal-lm only"))
+    if isinstance(job, PretrainJob):
+        arch = spec.architecture
+        if arch.hidden_size and arch.num_heads and arch.hidden_size % arch.num_heads:
+            errors.append(
+                FieldError(
+                    "spec.architecture.numHeads",
+                    f"must divide hiddenSize ({arch.hidden_size})",
+                )
+            )
+        if arch.num_kv_heads and arch.num_heads and arch.num_heads % arch.num_kv_heads:
+            errors.append(FieldError("spec.architecture.numKvHeads", "must divide numHeads"))
+        if arch.num_kv_heads and arch.family == "gpt2":
+            errors.append(
+                FieldError("spec.architecture.numKvHeads", "only the llama family supports it")
+            )
+    if spec.training.precision == "fp16" and spec.resources.gpus_per_node == 0:
+        errors.append(FieldError("spec.training.precision", "fp16 needs a GPU; use fp32 or auto"))
+    return errors
+
+
+def parse_job(obj: dict[str, Any]) -> AnyJob:
+    """Validate a resource dict (as from YAML or the API) and return the typed job.
+
+    Raises :class:`InvalidJob` naming every bad field.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidJob([FieldError("", "a resource must be a YAML mapping")])
+    kind = obj.get("kind")
+    if kind not in JOB_KINDS:
+        raise InvalidJob(
+            [FieldError("kind", f"unknown kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")]
+        )
+    api_version = obj.get("apiVersion")
+    if api_version != "snowtrain.io/v1alpha1":
+        raise InvalidJob(
+            [FieldError("apiVersion", f"expected snowtrain.io/v1alpha1, got {api_version!r}")]
+        )
+    if "spec" not in obj:
+        raise InvalidJob([FieldError("spec", "field required")])
+    body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    try:
+        job = JOB_KINDS[kind].model_validate(body)
+    except ValidationError as exc:
+        raise InvalidJob(errors_from_pydantic(exc)) from None
+    errors = _semantic_errors(job)
+    if errors:
+        raise InvalidJob(errors)
+    return job  # type: ignore[return-value]
+
+
+#: Spec fields that may change after training started; everything else is frozen.
+MUTABLE_AFTER_START = frozenset({"serving", "suspend", "activeDeadlineSeconds", "backoffLimit"})
+
+
+def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> list[FieldError]:
+    """Fields of the training part that differ between two specs.
+
+    Once training started, changing data, hyper-parameters or the base model would make the
+    checkpoints and the status describe a different job than the spec; such edits are refused
+    (create a new job instead). Serving, suspend and lifecycle settings stay editable.
+    """
+    errors = []
+    for key in sorted(set(old_spec) | set(new_spec)):
+        if key in MUTABLE_AFTER_START:
+            continue
+        if old_spec.get(key) != new_spec.get(key):
+            errors.append(
+                FieldError(
+                    f"spec.{key}",
+                    "cannot change after training started (only serving, suspend, "
+                    "activeDeadlineSeconds and backoffLimit can); create a new job instead",
+                )
+            )
+    return errors
