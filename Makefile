@@ -1,0 +1,51 @@
+# snowtrain developer entry points. Every target installs what it needs on a fresh machine.
+#   make demo   - run the example FineTuneJob locally (embedded Snowflake emulator) and query it
+#   make test   - the whole test suite: unit, Snowflake emulator, real local Kubernetes, e2e
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help venv venv-local demo test test-fast lint crds crds-check
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# torch is installed first and pinned: 2.13.0 is the CPU wheel on this machine's disk; an
+# unpinned torch would pull a multi-GB CUDA build. The stamp files make re-runs free.
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.local: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[local]'
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[dev]'
+	touch $@ $(VENV)/.local
+
+venv-local: $(VENV)/.local ## install what local mode needs
+venv: $(VENV)/.dev ## install everything (dev)
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+crds: venv ## regenerate the CRDs from the API models
+	$(PY) -m snowtrain.api.crd manifests/crds
+
+crds-check: venv
+	$(PY) -m snowtrain.api.crd --check manifests/crds
+
+test-fast: venv ## unit tests only
+	$(VENV)/bin/pytest tests/unit -q
+
+test: venv ## the whole suite (builds and starts the local cluster on first use)
+	$(VENV)/bin/pytest tests -q
