@@ -49,3 +49,6 @@ test-fast: venv ## unit tests only
 
 test: venv ## the whole suite (builds and starts the local cluster on first use)
 	$(VENV)/bin/pytest tests -q
+
+docs: venv ## regenerate the README's CR reference from the API models
+	$(PY) -m snowtrain.api.reference --update README.md
