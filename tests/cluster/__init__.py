@@ -1,0 +1,19 @@
+"""A real single-node Kubernetes 1.20.2 for snowtrain's tests, built from Debian packages only.
+
+Why it exists: snowtrain is an operator, and its behaviour (owner references, Job status,
+scheduling on `nvidia.com/gpu`, pod logs) can only be trusted when tested against a real API
+server, controller manager, scheduler and kubelet. This machine has no Docker engine and no
+registry access beyond Debian/PyPI/npm, so kind/k3s are out; ../../shared/FACTS.md §1 records how
+Debian's `kubernetes` source package (which carries the full v1.20.2 tree with vendor/) builds
+and runs here. Modules, one job each:
+
+- ``paths``: where binaries, build trees and cluster state live.
+- ``debian``: the Debian packages and the deb-src entry the build needs.
+- ``build``: fetch the source package, apply the three known fixes, compile, cache by version.
+- ``pki``: the openssl CA and certificates of the control plane.
+- ``procs``: start and stop daemons through PID files (stop only what we started).
+- ``localkube``: ``up`` / ``down`` / ``is_up`` / ``status`` of the cluster.
+- ``images``: OCI images without a Docker engine (umoci) imported into the node's containerd.
+
+Command line: ``python -m tests.cluster build|up|down|status|kubeconfig|image-build|...``.
+"""

@@ -1,0 +1,588 @@
+"""Bring the single-node cluster up and down.
+
+Order matters (FACTS.md §1): etcd -> kube-apiserver -> CRDs (before the controller-manager,
+whose garbage collector otherwise learns new types only every 30 s) -> controller-manager and
+scheduler -> containerd (with the CNI config already present, or the node stays NotReady) ->
+kubelet -> node Ready -> fake `nvidia.com/gpu` capacity patched onto the Node status.
+
+`down` undoes exactly that: it stops the daemons through their PID files, kills what runs in
+our pod cgroups, stops the containerd shims that belong to our socket, unmounts everything
+under the state dir, removes the bridge, IPAM state and cgroups. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.cluster import build, config, debian, images, paths, pki, procs
+from tests.cluster.config import Layout
+from tests.cluster.kubeapi import Api
+
+#: Start order; `down` stops in reverse.
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+)
+FAKE_GPUS = "4"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass
+class Cluster:
+    """A running local cluster: what tests and tools need to talk to it."""
+
+    kubeconfig: Path
+    server: str
+    state_dir: Path
+    containerd_address: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    node_name: str = config.NODE_NAME
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the version-matched kubectl against this cluster."""
+        return subprocess.run(
+            [str(kubectl_path()), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+
+def _log(msg: str) -> None:
+    print(f"[localkube] {msg}", file=sys.stderr, flush=True)
+
+
+def kubectl_path() -> Path:
+    """The kubectl built with the cluster (same version: no skew warnings)."""
+    return paths.binary("kubectl")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, lay: Layout, log: str) -> None:
+    """Poll `check` until true; on timeout raise with the tail of the component's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if log and procs.pid_of(log, lay.run) is None:
+            raise RuntimeError(f"{log} exited while waiting for {what}:\n{_tail(lay, log)}")
+        time.sleep(0.25)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}:\n{_tail(lay, log)}")
+
+
+def _tail(lay: Layout, name: str, lines: int = 30) -> str:
+    path = lay.logs / f"{name}.log"
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _read_state(lay: Layout) -> dict[str, object] | None:
+    try:
+        return json.loads(lay.state_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cluster_from_state(lay: Layout, state: dict[str, object]) -> Cluster:
+    ports = dict(state["ports"])  # type: ignore[call-overload]
+    return Cluster(
+        kubeconfig=lay.kubeconfig,
+        server=config.server_url(ports["apiserver"]),
+        state_dir=lay.root,
+        containerd_address=lay.containerd_sock,
+        ports=ports,
+    )
+
+
+def running_components(lay: Layout | None = None) -> dict[str, int]:
+    """Component name -> pid for those of ours that are alive."""
+    lay = lay or config.default_layout()
+    found = {}
+    for name in COMPONENTS:
+        pid = procs.pid_of(name, lay.run)
+        if pid is not None:
+            found[name] = pid
+    return found
+
+
+def is_up(lay: Layout | None = None) -> bool:
+    """All daemons alive, the apiserver ready and the node Ready."""
+    lay = lay or config.default_layout()
+    state = _read_state(lay)
+    if state is None or len(running_components(lay)) != len(COMPONENTS):
+        return False
+    cluster = _cluster_from_state(lay, state)
+    api = Api(cluster.server, lay.pki)
+    return api.ok("/readyz") and _node_ready(api)
+
+
+def current(lay: Layout | None = None) -> Cluster | None:
+    """The running cluster, or None."""
+    lay = lay or config.default_layout()
+    state = _read_state(lay)
+    if state is None or not is_up(lay):
+        return None
+    return _cluster_from_state(lay, state)
+
+
+def _node_ready(api: Api) -> bool:
+    try:
+        status, node = api.request("GET", f"/api/v1/nodes/{config.NODE_NAME}", timeout=3.0)
+    except OSError:
+        return False
+    if status != 200:
+        return False
+    conds = node.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+# ---------------------------------------------------------------------------- start
+
+
+def _start_etcd(lay: Layout, ports: dict[str, int]) -> None:
+    client = f"http://127.0.0.1:{ports['etcd']}"
+    peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+    lay.etcd_data.mkdir(parents=True, exist_ok=True)
+    lay.etcd_data.chmod(0o700)
+    procs.start(
+        "etcd",
+        [
+            debian.require("etcd"),
+            "--name=snowtrain",
+            f"--data-dir={lay.etcd_data}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=snowtrain={peer}",
+            "--listen-metrics-urls=",
+            "--logger=zap",
+            "--log-level=warn",
+            "--quota-backend-bytes=2147483648",
+            "--snapshot-count=5000",
+        ],
+        lay.run,
+        lay.logs,
+    )
+
+    def healthy() -> bool:
+        try:
+            import urllib.request
+
+            with urllib.request.urlopen(f"{client}/health", timeout=2) as r:
+                return b'"true"' in r.read()
+        except OSError:
+            return False
+
+    _wait("etcd health", healthy, 30, lay, "etcd")
+
+
+def _start_apiserver(lay: Layout, ports: dict[str, int]) -> Api:
+    p = lay.pki
+    procs.start(
+        "kube-apiserver",
+        [
+            str(paths.binary("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            # 1.20 would also serve unauthenticated HTTP on :8080 otherwise.
+            "--insecure-port=0",
+            f"--tls-cert-file={p.crt('apiserver')}",
+            f"--tls-private-key-file={p.key('apiserver')}",
+            f"--client-ca-file={p.ca}",
+            f"--service-account-key-file={p.sa_pub}",
+            f"--service-account-signing-key-file={p.sa_key}",
+            f"--service-account-issuer={config.SA_ISSUER}",
+            f"--kubelet-client-certificate={p.crt('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={p.key('apiserver-kubelet-client')}",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={config.SERVICE_RANGE}",
+            # A single apiserver on loopback: don't publish 127.0.0.1 as the kubernetes
+            # Service endpoint (it would be rejected as loopback anyway).
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--event-ttl=1h",
+            "--v=1",
+        ],
+        lay.run,
+        lay.logs,
+    )
+    api = Api(config.server_url(ports["apiserver"]), p)
+    _wait("kube-apiserver /readyz", lambda: api.ok("/readyz"), 90, lay, "kube-apiserver")
+    return api
+
+
+def _start_controller_manager(lay: Layout) -> None:
+    p = lay.pki
+    procs.start(
+        "kube-controller-manager",
+        [
+            str(paths.binary("kube-controller-manager")),
+            f"--kubeconfig={lay.component_kubeconfig('controller-manager')}",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            f"--root-ca-file={p.ca}",
+            f"--service-account-private-key-file={p.sa_key}",
+            f"--cluster-signing-cert-file={p.ca}",
+            f"--cluster-signing-key-file={p.key('ca')}",
+            "--port=0",
+            "--secure-port=0",
+            "--v=1",
+        ],
+        lay.run,
+        lay.logs,
+    )
+
+
+def _start_scheduler(lay: Layout) -> None:
+    procs.start(
+        "kube-scheduler",
+        [
+            str(paths.binary("kube-scheduler")),
+            f"--kubeconfig={lay.component_kubeconfig('scheduler')}",
+            "--leader-elect=false",
+            "--port=0",
+            "--secure-port=0",
+            "--v=1",
+        ],
+        lay.run,
+        lay.logs,
+    )
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """Mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd)."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup":
+            found.append(Path(fields[1]))
+    return found
+
+
+def _prepare_cgroups() -> None:
+    """Create /snowtrain in every hierarchy (kubelet requires --cgroup-root to exist)."""
+    for hier in _cgroup_hierarchies():
+        d = hier / config.CGROUP_ROOT
+        d.mkdir(exist_ok=True)
+        if (hier / "cpuset.cpus").exists():
+            # A new cpuset cgroup starts empty and would refuse tasks.
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if not (d / f).read_text().strip():
+                    (d / f).write_text((hier / f).read_text())
+
+
+def _start_containerd(lay: Layout) -> None:
+    for d in (lay.containerd_root, lay.containerd_state, lay.containerd / "opt"):
+        d.mkdir(parents=True, exist_ok=True)
+    config.write_cni(lay)
+    lay.containerd_config.write_text(config.containerd_toml(lay))
+    lay.containerd_sock.unlink(missing_ok=True)
+    procs.start(
+        "containerd",
+        [debian.require("containerd"), "--config", str(lay.containerd_config)],
+        lay.run,
+        lay.logs,
+    )
+
+    def serving() -> bool:
+        if not lay.containerd_sock.exists():
+            return False
+        res = subprocess.run(
+            [*images.ctr_argv(lay.containerd_sock), "version"], capture_output=True, check=False
+        )
+        return res.returncode == 0
+
+    _wait("containerd socket", serving, 30, lay, "containerd")
+    if not images.has_image(images.PAUSE_IMAGE, lay.containerd_sock):
+        images.import_tarball(images.build_pause(), lay.containerd_sock)
+
+
+def _start_kubelet(lay: Layout, ports: dict[str, int]) -> None:
+    lay.kubelet_root.mkdir(parents=True, exist_ok=True)
+    config.write_kubelet_config(lay, ports["kubelet"], ports["kubelet_healthz"])
+    sock = f"unix://{lay.containerd_sock}"
+    procs.start(
+        "kubelet",
+        [
+            str(paths.binary("kubelet")),
+            f"--config={lay.kubelet_config}",
+            f"--kubeconfig={lay.component_kubeconfig('kubelet')}",
+            f"--root-dir={lay.kubelet_root}",
+            f"--cert-dir={lay.kubelet_root / 'pki'}",
+            "--container-runtime=remote",
+            f"--container-runtime-endpoint={sock}",
+            f"--image-service-endpoint={sock}",
+            # The apiserver reaches the kubelet (logs, exec) by this hostname; --node-ip
+            # 127.0.0.1 would be refused as loopback.
+            f"--hostname-override={config.NODE_NAME}",
+            f"--pod-infra-container-image={images.PAUSE_IMAGE}",
+            "--runtime-request-timeout=2m",
+            "--v=1",
+        ],
+        lay.run,
+        lay.logs,
+    )
+
+
+def patch_fake_gpus(api: Api, count: str = FAKE_GPUS) -> None:
+    """Advertise `count` nvidia.com/gpu on the node, as a device plugin would.
+
+    The kubelet keeps extended resources it did not create, so the scheduler then places
+    pods requesting GPUs; containers get no device (there is none), which the tests accept.
+    """
+    patch = {"status": {"capacity": {GPU_RESOURCE: count}, "allocatable": {GPU_RESOURCE: count}}}
+    status, body = api.request(
+        "PATCH",
+        f"/api/v1/nodes/{config.NODE_NAME}/status",
+        patch,
+        content_type="application/merge-patch+json",
+    )
+    if status != 200:
+        raise RuntimeError(f"patching GPU capacity failed: {status} {body}")
+
+
+def apply_crds(cluster: Cluster, crds_dir: Path, timeout: float = 60) -> list[str]:
+    """kubectl apply every CRD yaml in crds_dir and wait until all are Established."""
+    files = sorted(p for p in crds_dir.iterdir() if p.suffix in {".yaml", ".yml", ".json"})
+    if not files:
+        return []
+    names: list[str] = []
+    for f in files:
+        out = cluster.kubectl("apply", "-o", "name", "-f", str(f)).stdout
+        names += [n for n in out.split() if n.startswith("customresourcedefinition")]
+    if names:
+        cluster.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *names)
+    return names
+
+
+def up(crds_dir: Path | str | None = None, *, timeout: float = 180) -> Cluster:
+    """Start the cluster unless it is already up; returns it. Builds binaries if needed."""
+    lay = config.default_layout()
+    crds = Path(crds_dir) if crds_dir else None
+    existing = current(lay)
+    if existing is not None:
+        if crds is not None:
+            apply_crds(existing, crds)
+        return existing
+    if running_components(lay):
+        _log("a previous cluster is partly running; tearing it down first")
+        down()
+    build.build()
+    debian.ensure_packages()
+    started = time.monotonic()
+    lay.root.mkdir(parents=True, exist_ok=True)
+    keys = pki.ensure(lay.pki.root)
+    ports = {
+        name: _free_port()
+        for name in ("etcd", "etcd_peer", "apiserver", "kubelet", "kubelet_healthz")
+    }
+    server = config.server_url(ports["apiserver"])
+    config.write_kubeconfig(lay.kubeconfig, server, keys, "admin")
+    for comp in ("controller-manager", "scheduler", "kubelet"):
+        config.write_kubeconfig(lay.component_kubeconfig(comp), server, keys, comp)
+    cluster = Cluster(lay.kubeconfig, server, lay.root, lay.containerd_sock, ports)
+    try:
+        _start_etcd(lay, ports)
+        api = _start_apiserver(lay, ports)
+        crd_names = apply_crds(cluster, crds) if crds is not None else []
+        _start_controller_manager(lay)
+        _start_scheduler(lay)
+        _prepare_cgroups()
+        _start_containerd(lay)
+        _start_kubelet(lay, ports)
+        _wait("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
+        patch_fake_gpus(api)
+        _wait(
+            "default ServiceAccount",
+            lambda: api.ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            60,
+            lay,
+            "kube-controller-manager",
+        )
+    except BaseException:
+        _log("bring-up failed; logs are in " + str(lay.logs))
+        down()
+        raise
+    lay.state_json.write_text(
+        json.dumps(
+            {
+                "ports": ports,
+                "crds": crd_names,
+                "up_seconds": round(time.monotonic() - started, 1),
+            },
+            indent=2,
+        )
+    )
+    _log(f"up in {time.monotonic() - started:.1f} s; kubeconfig {lay.kubeconfig}")
+    return cluster
+
+
+# ----------------------------------------------------------------------------- stop
+
+
+def _cgroup_pids() -> set[int]:
+    pids: set[int] = set()
+    for hier in _cgroup_hierarchies():
+        root = hier / config.CGROUP_ROOT
+        if root.is_dir():
+            for procs_file in root.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    pids.update(int(x) for x in procs_file.read_text().split())
+    return pids
+
+
+def _kill_pod_processes() -> None:
+    """SIGKILL everything in our pod cgroups (containers, not the daemons)."""
+    for _ in range(50):
+        pids = _cgroup_pids()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _remove_containers(lay: Layout) -> None:
+    """Delete tasks and containers from our containerd so no snapshot stays mounted."""
+    ctr = images.ctr_argv(lay.containerd_sock)
+
+    def ids(*args: str) -> list[str]:
+        res = subprocess.run([*ctr, *args], capture_output=True, text=True, check=False)
+        return res.stdout.split() if res.returncode == 0 else []
+
+    for task in ids("tasks", "ls", "-q"):
+        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True)
+        subprocess.run([*ctr, "tasks", "delete", "-f", task], capture_output=True)
+    for cid in ids("containers", "ls", "-q"):
+        subprocess.run([*ctr, "containers", "delete", cid], capture_output=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points below root, deepest first."""
+    prefix = str(root.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4].replace("\\040", " ")
+        if mnt == prefix or mnt.startswith(prefix + "/"):
+            found.append(mnt)
+    return sorted(set(found), key=lambda m: m.count("/"), reverse=True)
+
+
+def _unmount_all(root: Path) -> None:
+    for _ in range(5):
+        mounts = _mounts_under(root)
+        if not mounts:
+            return
+        for m in mounts:
+            subprocess.run(["umount", m], capture_output=True, check=False)
+        for m in _mounts_under(root):
+            subprocess.run(["umount", "-l", m], capture_output=True, check=False)
+
+
+def _remove_cgroups() -> None:
+    for hier in _cgroup_hierarchies():
+        root = hier / config.CGROUP_ROOT
+        if not root.is_dir():
+            continue
+        dirs = sorted(
+            (p for p in root.rglob("*") if p.is_dir()),
+            key=lambda p: len(p.parts),
+            reverse=True,
+        )
+        for d in [*dirs, root]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _remove_network() -> None:
+    if Path(f"/sys/class/net/{config.BRIDGE}").exists():
+        subprocess.run(["ip", "link", "delete", config.BRIDGE], capture_output=True)
+    # libcni caches results per network name under /var/lib/cni (not configurable in 1.6).
+    for cache in (Path("/var/lib/cni/results"), Path("/var/lib/cni")):
+        if cache.is_dir():
+            for f in cache.glob(f"{config.CNI_NETWORK}-*"):
+                f.unlink(missing_ok=True)
+
+
+def down(lay: Layout | None = None) -> list[str]:
+    """Stop everything `up` started and remove its traces; returns the stopped components."""
+    lay = lay or config.default_layout()
+    stopped = []
+    if procs.stop("kubelet", lay.run):
+        stopped.append("kubelet")
+    _kill_pod_processes()
+    if procs.pid_of("containerd", lay.run) is not None:
+        _remove_containers(lay)
+    for name in reversed(COMPONENTS[:-1]):
+        if procs.stop(name, lay.run, timeout=15):
+            stopped.append(name)
+    # Shims re-parent to init and outlive containerd; ours carry our socket path.
+    for pid in procs.pids_with_arg(str(lay.containerd_sock)):
+        procs.stop_pid(pid, timeout=5)
+    _kill_pod_processes()
+    if lay.root.exists():
+        _unmount_all(lay.root)
+    _remove_cgroups()
+    _remove_network()
+    for d in (
+        lay.run,
+        lay.etcd_data,
+        lay.kubelet_root,
+        lay.containerd_state,
+        lay.containerd / "opt",
+        lay.cni_ipam,
+        lay.state_json,
+    ):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            d.unlink(missing_ok=True)
+    return stopped
+
+
+def status(lay: Layout | None = None) -> dict[str, object]:
+    """Components with pid and RSS, readiness, kubeconfig: for `python -m tests.cluster status`."""
+    lay = lay or config.default_layout()
+    comps = running_components(lay)
+    rss = {name: procs.rss_kib(pid) // 1024 for name, pid in comps.items()}
+    shims = procs.pids_with_arg(str(lay.containerd_sock))
+    state = _read_state(lay) or {}
+    return {
+        "up": is_up(lay),
+        "kubeconfig": str(lay.kubeconfig),
+        "components": {n: {"pid": p, "rss_mib": rss[n]} for n, p in comps.items()},
+        "shims": len(shims),
+        "shims_rss_mib": sum(procs.rss_kib(p) for p in shims) // 1024,
+        "total_rss_mib": sum(rss.values()),
+        "ports": state.get("ports", {}),
+        "up_seconds": state.get("up_seconds"),
+        "build_seconds": build.build_times(),
+    }
