@@ -1,0 +1,98 @@
+"""Export the trained model directory (contracts §1), atomically.
+
+Everything is written into a sibling temp directory first and renamed into place, so the
+server and the operator never see half a model. Lineage carries the trainer config (which
+holds no secret by construction) and the data fingerprint; every JSON file still passes
+through the redactor as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from snowtrain.api.trainer_config import TrainerConfig
+
+from .redact import Redactor
+
+
+def snowtrain_version() -> str:
+    try:
+        return version("snowtrain")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def lineage(
+    config: TrainerConfig, data: dict[str, Any], labels: list[str] | None
+) -> dict[str, Any]:
+    """snowtrain.json: what was trained, from what, with which settings."""
+    record: dict[str, Any] = {
+        "snowtrainVersion": snowtrain_version(),
+        "kind": config.kind,
+        "name": config.name,
+        "namespace": config.namespace,
+        "task": config.task,
+        "baseModel": config.base_model,
+        "data": {k: data.get(k) for k in ("rows", "queryId", "fingerprint")},
+        "config": config.to_wire(),
+        "createdAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    if labels is not None:
+        record["labels"] = list(labels)
+    return record
+
+
+def export_model(
+    out_dir: str | Path,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    lineage_record: dict[str, Any],
+    metrics: dict[str, Any],
+    labels: list[str] | None = None,
+    lora_merge: bool | None = None,
+    redactor: Redactor | None = None,
+) -> Path:
+    """Write the model directory at ``out_dir`` (replacing an older export) and return it.
+
+    ``lora_merge`` is None for full fine-tuning; True/False when ``model`` is a peft model
+    whose adapter is merged into the weights or exported alongside them.
+    """
+    redactor = redactor or Redactor()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+    if lora_merge is not None:
+        from .lora import save_adapter_and_unwrap
+
+        model = save_adapter_and_unwrap(model, tmp, merge=lora_merge)
+    plain: PreTrainedModel = getattr(model, "_orig_mod", model)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+
+    def write_json(name: str, obj: dict[str, Any]) -> None:
+        (tmp / name).write_text(redactor(json.dumps(obj, indent=2, sort_keys=True)) + "\n")
+
+    write_json("snowtrain.json", lineage_record)
+    write_json("metrics.json", metrics)
+    if labels is not None:
+        write_json("label_map.json", {"id2label": {str(i): lab for i, lab in enumerate(labels)}})
+
+    # Swap: the old export (a previous attempt) moves aside, the new one takes its name.
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

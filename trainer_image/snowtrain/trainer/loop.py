@@ -1,0 +1,451 @@
+"""The training loop: one function, read top to bottom (in the spirit of nanoGPT).
+
+``train`` takes a model and map-style datasets and runs seeded AdamW steps with gradient
+accumulation, warmup + decay, clipping, mixed precision, periodic evaluation, checkpoints and
+resume. The data order is a seeded permutation per epoch, sharded over DDP ranks the way
+``DistributedSampler`` shards it; the loop's position in it is part of every checkpoint, so a
+resumed run sees exactly the batches the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from snowtrain.api.spec import TrainingSpec
+
+from .checkpoint import CheckpointManager, TrainState, capture_rng, restore_rng, train_state_to
+from .distributed import World, all_reduce_sum, any_rank, barrier
+from .errors import Preempted
+from .metrics import accuracy, confusion_matrix, macro_f1, perplexity
+from .progress import Reporter
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+Collate = Callable[[list[dict[str, torch.Tensor]]], Batch]
+
+
+@dataclass
+class TrainResult:
+    """What the loop reports back: final metrics (camelCase, metrics.json) and position."""
+
+    metrics: dict[str, Any]
+    step: int
+    total_steps: int
+    resumed_from_step: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """(step, loss) pairs of the progress events, for a loss curve."""
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch (all devices) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- data order
+class EpochOrder:
+    """A seeded permutation per epoch, padded and strided over ranks like DistributedSampler."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, world: World) -> None:
+        self.size, self.batch_size, self.seed, self.world = size, batch_size, seed, world
+        self.shard_size = math.ceil(size / world.size)
+        self.batches_per_epoch = max(1, math.ceil(self.shard_size / batch_size))
+        self._cached: tuple[int, list[int]] | None = None
+
+    def shard(self, epoch: int) -> list[int]:
+        if self._cached and self._cached[0] == epoch:
+            return self._cached[1]
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(self.size, generator=generator).tolist()
+        perm += perm[: self.shard_size * self.world.size - self.size]  # equal shards
+        shard = perm[self.world.rank :: self.world.size]
+        self._cached = (epoch, shard)
+        return shard
+
+    def batches(self, state: TrainState) -> Iterator[list[int]]:
+        """Endless index batches from ``state.epoch/position``, advancing the state as it goes."""
+        while True:
+            if state.position >= self.batches_per_epoch:
+                state.epoch, state.position = state.epoch + 1, 0
+            start = state.position * self.batch_size
+            indices = self.shard(state.epoch)[start : start + self.batch_size]
+            state.position += 1
+            yield indices
+
+
+# --------------------------------------------------------------------------- precision
+@dataclass
+class Precision:
+    dtype: torch.dtype | None
+    """Autocast dtype, or None for plain fp32."""
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def choose_precision(requested: str, device: torch.device) -> Precision:
+    """bf16 autocast (+TF32 matmuls) on GPUs that have it; fp16 with loss scaling; else fp32."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if requested == "bf16" or (requested == "auto" and bf16_ok):
+            return Precision(torch.bfloat16, None)
+        if requested == "fp16" or requested == "auto":
+            return Precision(torch.float16, torch.amp.GradScaler("cuda"))
+        return Precision(None, None)
+    if requested == "bf16":
+        return Precision(torch.bfloat16, None)
+    if requested == "fp16":
+        log.warning("precision fp16 needs a GPU; training in fp32 on %s", device)
+    return Precision(None, None)
+
+
+# --------------------------------------------------------------------------- optimizer
+def build_optimizer(
+    model: nn.Module, spec: TrainingSpec, device: torch.device, betas: tuple[float, float]
+) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases and norm weights (1-D tensors) do not; fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=spec.learning_rate, betas=betas, eps=1e-8, fused=device.type == "cuda"
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warmup over ``warmupRatio`` of the steps, then cosine / linear decay or flat."""
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    return get_scheduler(
+        name[spec.lr_scheduler],
+        optimizer,
+        num_warmup_steps=math.ceil(spec.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
+
+def plan_steps(spec: TrainingSpec, order: EpochOrder) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    per_epoch = max(1, math.ceil(order.batches_per_epoch / spec.gradient_accumulation_steps))
+    total = spec.max_steps or max(1, math.ceil(spec.epochs * per_epoch))
+    return per_epoch, total
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    collate: Collate,
+    *,
+    task: str,
+    batch_size: int,
+    precision: Precision,
+    world: World,
+    num_labels: int | None = None,
+) -> dict[str, float]:
+    """Loss summed per example (classification) or per target token (LMs), over all ranks."""
+    was_training = model.training
+    model.eval()
+    device = world.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros((num_labels or 1, num_labels or 1), dtype=torch.int64)
+    indices = list(range(world.rank, len(data), world.size))  # eval shards: no padding
+    for start in range(0, len(indices), batch_size):
+        batch = _to_device(collate([data[i] for i in indices[start : start + batch_size]]), device)
+        labels = batch.pop("labels")
+        with precision.autocast(device):
+            logits = model(**batch).logits.float()
+        if task == "classification":
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            count += labels.numel()
+            confusion += confusion_matrix(labels, logits.argmax(-1), num_labels or 1)
+        else:
+            targets = labels[:, 1:]
+            loss_sum += F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)),
+                targets.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            count += (targets != -100).sum()
+    all_reduce_sum(world, loss_sum)
+    all_reduce_sum(world, count)
+    model.train(was_training)
+    mean_loss = (loss_sum / count.clamp(min=1)).item()
+    if task == "classification":
+        confusion = all_reduce_sum(world, confusion.to(device)).cpu()
+        return {
+            "evalLoss": mean_loss,
+            "evalAccuracy": accuracy(confusion),
+            "evalMacroF1": macro_f1(confusion),
+        }
+    return {"evalLoss": mean_loss, "perplexity": perplexity(mean_loss)}
+
+
+# --------------------------------------------------------------------------- the loop
+def train(
+    model: nn.Module,
+    train_data: Dataset,
+    eval_data: Dataset | None,
+    collate: Collate,
+    spec: TrainingSpec,
+    *,
+    task: str,
+    world: World,
+    reporter: Reporter,
+    checkpoints: CheckpointManager | None = None,
+    num_labels: int | None = None,
+    fingerprint: str | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TrainResult:
+    """Train ``model`` in place; return final metrics. Raises Preempted after saving on stop.
+
+    The model must already carry its initial weights (seeded by the caller) and sit on
+    ``world.device``. A checkpoint in ``checkpoints.directory`` is resumed from automatically.
+    """
+    device = world.device
+    precision = choose_precision(spec.precision, device)
+    if spec.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(model, "config", None) is not None:
+            model.config.use_cache = False
+
+    order = EpochOrder(len(train_data), spec.batch_size, spec.seed, world)
+    steps_per_epoch, total_steps = plan_steps(spec, order)
+    optimizer = build_optimizer(model, spec, device, betas)
+    scheduler = build_scheduler(optimizer, spec, total_steps)
+    state = TrainState(fingerprint=fingerprint)
+
+    # ---- resume from the newest checkpoint, if any
+    resumed_from: int | None = None
+    latest = checkpoints.latest() if checkpoints else None
+    if latest is not None:
+        payload = checkpoints.load(latest)  # type: ignore[union-attr]
+        model.load_state_dict(payload["model"], strict=False)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if precision.scaler is not None and payload.get("scaler"):
+            precision.scaler.load_state_dict(payload["scaler"])
+        state = TrainState(**payload["train_state"])
+        if world.distributed:  # rank 0's generators were saved; give each rank its own
+            seed_everything(spec.seed + 1000 * world.rank + state.step)
+        else:
+            restore_rng(payload["rng"])
+        if fingerprint and state.fingerprint and state.fingerprint != fingerprint:
+            log.warning(
+                "data changed since checkpoint step %d (%s -> %s); resuming anyway",
+                state.step,
+                state.fingerprint,
+                fingerprint,
+            )
+        state.fingerprint = fingerprint
+        resumed_from = state.step
+        del payload
+
+    def save_checkpoint() -> None:
+        if checkpoints is None:
+            return
+        if world.is_main:
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            full = all(p.requires_grad for p in model.parameters())
+            weights = model.state_dict()
+            if not full:  # adapters: the frozen base is reloaded from its source on resume
+                weights = {k: v for k, v in weights.items() if k in trainable}
+            path = checkpoints.save(
+                state.step,
+                {
+                    "model": weights,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
+                    "rng": capture_rng(),
+                    "train_state": train_state_to(state),
+                },
+                meta={"fingerprint": state.fingerprint, "totalSteps": total_steps},
+            )
+            reporter.event("checkpoint", step=state.step, path=str(path))
+        barrier(world)
+
+    # ---- wrap for speed / parallelism only after the weights are final
+    forward_model: nn.Module = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if spec.compile:
+        forward_model = torch.compile(forward_model)
+
+    reporter.event(
+        "start",
+        totalSteps=total_steps,
+        epochs=round(total_steps / steps_per_epoch, 4),
+        resumedFromStep=resumed_from,
+        time=_now(),
+    )
+
+    accum = spec.gradient_accumulation_steps
+    batches = order.batches(state)
+    params = [p for p in model.parameters() if p.requires_grad]
+    samples_per_step = spec.batch_size * accum * world.size
+    history: list[dict[str, Any]] = []
+    # Losses stay on the device; .item() (a GPU sync) happens only when reporting or saving.
+    loss_total = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum_before = state.loss_sum
+    window_loss = torch.zeros((), dtype=torch.float64, device=device)
+    window_steps = 0
+    session_tokens = 0
+    session_start = time.perf_counter()
+    train_seconds_before = state.train_seconds
+    last_eval: dict[str, float] = {}
+    forward_model.train()
+
+    while state.step < total_steps:
+        # -- one optimizer step = `accum` micro-batches
+        for micro in range(accum):
+            batch = collate([train_data[i] for i in next(batches)])
+            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            state.tokens_trained += tokens * world.size
+            session_tokens += tokens * world.size
+            batch = _to_device(batch, device)
+            sync = micro == accum - 1 or not world.distributed
+            no_sync = contextlib.nullcontext() if sync else forward_model.no_sync()
+            with no_sync, precision.autocast(device):
+                loss = forward_model(**batch).loss / accum
+            if precision.scaler is not None:
+                precision.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            loss_total += loss.detach()
+            window_loss += loss.detach()
+        if precision.scaler is not None:
+            precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+        if precision.scaler is not None:
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        state.step += 1
+        state.samples_trained += samples_per_step
+        window_steps += 1
+        last = state.step == total_steps
+        elapsed = time.perf_counter() - session_start
+        state.train_seconds = train_seconds_before + elapsed
+
+        # -- report: at most one progress line per interval, plus the last step
+        if reporter.enabled and (last or reporter.due()):
+            loss_value = window_loss.item() / window_steps
+            window_loss.zero_()
+            window_steps = 0
+            done_here = state.step - (resumed_from or 0)
+            reporter.progress(
+                force=True,
+                step=state.step,
+                totalSteps=total_steps,
+                percent=round(100.0 * state.step / total_steps, 2),
+                epoch=round(state.epoch + state.position / order.batches_per_epoch, 4),
+                loss=round(loss_value, 6),
+                learningRate=scheduler.get_last_lr()[0],
+                tokensPerSecond=round(session_tokens / max(elapsed, 1e-9), 2),
+                samplesPerSecond=round(done_here * samples_per_step / max(elapsed, 1e-9), 3),
+                etaSeconds=round(elapsed / done_here * (total_steps - state.step), 1),
+            )
+            history.append({"step": state.step, "loss": loss_value})
+
+        if eval_data is not None and (
+            last or (spec.eval_every_steps and state.step % spec.eval_every_steps == 0)
+        ):
+            last_eval = evaluate(
+                model,
+                eval_data,
+                collate,
+                task=task,
+                batch_size=spec.batch_size,
+                precision=precision,
+                world=world,
+                num_labels=num_labels,
+            )
+            reporter.event("eval", step=state.step, **last_eval)
+
+        # -- checkpoint on cadence, at the end, and when asked to stop (SIGTERM)
+        stop = any_rank(world, should_stop())
+        if last or stop or (checkpoints is not None and checkpoints.due(state.step)):
+            state.loss_sum = loss_sum_before + loss_total.item()
+            save_checkpoint()
+        if stop and not last:
+            raise Preempted(
+                f"stopped by SIGTERM at step {state.step}/{total_steps}; checkpoint saved"
+            )
+
+    if eval_data is not None and not last_eval:  # resumed after the final step: evaluate again
+        last_eval = evaluate(
+            model,
+            eval_data,
+            collate,
+            task=task,
+            batch_size=spec.batch_size,
+            precision=precision,
+            world=world,
+            num_labels=num_labels,
+        )
+    elapsed = time.perf_counter() - session_start
+    done_here = state.step - (resumed_from or 0)
+    metrics: dict[str, Any] = {
+        "trainLoss": (loss_sum_before + loss_total.item()) / max(state.step, 1),
+        **last_eval,
+        "tokensPerSecond": session_tokens / elapsed if done_here else None,
+        "tokensTrained": state.tokens_trained,
+        "samplesPerSecond": done_here * samples_per_step / elapsed if done_here else None,
+        "trainSeconds": state.train_seconds,
+        "steps": state.step,
+    }
+    return TrainResult(
+        metrics=metrics,
+        step=state.step,
+        total_steps=total_steps,
+        resumed_from_step=resumed_from,
+        history=history,
+    )
+
+
+def _now() -> str:
+    from .progress import now_iso
+
+    return now_iso()

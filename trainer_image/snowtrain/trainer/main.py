@@ -1,0 +1,333 @@
+"""The trainer program: config in, model directory + metrics out (contracts §2).
+
+``run`` wires the parts in order — credentials, data profile (fail fast on bad data), model
+and tokenizer, token datasets, the training loop, export — and turns every ending into an
+exit code, a ``done`` event and the termination message the operator reads. It knows nothing
+of Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from snowtrain.api.trainer_config import TrainerConfig
+
+from .errors import InvalidConfig, Preempted, TrainerError
+from .progress import Reporter, write_termination_message
+from .redact import Redactor, install
+
+log = logging.getLogger("snowtrain.trainer")
+
+
+class SignalGuard:
+    """SIGTERM handling by phase.
+
+    Before training there is nothing to save: SIGTERM stops at once (Preempted). During
+    training it sets a flag the loop checks after each optimizer step; the loop checkpoints
+    and raises Preempted. During export it is noted and the (short) export finishes.
+    """
+
+    def __init__(self) -> None:
+        self.phase = "prepare"
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.phase == "prepare":
+            raise Preempted("SIGTERM received before training started")
+        log.warning("SIGTERM received during %s; stopping at the next safe point", self.phase)
+
+
+@dataclass
+class Outcome:
+    """What the run achieved; becomes the termination message and the done event."""
+
+    step: int = 0
+    total_steps: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    model_uri: str | None = None
+
+
+def run(config: TrainerConfig) -> int:
+    """Train as configured; return the process exit code (0, 1, 64, 65, 69 or 75)."""
+    redactor = Redactor()
+    install(redactor)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    from .distributed import init_world, shutdown
+
+    world = init_world()
+    reporter = Reporter(config.progress.interval_seconds, enabled=world.is_main, redactor=redactor)
+    guard = SignalGuard()
+    guard.install()
+    outcome = Outcome()
+    reason: str | None = None
+    message: str | None = None
+    exit_code = 0
+    try:
+        _train_and_export(config, world, reporter, redactor, guard, outcome)
+    except TrainerError as exc:
+        reason, message, exit_code = exc.reason, str(exc), exc.exit_code
+        log.error("%s: %s", reason, message)
+    except Exception as exc:
+        reason, exit_code = "InternalError", 1
+        message = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        summary = {
+            "outcome": "Succeeded"
+            if exit_code == 0
+            else "Preempted"
+            if exit_code == 75
+            else "Failed",
+            "reason": reason,
+            "message": redactor(message) if message else None,
+            "exitCode": exit_code,
+            "step": outcome.step,
+            "totalSteps": outcome.total_steps,
+            "metrics": outcome.metrics,
+            "model": {"uri": outcome.model_uri, "format": "safetensors"}
+            if outcome.model_uri
+            else None,
+            "data": outcome.data or None,
+        }
+        reporter.event("done", **summary)
+        if world.is_main:
+            write_termination_message(summary, redactor)
+        shutdown(world)
+    return exit_code
+
+
+def _train_and_export(
+    config: TrainerConfig,
+    world: Any,
+    reporter: Reporter,
+    redactor: Redactor,
+    guard: SignalGuard,
+    outcome: Outcome,
+) -> None:
+    """The happy path, in order. Raises TrainerError subclasses for expected failures."""
+    from .data.credentials import load_credentials
+    from .data.source import SnowflakeSource
+    from .distributed import barrier
+    from .loop import seed_everything, train
+
+    _check_config(config)
+    credentials = load_credentials(config.data.snowflake)
+    redactor.add(credentials.secret_values())
+    source = SnowflakeSource(config.data, credentials)
+
+    profile = source.profile(config.task)  # bad data fails here, before any training
+    labels = profile.labels if config.task == "classification" else None
+    seed_everything(config.training.seed)
+    model, tokenizer = _model_and_tokenizer(config, source, labels, world)
+    workdir = Path(tempfile.mkdtemp(prefix="snowtrain-data-"))
+    try:
+        train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
+        fingerprint = source.fingerprint.to_wire()
+        outcome.data = {k: fingerprint.get(k) for k in ("rows", "queryId", "fingerprint")}
+        reporter.event("data", **fingerprint, labels=labels)
+        if len(train_data) == 0:
+            from .errors import DataError
+
+            raise DataError("no training rows left after the validation split")
+
+        if config.training.lora is not None and config.training.lora.enabled:
+            from .lora import apply_lora
+
+            model = apply_lora(model, config.training.lora, config.task)
+        model.to(world.device)
+        guard.phase = "train"
+        checkpoints = _checkpoints(config)
+        result = train(
+            model,
+            train_data,
+            eval_data,
+            train_data.collate,
+            config.training,
+            task=config.task,
+            world=world,
+            reporter=reporter,
+            checkpoints=checkpoints,
+            num_labels=len(labels) if labels else None,
+            fingerprint=fingerprint.get("fingerprint"),
+            betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
+            should_stop=lambda: guard.requested,
+        )
+        outcome.step, outcome.total_steps = result.step, result.total_steps
+        outcome.metrics = {k: v for k, v in result.metrics.items() if v is not None}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    guard.phase = "export"
+    if world.is_main:
+        _export(config, model, tokenizer, labels, outcome, redactor, credentials)
+    barrier(world)
+
+
+def _check_config(config: TrainerConfig) -> None:
+    """Cross-field rules the config schema cannot state."""
+    if config.task == "pretrain" and config.architecture is None:
+        raise InvalidConfig("a pretrain task needs architecture")
+    if config.task != "pretrain" and not config.base_model:
+        raise InvalidConfig(f"a {config.task} fine-tune needs baseModel")
+    if bool(config.data.table) == bool(config.data.query):
+        raise InvalidConfig("set exactly one of data.table or data.query")
+
+
+def _model_and_tokenizer(
+    config: TrainerConfig, source: Any, labels: list[str] | None, world: Any
+) -> tuple[Any, Any]:
+    """Load the base model, or build a fresh LM with a tokenizer trained on the corpus.
+
+    A trained tokenizer is kept next to the checkpoints: a resumed run must tokenize exactly
+    as the interrupted one did.
+    """
+    from . import models
+    from .distributed import barrier
+
+    if config.task == "classification":
+        assert config.base_model and labels is not None
+        tokenizer = models.load_tokenizer(config.base_model)
+        return models.load_classifier(config.base_model, labels, tokenizer), tokenizer
+    if config.task == "causal-lm":
+        assert config.base_model
+        tokenizer = models.load_tokenizer(config.base_model)
+        return models.load_causal_lm(config.base_model, tokenizer), tokenizer
+
+    assert config.architecture is not None
+    spec = config.tokenizer
+    saved = Path(config.output.checkpoint_dir) / "tokenizer"
+    if spec is not None and spec.uri:
+        tokenizer = models.load_tokenizer(spec.uri)
+    else:
+        if world.is_main and not (saved / "tokenizer.json").is_file():
+            from snowtrain.api.spec import TokenizerSpec
+
+            spec = spec or TokenizerSpec()
+            trained = models.train_tokenizer(
+                source.iter_texts(spec.train_rows), spec, config.training.max_seq_length
+            )
+            tmp = saved.with_name(".tokenizer.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            trained.save_pretrained(tmp)
+            tmp.rename(saved)
+        barrier(world)
+        tokenizer = models.load_tokenizer(str(saved))
+    model = models.build_causal_lm(config.architecture, tokenizer, config.training.max_seq_length)
+    return model, tokenizer
+
+
+def _datasets(
+    config: TrainerConfig, source: Any, tokenizer: Any, labels: list[str] | None, workdir: Path
+) -> tuple[Any, Any]:
+    """Token datasets for both splits (validation None when it has no rows)."""
+    from .data import tokenize
+
+    max_len = config.training.max_seq_length
+    built = {}
+    for split in ("train", "validation"):
+        where = workdir / split
+        where.mkdir()
+        if config.task == "classification":
+            assert labels is not None
+            label2id = {label: i for i, label in enumerate(labels)}
+            built[split] = tokenize.build_classification(
+                source, split, tokenizer, label2id, max_len, where
+            )
+        elif config.task == "causal-lm":
+            built[split] = tokenize.build_causal_lm(source, split, tokenizer, max_len, where)
+        else:
+            built[split] = tokenize.build_packed(source, split, tokenizer, max_len, where)
+    validation = built["validation"] if len(built["validation"]) else None
+    return built["train"], validation
+
+
+def _checkpoints(config: TrainerConfig) -> Any:
+    from .checkpoint import CheckpointManager
+
+    cadence = config.training.checkpoint
+    return CheckpointManager(
+        config.output.checkpoint_dir,
+        keep=cadence.keep,
+        every_steps=cadence.every_steps,
+        every_minutes=cadence.every_minutes,
+    )
+
+
+def _export(
+    config: TrainerConfig,
+    model: Any,
+    tokenizer: Any,
+    labels: list[str] | None,
+    outcome: Outcome,
+    redactor: Redactor,
+    credentials: Any,
+) -> None:
+    from .export import export_model, lineage
+
+    lora = config.training.lora
+    out = export_model(
+        config.output.dir,
+        model,
+        tokenizer,
+        lineage_record=lineage(config, outcome.data, labels),
+        metrics=outcome.metrics,
+        labels=labels,
+        lora_merge=lora.merge if lora is not None and lora.enabled else None,
+        redactor=redactor,
+    )
+    outcome.model_uri = config.output.uri or str(out)
+    if config.output.stage:
+        from .data.connection import connect
+        from .data.stage import upload_to_stage
+
+        conn = connect(config.data.snowflake, credentials)
+        try:
+            upload_to_stage(conn, out, config.output.stage)
+        finally:
+            conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m snowtrain.trainer --config FILE``."""
+    parser = argparse.ArgumentParser(prog="python -m snowtrain.trainer", description=__doc__)
+    parser.add_argument("--config", required=True, help="trainer config file (JSON or YAML)")
+    args = parser.parse_args(argv)
+    try:
+        config = TrainerConfig.load(args.config)
+    except (OSError, ValueError, ValidationError) as exc:
+        text = f"cannot read trainer config {args.config}: {exc}"
+        print(text, file=sys.stderr)
+        summary = {
+            "outcome": "Failed",
+            "reason": InvalidConfig.reason,
+            "message": text,
+            "exitCode": InvalidConfig.exit_code,
+            "step": 0,
+        }
+        Reporter().event("done", **summary)
+        write_termination_message(summary, Redactor())
+        return InvalidConfig.exit_code
+    return run(config)

@@ -1,0 +1,218 @@
+"""Models and tokenizers: load a base model, or build a new causal LM and train its tokenizer.
+
+Fine-tuning starts from a local directory (an image path, a mounted volume, a PretrainJob's
+output) or a hub id where the cluster can reach the hub; ``HF_HUB_OFFLINE=1`` is honoured by
+transformers itself and turns a missing model into a clear config error. Pretraining builds a
+llama or GPT-2 config from a size preset plus explicit overrides, and a byte-level BPE
+tokenizer trained on the corpus with `tokenizers`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from snowtrain.api.spec import ArchitectureSpec, TokenizerSpec
+
+from .errors import InvalidConfig, Unavailable
+
+EOS = "<|endoftext|>"
+
+#: (layers, hidden size, heads) per preset; see ArchitectureSpec.size.
+SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 64, 2),
+    "small": (6, 384, 6),
+    "base": (12, 768, 12),
+    "medium": (24, 1024, 16),
+}
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _from_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
+    """Call ``loader.from_pretrained`` and classify failures: config error vs. hub unreachable."""
+    looks_local = source.startswith(("/", ".", "~")) or Path(source).exists()
+    if looks_local and not Path(source).expanduser().exists():
+        raise InvalidConfig(f"model path {source} does not exist")
+    try:
+        return loader.from_pretrained(
+            str(Path(source).expanduser()) if looks_local else source, **kwargs
+        )
+    except OSError as exc:
+        if looks_local or _hub_offline():
+            where = "locally (HF_HUB_OFFLINE is set)" if not looks_local else "at that path"
+            raise InvalidConfig(f"cannot load {source!r} {where}: {exc}") from exc
+        raise Unavailable(f"cannot download {source!r} from the Hugging Face hub: {exc}") from exc
+
+
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token (EOS when the model has none)."""
+    tokenizer = _from_pretrained(AutoTokenizer, source)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise InvalidConfig(f"tokenizer of {source!r} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(
+    source: str, labels: list[str], tokenizer: PreTrainedTokenizerBase
+) -> PreTrainedModel:
+    """A sequence classifier with one output per discovered label (a new head if needed)."""
+    model = _from_pretrained(
+        AutoModelForSequenceClassification,
+        source,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+        dtype=torch.float32,
+        attn_implementation="sdpa",
+    )
+    if model.config.pad_token_id is None:  # decoder-only classifiers find the last token by it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_causal_lm(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A causal LM in fp32 master weights (autocast lowers precision where it pays)."""
+    model = _from_pretrained(
+        AutoModelForCausalLM, source, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    _set_generation_ids(model, tokenizer)
+    return model
+
+
+def _set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Servers stop at EOS and pad with the pad id: both must be in generation_config.json."""
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    gen = model.generation_config or GenerationConfig()
+    gen.eos_token_id = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    if gen.bos_token_id is None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    model.generation_config = gen
+
+
+# --------------------------------------------------------------------------- pretraining
+def architecture_dims(arch: ArchitectureSpec) -> dict[str, int]:
+    """Preset dims with explicit overrides applied, checked for consistency."""
+    layers, hidden, heads = SIZE_PRESETS[arch.size]
+    layers = arch.num_layers or layers
+    hidden = arch.hidden_size or hidden
+    heads = arch.num_heads or heads
+    kv_heads = arch.num_kv_heads or heads
+    if hidden % heads:
+        raise InvalidConfig(
+            f"architecture.hiddenSize {hidden} is not divisible by numHeads {heads}"
+        )
+    if heads % kv_heads:
+        raise InvalidConfig(
+            f"architecture.numHeads {heads} is not divisible by numKvHeads {kv_heads}"
+        )
+    if arch.family == "gpt2" and arch.num_kv_heads and kv_heads != heads:
+        raise InvalidConfig("architecture.numKvHeads (grouped-query attention) needs family llama")
+    if arch.intermediate_size:
+        inner = arch.intermediate_size
+    elif arch.family == "llama":  # SwiGLU: 8/3 d keeps the parameter count of a 4d MLP
+        inner = 64 * -(-8 * hidden // (3 * 64))
+    else:
+        inner = 4 * hidden
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "inner": inner,
+    }
+
+
+def build_causal_lm(
+    arch: ArchitectureSpec, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+) -> PreTrainedModel:
+    """A freshly initialised llama or GPT-2 sized for the tokenizer and sequence length."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    dims = architecture_dims(arch)
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vocab = len(tokenizer)
+    if arch.family == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=dims["hidden"],
+            num_hidden_layers=dims["layers"],
+            num_attention_heads=dims["heads"],
+            num_key_value_heads=dims["kv_heads"],
+            intermediate_size=dims["inner"],
+            max_position_embeddings=max_seq_length,
+            tie_word_embeddings=True,
+            attn_implementation="sdpa",
+            **ids,
+        )
+        model: PreTrainedModel = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(
+            vocab_size=vocab,
+            n_embd=dims["hidden"],
+            n_layer=dims["layers"],
+            n_head=dims["heads"],
+            n_inner=dims["inner"],
+            n_positions=max_seq_length,
+            attn_implementation="sdpa",
+            **ids,
+        )
+        model = GPT2LMHeadModel(config)
+    _set_generation_ids(model, tokenizer)
+    return model
+
+
+def train_tokenizer(
+    texts: Iterable[str], spec: TokenizerSpec, model_max_length: int
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style, no unknown tokens) trained on ``texts``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=EOS,
+        model_max_length=model_max_length,
+    )
+
+
+def count_parameters(model: torch.nn.Module, *, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
