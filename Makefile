@@ -52,3 +52,14 @@ test: venv ## the whole suite (builds and starts the local cluster on first use)
 
 docs: venv ## regenerate the README's CR reference from the API models
 	$(PY) -m snowtrain.api.reference --update README.md
+
+# The real single-node Kubernetes for tests (tests/cluster, FACTS.md §1).
+.PHONY: cluster-build cluster-up cluster-down
+cluster-build: venv ## build and cache Kubernetes v1.20.2 from Debian sources (cold: minutes)
+	$(PY) -m tests.cluster build
+
+cluster-up: venv ## start the local cluster with manifests/crds applied (idempotent)
+	$(PY) -m tests.cluster up --crds manifests/crds
+
+cluster-down: ## stop the local cluster: no process, mount, cgroup or bridge left behind
+	$(PY) -m tests.cluster down

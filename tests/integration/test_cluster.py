@@ -1,0 +1,137 @@
+"""The local cluster is a real Kubernetes: a locally built image runs on the kubelet, its logs
+and termination message come back through the apiserver, and the scheduler honours the
+node's (fake) `nvidia.com/gpu` capacity exactly like a GPU node's."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+pytestmark = pytest.mark.cluster
+
+FAKE_TRAINER = (
+    'echo \'{"step": 1, "loss": 2.5}\'; echo \'{"step": 2, "loss": 1.25}\'; '
+    'echo \'{"phase": "done"}\' > /dev/termination-log'
+)
+
+
+def _pod(name: str, image: str, command: str, gpus: int = 0) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": ["/bin/sh", "-c", command],
+        "securityContext": {"runAsUser": 1000},
+    }
+    if gpus:
+        # The client validates models: quantities must be strings.
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [container],
+        },
+    }
+
+
+def _wait_phase(
+    core: client.CoreV1Api, ns: str, name: str, phases: set[str], timeout: float = 90
+) -> client.V1Pod:
+    deadline = time.monotonic() + timeout
+    pod = core.read_namespaced_pod(name, ns)
+    while time.monotonic() < deadline:
+        pod = core.read_namespaced_pod(name, ns)
+        if pod.status.phase in phases:
+            return pod
+        time.sleep(0.5)
+    events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+    raise AssertionError(
+        f"pod {name} still {pod.status.phase}; events: "
+        + "; ".join(f"{e.reason}: {e.message}" for e in events.items)
+    )
+
+
+def _require_gpus(core: client.CoreV1Api, at_least: int) -> None:
+    """The local node has 4 fake GPUs; an external cluster may have none."""
+    total = sum(
+        int((n.status.allocatable or {}).get("nvidia.com/gpu", "0")) for n in core.list_node().items
+    )
+    if total < at_least:
+        pytest.skip(f"cluster advertises {total} nvidia.com/gpu, test needs {at_least}")
+
+
+def test_pod_from_locally_built_image_runs_and_its_logs_come_back(
+    kube_api: client.ApiClient, namespace: str, busybox_image: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(namespace, _pod("fake-trainer", busybox_image, FAKE_TRAINER))
+
+    pod = _wait_phase(core, namespace, "fake-trainer", {"Succeeded", "Failed"})
+
+    assert pod.status.phase == "Succeeded"
+    assert pod.status.pod_ip.startswith("10.244.0.")  # the CNI bridge, own netns
+    logs = core.read_namespaced_pod_log("fake-trainer", namespace)
+    lines = [json.loads(line) for line in logs.splitlines()]
+    assert lines == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 1.25}]
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 0
+    assert json.loads(terminated.message) == {"phase": "done"}
+
+
+def test_nonzero_exit_is_reported_with_its_code(
+    kube_api: client.ApiClient, namespace: str, busybox_image: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(namespace, _pod("crash", busybox_image, "echo boom >&2; exit 3"))
+
+    pod = _wait_phase(core, namespace, "crash", {"Succeeded", "Failed"})
+
+    assert pod.status.phase == "Failed"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+    assert "boom" in core.read_namespaced_pod_log("crash", namespace)
+
+
+def test_pod_requesting_a_gpu_is_scheduled_and_runs(
+    kube_api: client.ApiClient, namespace: str, busybox_image: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    _require_gpus(core, 1)
+    core.create_namespaced_pod(namespace, _pod("gpu-1", busybox_image, "echo gpu ok", gpus=1))
+
+    pod = _wait_phase(core, namespace, "gpu-1", {"Succeeded", "Failed"})
+
+    assert pod.status.phase == "Succeeded"
+    assert pod.spec.node_name
+    assert core.read_namespaced_pod_log("gpu-1", namespace).strip() == "gpu ok"
+
+
+def test_pod_requesting_more_gpus_than_any_node_has_stays_pending(
+    kube_api: client.ApiClient, namespace: str, busybox_image: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    _require_gpus(core, 1)
+    total = sum(
+        int((n.status.allocatable or {}).get("nvidia.com/gpu", "0")) for n in core.list_node().items
+    )
+    core.create_namespaced_pod(namespace, _pod("gpu-many", busybox_image, "true", gpus=total + 1))
+
+    deadline = time.monotonic() + 30
+    condition = None
+    while time.monotonic() < deadline and condition is None:
+        pod = core.read_namespaced_pod("gpu-many", namespace)
+        condition = next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
+        time.sleep(0.5)
+
+    assert condition is not None, "the scheduler never looked at the pod"
+    assert condition.status == "False"
+    assert condition.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in condition.message
+    assert core.read_namespaced_pod("gpu-many", namespace).status.phase == "Pending"
