@@ -1,0 +1,574 @@
+"""Desired children of a job, as plain Kubernetes manifests (pure: no API calls).
+
+From a validated FineTuneJob/PretrainJob and the operator settings this module builds the
+trainer ConfigMap, one batch/v1 Job per attempt (plus a headless Service for multi-node
+training), and the serving Deployment + Service. Names are deterministic and every child
+carries an owner reference, so re-running a reconcile never creates anything twice and
+deleting the job garbage-collects everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
+from snowtrain.api.trainer_config import default_output_path, render_trainer_config
+
+from .settings import OperatorSettings
+
+LABEL_JOB = "snowtrain.io/job"
+LABEL_KIND = "snowtrain.io/kind"
+LABEL_ATTEMPT = "snowtrain.io/attempt"
+LABEL_SERVING = "snowtrain.io/serving"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+SPEC_HASH_ANNOTATION = "snowtrain.io/spec-hash"
+
+CONFIG_DIR = "/etc/snowtrain"
+CONFIG_FILE = f"{CONFIG_DIR}/config.json"
+CREDENTIALS_DIR = "/var/run/secrets/snowtrain/snowflake"
+BASE_MODEL_MOUNT = "/mnt/base-model"
+SCRATCH_DIR = "/tmp"
+TERMINATION_LOG = "/dev/termination-log"
+TRAINER_CONTAINER = "trainer"
+SERVER_CONTAINER = "server"
+MASTER_PORT = 29500
+RUN_AS_USER = 1000
+
+
+class Unsupported(ValueError):
+    """The spec asks for something this cluster cannot do (reported as Failed/Unsupported)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the API server supports, derived from its version (``/version``)."""
+
+    major: int = 1
+    minor: int = 30
+
+    @classmethod
+    def from_version(cls, major: str, minor: str) -> Capabilities:
+        """Parse ``/version``'s strings; providers append ``+`` to the minor (``"27+"``)."""
+        return cls(
+            int("".join(c for c in major if c.isdigit()) or 1),
+            int("".join(c for c in minor if c.isdigit()) or 0),
+        )
+
+    @property
+    def job_suspend(self) -> bool:
+        """``Job.spec.suspend`` exists from 1.21 (alpha, on by default from 1.22)."""
+        return (self.major, self.minor) >= (1, 21)
+
+    @property
+    def indexed_jobs(self) -> bool:
+        """Indexed completion mode is GA (always on) from 1.24."""
+        return (self.major, self.minor) >= (1, 24)
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """A model directory on a volume: ``claim`` None means an emptyDir (not persistent)."""
+
+    claim: str | None
+    path: str
+
+    @property
+    def uri(self) -> str | None:
+        return f"pvc://{self.claim}/{self.path}" if self.claim else None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelLocation | None:
+        """``pvc://claim/path`` -> location; anything else -> None."""
+        if not uri.startswith("pvc://"):
+            return None
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        return cls(claim, path.strip("/")) if claim else None
+
+
+# --- names and metadata -------------------------------------------------------------------
+
+
+def child_name(name: str, suffix: str, limit: int = 63) -> str:
+    """``<name>-<suffix>``, shortened with a hash when it would exceed a label's 63 chars."""
+    full = f"{name}-{suffix}"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{name[: limit - len(suffix) - 10].rstrip('-')}-{digest}-{suffix}"
+
+
+def config_map_name(name: str) -> str:
+    return child_name(name, "config")
+
+
+def job_name(name: str, attempt: int) -> str:
+    return child_name(name, f"a{attempt}")
+
+
+def workers_service_name(name: str) -> str:
+    return child_name(name, "workers")
+
+
+def serving_name(name: str) -> str:
+    return child_name(name, "serve")
+
+
+def selector_labels(job: AnyJob) -> dict[str, str]:
+    """Labels that find every training child of ``job`` (list by these before creating)."""
+    return {LABEL_JOB: job.metadata.name or "", LABEL_KIND: job.kind}
+
+
+def owner_reference(job: AnyJob) -> dict[str, Any]:
+    """Controller owner reference: deleting the job garbage-collects the child."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": job.kind,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(job: AnyJob, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.metadata.namespace,
+        "labels": {**selector_labels(job), LABEL_MANAGED_BY: "snowtrain", **(labels or {})},
+        "ownerReferences": [owner_reference(job)],
+    }
+
+
+def output_location(job: AnyJob) -> ModelLocation:
+    """Where this job writes its model (claim None: an emptyDir that dies with the pod)."""
+    out = job.spec.output
+    return ModelLocation(out.volume_claim_name, out.path or default_output_path(job))
+
+
+def spec_hash(obj: Any) -> str:
+    """Stable hash of a manifest part: lets a reconcile tell whether a child needs a patch."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- pod template merging -------------------------------------------------------------------
+
+_MERGE_BY_NAME = {"containers", "initContainers", "volumes", "volumeMounts", "env", "ports"}
+
+
+def merge_pod_template(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """Deep-merge ``override`` onto ``base`` (neither is modified).
+
+    Maps merge recursively; lists of named items (containers, volumes, env, ...) merge item by
+    item on ``name`` with new names appended; any other list is replaced. This is the subset of
+    strategic merge that pod templates need, so a user's ``podTemplate`` can add an env var
+    to the "trainer" container without restating it.
+    """
+    result = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        current = result.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            result[key] = merge_pod_template(current, value)
+        elif key in _MERGE_BY_NAME and isinstance(current, list) and isinstance(value, list):
+            result[key] = _merge_named(current, value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _merge_named(base: list[Any], override: list[Any]) -> list[Any]:
+    merged = [copy.deepcopy(item) for item in base]
+    index = {item.get("name"): i for i, item in enumerate(merged) if isinstance(item, dict)}
+    for item in override:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name is not None and name in index:
+            merged[index[name]] = merge_pod_template(merged[index[name]], item)
+        else:
+            merged.append(copy.deepcopy(item))
+    return merged
+
+
+# --- security -------------------------------------------------------------------------------
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _scratch_env() -> list[dict[str, str]]:
+    """Point every cache at the writable /tmp emptyDir (the root filesystem is read-only)."""
+    env = {
+        "HOME": SCRATCH_DIR,
+        "HF_HOME": f"{SCRATCH_DIR}/hf",
+        "XDG_CACHE_HOME": f"{SCRATCH_DIR}/.cache",
+        "TORCHINDUCTOR_CACHE_DIR": f"{SCRATCH_DIR}/torchinductor",
+        "TRITON_CACHE_DIR": f"{SCRATCH_DIR}/triton",
+        "MPLCONFIGDIR": f"{SCRATCH_DIR}/matplotlib",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _resources(cpu: str | None, memory: str | None, gpus: int, gpu_name: str) -> dict:
+    """Requests equal limits (Guaranteed QoS when both are set; GPUs require it)."""
+    limits: dict[str, str] = {}
+    if cpu:
+        limits["cpu"] = cpu
+    if memory:
+        limits["memory"] = memory
+    if gpus:
+        limits[gpu_name] = str(gpus)
+    return {"requests": dict(limits), "limits": dict(limits)} if limits else {}
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def base_model_location(job: AnyJob, pretrain_model_uri: str | None = None) -> ModelLocation | None:
+    """The volume to mount read-only for the starting model, if it lives on a claim.
+
+    ``pretrain_model_uri`` is the referenced PretrainJob's ``status.model.uri`` (the caller
+    reads it; a FineTuneJob with a pretrainJobRef waits until it exists).
+    """
+    if not isinstance(job, FineTuneJob):
+        return None
+    uri = pretrain_model_uri if job.spec.base_model.pretrain_job_ref else job.spec.base_model.uri
+    return ModelLocation.parse(uri) if uri else None
+
+
+def build_trainer_config_text(
+    job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None = None
+) -> str:
+    """The trainer config JSON: paths as the pod sees them, credentials as a directory only."""
+    out = output_location(job)
+    output_dir = f"{settings.model_mount_path}/{out.path}"
+    base = base_model_location(job, pretrain_model_uri)
+    base_model = f"{BASE_MODEL_MOUNT}/{base.path}".rstrip("/") if base else None
+    if isinstance(job, FineTuneJob) and job.spec.base_model.pretrain_job_ref and not base:
+        base_model = pretrain_model_uri
+    secret = job.spec.data.snowflake.secret_ref
+    config = render_trainer_config(
+        job,
+        output_dir=output_dir,
+        checkpoint_dir=f"{output_dir}/checkpoints",
+        output_uri=out.uri,
+        base_model=base_model,
+        credentials_dir=CREDENTIALS_DIR if secret else None,
+        progress_interval_seconds=min(5.0, settings.progress_refresh_seconds),
+    )
+    return config.dumps()
+
+
+def build_config_map(
+    job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None = None
+) -> dict[str, Any]:
+    """``<name>-config`` with ``config.json``; never a secret (those stay in their Secret)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(job, config_map_name(job.metadata.name or "")),
+        "data": {"config.json": build_trainer_config_text(job, settings, pretrain_model_uri)},
+    }
+
+
+def trainer_command(job: AnyJob, attempt: int) -> list[str]:
+    """``python -m snowtrain.trainer``; torchrun for several GPUs or nodes."""
+    res = job.spec.resources
+    args = ["-m", "snowtrain.trainer", "--config", CONFIG_FILE]
+    if res.nodes == 1 and res.gpus_per_node <= 1:
+        return ["python", *args]
+    cmd = ["torchrun", "--nproc-per-node", str(max(res.gpus_per_node, 1))]
+    if res.nodes > 1:
+        master = f"{job_name(job.metadata.name or '', attempt)}-0"
+        cmd += [
+            "--nnodes",
+            str(res.nodes),
+            "--node-rank",
+            "$(JOB_COMPLETION_INDEX)",
+            "--master-addr",
+            f"{master}.{workers_service_name(job.metadata.name or '')}",
+            "--master-port",
+            str(MASTER_PORT),
+        ]
+    return [*cmd, *args]
+
+
+def _training_volumes(
+    job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None
+) -> tuple[list[dict], list[dict]]:
+    spec = job.spec
+    out = output_location(job)
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_map_name(job.metadata.name or "")}},
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    if spec.resources.shared_memory:
+        volumes[2]["emptyDir"]["sizeLimit"] = spec.resources.shared_memory
+    if out.claim:
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": out.claim}})
+    else:
+        volumes.append({"name": "models", "emptyDir": {}})
+    mounts.append({"name": "models", "mountPath": settings.model_mount_path})
+    secret = spec.data.snowflake.secret_ref
+    if secret:
+        volumes.append(
+            {"name": "snowflake", "secret": {"secretName": secret.name, "defaultMode": 0o440}}
+        )
+        mounts.append({"name": "snowflake", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    base = base_model_location(job, pretrain_model_uri)
+    if base:
+        volumes.append(
+            {
+                "name": "base-model",
+                "persistentVolumeClaim": {"claimName": base.claim, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "base-model", "mountPath": BASE_MODEL_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def build_training_job(
+    job: AnyJob,
+    settings: OperatorSettings,
+    attempt: int,
+    capabilities: Capabilities,
+    pretrain_model_uri: str | None = None,
+) -> dict[str, Any]:
+    """batch/v1 Job of one attempt (``<name>-a<attempt>``); raises :class:`Unsupported`.
+
+    A Kueue queue label makes the Job start suspended (Kueue unsuspends it on admission),
+    as does ``spec.suspend``; both only where the API server has ``Job.spec.suspend``.
+    """
+    spec = job.spec
+    res = spec.resources
+    name = job.metadata.name or ""
+    if res.nodes > 1 and not capabilities.indexed_jobs:
+        raise Unsupported(
+            f"spec.resources.nodes={res.nodes} needs an Indexed Job (Kubernetes >= 1.24); "
+            f"this cluster runs {capabilities.major}.{capabilities.minor}. Use nodes: 1."
+        )
+    jname = job_name(name, attempt)
+    labels = {LABEL_ATTEMPT: str(attempt), LABEL_COMPONENT: "trainer"}
+    job_labels = dict(labels)
+    if res.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = res.queue_name
+    volumes, mounts = _training_volumes(job, settings, pretrain_model_uri)
+    env = [
+        *_scratch_env(),
+        {"name": "SNOWTRAIN_ATTEMPT", "value": str(attempt)},
+        {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+    ]
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": trainer_command(job, attempt),
+        "env": env,
+        "resources": _resources(res.cpu, res.memory, res.gpus_per_node, res.gpu_resource_name),
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        # Time for the trainer to save a checkpoint on SIGTERM (exit 75 -> resume).
+        "terminationGracePeriodSeconds": 120,
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(res.tolerations)
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if res.nodes > 1:
+        pod_spec["subdomain"] = workers_service_name(name)
+    template = {
+        "metadata": {"labels": {**selector_labels(job), **labels}},
+        "spec": pod_spec,
+    }
+    template = merge_pod_template(template, spec.pod_template)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "completions": res.nodes,
+        "parallelism": res.nodes,
+        "template": template,
+    }
+    if res.nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    if spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if capabilities.job_suspend:
+        job_spec["suspend"] = bool(spec.suspend or res.queue_name)
+    manifest = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(job, jname, job_labels),
+        "spec": job_spec,
+    }
+    manifest["metadata"]["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(job_spec)}
+    return manifest
+
+
+def build_workers_service(job: AnyJob) -> dict[str, Any]:
+    """Headless Service giving multi-node pods stable DNS names (torchrun rendezvous)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, workers_service_name(job.metadata.name or "")),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(job),
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
+        },
+    }
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def serving_labels(job: AnyJob) -> dict[str, str]:
+    """Serving pods carry their own label (not ``snowtrain.io/job``): training selectors never
+    match them."""
+    return {LABEL_SERVING: job.metadata.name or "", LABEL_KIND: job.kind}
+
+
+def serving_endpoint(job: AnyJob) -> str:
+    port = job.spec.serving.port if job.spec.serving else 8080
+    return f"http://{serving_name(job.metadata.name or '')}.{job.metadata.namespace}.svc:{port}"
+
+
+def build_serving_deployment(
+    job: AnyJob, settings: OperatorSettings, model_uri: str | None = None
+) -> dict[str, Any]:
+    """Deployment running ``python -m snowtrain.serve`` on the model, mounted read-only."""
+    serving = job.spec.serving
+    assert serving is not None
+    name = job.metadata.name or ""
+    location = (ModelLocation.parse(model_uri) if model_uri else None) or output_location(job)
+    model_dir = f"{settings.model_mount_path}/{location.path}"
+    labels = serving_labels(job)
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    if location.claim:
+        volumes.append(
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": location.claim, "readOnly": True},
+            }
+        )
+    else:
+        volumes.append({"name": "models", "emptyDir": {}})
+    port = serving.port
+    probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
+    container = {
+        "name": SERVER_CONTAINER,
+        "image": job.spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [
+            "python",
+            "-m",
+            "snowtrain.serve",
+            "--model-dir",
+            model_dir,
+            "--name",
+            name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(serving.max_batch_size),
+            "--max-wait-ms",
+            str(serving.max_wait_ms),
+            "--max-queue",
+            str(serving.max_queue),
+        ],
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": _scratch_env(),
+        "resources": _resources(
+            serving.resources.cpu,
+            serving.resources.memory,
+            serving.resources.gpus,
+            job.spec.resources.gpu_resource_name,
+        ),
+        "readinessProbe": merge_pod_template(probe, {"httpGet": {"path": "/readyz"}}),
+        "livenessProbe": merge_pod_template(
+            probe,
+            {"httpGet": {"path": "/healthz"}, "initialDelaySeconds": 10, "failureThreshold": 6},
+        ),
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+            {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
+        ],
+        "securityContext": container_security_context(),
+    }
+    template = {
+        "metadata": {"labels": dict(labels)},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pod_security_context(),
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+    template = merge_pod_template(template, serving.pod_template)
+    spec = {
+        "replicas": serving.replicas,
+        "selector": {"matchLabels": dict(labels)},
+        "template": template,
+    }
+    meta = _metadata(job, serving_name(name), {**labels, LABEL_COMPONENT: "server"})
+    meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def build_serving_service(job: AnyJob) -> dict[str, Any]:
+    """ClusterIP Service in front of the serving pods (``status.serving.endpoint``)."""
+    serving = job.spec.serving
+    assert serving is not None
+    labels = serving_labels(job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            job, serving_name(job.metadata.name or ""), {**labels, LABEL_COMPONENT: "server"}
+        ),
+        "spec": {
+            "selector": dict(labels),
+            "ports": [{"name": "http", "port": serving.port, "targetPort": "http"}],
+        },
+    }

@@ -1,0 +1,72 @@
+"""Operator settings, read once from the environment (``SNOWTRAIN_*``).
+
+Everything an installation tunes lives here so the handlers and the pure builders take one
+typed object instead of reading the environment themselves (tests build it directly).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """The operator's configuration; each field is the env var ``SNOWTRAIN_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SNOWTRAIN_", extra="ignore")
+
+    namespaces: str = ""
+    """Comma-separated namespaces to watch; empty watches the whole cluster."""
+    trainer_image: str = "ghcr.io/snowtrain/trainer:0.1.0"
+    """Image of the trainer and the model server, unless a job names its own."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Pull policy of training and serving pods."""
+    progress_refresh_seconds: float = Field(default=10.0, gt=0, le=15)
+    """How often a running job's progress is read from its pod log (at most 15 s, the
+    freshness the status promises; reading logs costs API calls, so it is throttled)."""
+    progress_tail_lines: int = Field(default=200, ge=10, le=10_000)
+    """Log lines read per refresh; the newest JSON lines carry everything the status needs."""
+    stuck_timeout_seconds: float = Field(default=300.0, gt=0)
+    """A pod that stays Unschedulable (or cannot pull its image) this long fails the job."""
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    """Attempts (new Jobs after preemption or eviction) before the job fails."""
+    peering_name: str = "snowtrain"
+    """kopf peering object: replicas with the same name elect one active operator."""
+    peering_priority: int = 0
+    """Higher priority wins; standby replicas pause while a higher one is alive."""
+    standalone: bool = False
+    """Skip peering (a single replica that never pauses; tests, local development)."""
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    """kopf's liveness probe endpoint; empty disables it."""
+    webhook_enabled: bool = False
+    """Serve the validating admission webhook from this process."""
+    webhook_host: str = "0.0.0.0"
+    """Address the webhook server binds to."""
+    webhook_port: int = Field(default=9443, ge=1, le=65535)
+    """Port the webhook server listens on."""
+    webhook_public_host: str | None = None
+    """Hostname the API server uses to reach the webhook (written into the managed
+    ValidatingWebhookConfiguration and the self-signed certificate)."""
+    webhook_managed_name: str | None = "validating.snowtrain.io"
+    """Name of the ValidatingWebhookConfiguration kopf keeps up to date; empty: unmanaged."""
+    watch_server_timeout: float = Field(default=300.0, gt=0)
+    """Server-side watch timeout: watches are re-established at least this often, which
+    recovers from kopf's known silent watch stalls."""
+    watch_client_timeout: float = Field(default=330.0, gt=0)
+    """Client-side watch timeout (a little above the server's)."""
+    watch_connect_timeout: float = Field(default=30.0, gt=0)
+    """TCP connect timeout of watch requests."""
+    max_workers: int = Field(default=16, ge=1, le=256)
+    """Threads running the (blocking) reconcile calls."""
+    log_format: Literal["json", "plain"] = "json"
+    """Structured JSON logs (default) or kopf's plain text."""
+    model_mount_path: str = "/mnt/models"
+    """Where the model volume is mounted in training and serving pods."""
+    default_serving_port: int = 8080
+
+    @property
+    def namespace_list(self) -> list[str]:
+        """The namespaces to watch; empty means cluster-wide."""
+        return [ns.strip() for ns in self.namespaces.split(",") if ns.strip()]
