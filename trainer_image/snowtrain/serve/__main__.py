@@ -1,0 +1,97 @@
+"""`python -m snowtrain.serve --model-dir DIR ...` (contracts §4).
+
+uvicorn already shuts down gracefully on SIGTERM: it stops listening, lets in-flight
+requests finish (up to --graceful-timeout), then runs the app's shutdown, which drains the
+batcher. The subclass below adds one thing: the moment the signal arrives, /readyz turns 503
+and new requests on open connections are refused with 503, so load balancers move away while
+accepted work completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from snowtrain.serve.app import ServerState, ServeSettings, create_app
+from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._state.begin_drain()
+        super().handle_exit(sig, frame)
+
+
+def parse_args(argv: list[str] | None = None) -> ServeSettings:
+    d = ServeSettings(model_dir=Path("."))
+    p = argparse.ArgumentParser(
+        prog="python -m snowtrain.serve", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--model-dir", required=True, type=Path, help="exported model directory")
+    p.add_argument("--name", help="served model name (default: snowtrain.json name or dir name)")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms)
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="429 beyond this")
+    p.add_argument("--max-instances", type=int, default=d.max_instances, help="per request")
+    p.add_argument("--max-input-chars", type=int, default=d.max_input_chars, help="per text")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:1")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: CPU quota)")
+    p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s)
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    logging.basicConfig(
+        level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return ServeSettings(
+        model_dir=a.model_dir,
+        name=a.name,
+        host=a.host,
+        port=a.port,
+        max_batch_size=a.max_batch_size,
+        max_wait_ms=a.max_wait_ms,
+        max_queue=a.max_queue,
+        max_instances=a.max_instances,
+        max_input_chars=a.max_input_chars,
+        max_new_tokens=a.max_new_tokens,
+        max_body_bytes=a.max_body_bytes,
+        device=a.device,
+        threads=a.threads,
+        graceful_timeout_s=a.graceful_timeout,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    try:
+        info = inspect_model_dir(settings.model_dir, settings.name)
+    except ModelDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, info)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        log_config=None,  # keep the logging configured above
+        access_log=False,
+    )
+    DrainingServer(config, app.state.serve).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

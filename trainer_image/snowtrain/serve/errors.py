@@ -1,0 +1,88 @@
+"""One JSON error shape for every failure: `{"error": {"message", "type", "code"}}`.
+
+It is the shape OpenAI clients parse, and KServe clients only need a status and a message.
+FastAPI's defaults (422 with a list of pydantic errors, `{"detail": ...}` elsewhere) are
+replaced so a malformed body answers 400 with one sentence saying what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answered with `status` and `message` (safe to show the client)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "error"), "code": status}}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None):
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """Turn pydantic's error list into one readable sentence per problem (at most 3)."""
+    msgs = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            return f"request body is not valid JSON: {detail}".rstrip(": ")
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "missing" and loc == ("body",):
+            return "request body is missing (expected a JSON object)"
+        # Union members each report; drop the member type name pydantic appends to loc.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in {"str", "TextInstance"}))
+        msgs.append(f"{_where(loc)}: {err.get('msg')}")
+    unique = list(dict.fromkeys(msgs))
+    return "; ".join(unique[:3]) + (f" (and {len(unique) - 3} more)" if len(unique) > 3 else "")
+
+
+def install_error_handlers(app: FastAPI, max_body_bytes: int | None = None) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, describe_validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 413:
+            limit = f" of {max_body_bytes} bytes" if max_body_bytes else ""
+            message = f"request body exceeds the server's limit{limit}"
+        return error_response(exc.status_code, message, getattr(exc, "headers", None))

@@ -1,0 +1,185 @@
+"""Model classes with load/predict (KServe style): one per task the server knows.
+
+`predict` takes a whole batch and runs in the batcher's worker thread; nothing here knows
+about HTTP or asyncio. Each model keeps a second tokenizer for the request thread (token
+counting for validation), because a fast tokenizer instance must not be used from two threads
+at once ("Already borrowed").
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    StoppingCriteriaList,
+)
+
+from snowtrain.serve.generation import Completion, CompletionItem, RowTracker
+from snowtrain.serve.model_dir import ModelInfo, Task
+from snowtrain.serve.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _load_weights(cls: Any, info: ModelInfo, runtime: Runtime) -> PreTrainedModel:
+    """Load with SDPA attention where the architecture has it, in the runtime's dtype."""
+    kwargs: dict[str, Any] = {"dtype": runtime.dtype}
+    try:
+        model = cls.from_pretrained(info.path, attn_implementation="sdpa", **kwargs)
+    except (ValueError, ImportError) as exc:  # architecture without an SDPA implementation
+        log.warning("SDPA attention unavailable (%s); using the default", exc)
+        model = cls.from_pretrained(info.path, **kwargs)
+    return model.to(runtime.device).eval()
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    scores: dict[str, float]  # label -> probability, in label order
+
+
+class ClassifierModel:
+    """Sequence classifier: texts in, the most likely label and every label's probability out."""
+
+    task = Task.CLASSIFICATION
+
+    def __init__(self, info: ModelInfo, runtime: Runtime) -> None:
+        self.info = info
+        self.runtime = runtime
+        self.labels: list[str] = list(info.labels or [])
+        self.model: PreTrainedModel | None = None
+
+    def load(self) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(self.info.path)
+        self.model = _load_weights(AutoModelForSequenceClassification, self.info, self.runtime)
+        n = self.model.config.num_labels
+        if len(self.labels) != n:
+            raise ValueError(f"{len(self.labels)} labels for a model with {n} outputs")
+        self.max_length = int(
+            min(
+                self.tokenizer.model_max_length,
+                getattr(self.model.config, "max_position_embeddings", 512),
+            )
+        )
+        self.predict(["warm up"])  # first-call allocations happen now, not in a request
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str]) -> list[Classification]:
+        assert self.model is not None, "load() first"
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.runtime.device)
+        probs = self.model(**enc).logits.float().softmax(dim=-1).cpu().tolist()
+        out = []
+        for row in probs:
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(Classification(self.labels[best], dict(zip(self.labels, row, strict=True))))
+        return out
+
+
+class PromptTooLong(ValueError):
+    """The prompt plus max_tokens does not fit the model's context window."""
+
+
+class CompletionModel:
+    """Causal LM: prompts in, completions out; one batch may mix sampling settings."""
+
+    task = Task.COMPLETION
+
+    def __init__(self, info: ModelInfo, runtime: Runtime) -> None:
+        self.info = info
+        self.runtime = runtime
+        self.model: PreTrainedModel | None = None
+
+    def load(self) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.info.path, padding_side="left", truncation_side="left"
+        )
+        self._count_tokenizer = AutoTokenizer.from_pretrained(self.info.path)
+        self.model = _load_weights(AutoModelForCausalLM, self.info, self.runtime)
+        cfg = self.model.config
+        self.context_length = int(
+            getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048)
+        )
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else cfg.eos_token_id
+        self.eos_token_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos else [])
+        if self.tokenizer.pad_token_id is None:  # GPT-2 style: pad with EOS (masked anyway)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.predict([CompletionItem("warm up", max_tokens=1, temperature=0)])
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt length in tokens; call from the request thread only."""
+        return len(self._count_tokenizer(text)["input_ids"])
+
+    def predict(self, items: Sequence[CompletionItem]) -> list[Completion | BaseException]:
+        groups: dict[tuple[float, float], list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            groups[item.sampling_key].append(i)
+        results: list[Completion | BaseException] = [None] * len(items)  # type: ignore[list-item]
+        for (temperature, top_p), idx in groups.items():
+            try:
+                done = self._generate([items[i] for i in idx], temperature, top_p)
+            except Exception as exc:  # one bad group must not fail the others
+                done = [exc] * len(idx)
+            for i, res in zip(idx, done, strict=True):
+                results[i] = res
+        return results
+
+    @torch.inference_mode()
+    def _generate(
+        self, items: list[CompletionItem], temperature: float, top_p: float
+    ) -> list[Completion]:
+        assert self.model is not None, "load() first"
+        max_new = max(it.max_tokens for it in items)
+        enc = self.tokenizer(
+            [it.prompt for it in items],
+            padding=True,
+            truncation=True,
+            max_length=max(1, self.context_length - max_new),
+            return_tensors="pt",
+        ).to(self.runtime.device)
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        tracker = RowTracker(
+            items,
+            prompt_tokens,
+            lambda ids: self.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            ),
+            self.eos_token_ids,
+        )
+        cfg = copy.deepcopy(self.model.generation_config)
+        cfg.max_new_tokens = max_new
+        cfg.max_length = None
+        cfg.min_length = 0
+        cfg.pad_token_id = self.tokenizer.pad_token_id
+        cfg.top_k = None  # OpenAI semantics: only temperature and top_p shape sampling
+        if temperature == 0:
+            cfg.do_sample, cfg.temperature, cfg.top_p = False, None, None
+        else:
+            cfg.do_sample, cfg.temperature, cfg.top_p = True, temperature, top_p
+        self.model.generate(
+            **enc, generation_config=cfg, stopping_criteria=StoppingCriteriaList([tracker])
+        )
+        return tracker.finish()
+
+
+def build_model(info: ModelInfo, runtime: Runtime) -> ClassifierModel | CompletionModel:
+    """The model class for the directory's task (not loaded yet)."""
+    if info.task is Task.CLASSIFICATION:
+        return ClassifierModel(info, runtime)
+    return CompletionModel(info, runtime)
