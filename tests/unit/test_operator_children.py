@@ -1,0 +1,276 @@
+"""The operator's desired children: the pod spec a cluster admin and a user will see."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from snowtrain.api import parse_job
+from snowtrain.operator import children as ch
+from snowtrain.operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(trainer_image="snowtrain/trainer:test", image_pull_policy="Never")
+NEW = ch.Capabilities(1, 30)
+OLD = ch.Capabilities(1, 20)
+
+
+def ftj(**spec_overrides) -> dict:
+    spec = {
+        "task": "classification",
+        "baseModel": {"uri": "pvc://base-models/minilm"},
+        "data": {
+            "table": "REVIEWS",
+            "snowflake": {"secretRef": {"name": "sf-creds"}, "warehouse": "WH"},
+        },
+        "resources": {
+            "gpusPerNode": 1,
+            "cpu": "4",
+            "memory": "16Gi",
+            "sharedMemory": "2Gi",
+            "nodeSelector": {"gpu": "a100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "priorityClassName": "training",
+            "queueName": "team-a",
+        },
+        "output": {"volumeClaimName": "models", "path": "sentiment/v1"},
+        "activeDeadlineSeconds": 3600,
+        "backoffLimit": 1,
+        "serving": {"replicas": 2, "port": 9000, "resources": {"cpu": "1", "memory": "2Gi"}},
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "snowtrain.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "sentiment", "namespace": "ml", "uid": "u-1", "generation": 1},
+        "spec": spec,
+    }
+
+
+def _pod(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]
+
+
+def _trainer(manifest: dict) -> dict:
+    (container,) = [c for c in _pod(manifest)["containers"] if c["name"] == "trainer"]
+    return container
+
+
+def test_training_job_has_the_gpu_pod_spec_users_and_admins_expect() -> None:
+    job = parse_job(ftj())
+    m = ch.build_training_job(job, SETTINGS, 1, NEW)
+    assert m["metadata"]["name"] == "sentiment-a1"
+    labels = m["metadata"]["labels"]
+    assert labels["snowtrain.io/job"] == "sentiment"
+    assert labels["snowtrain.io/kind"] == "FineTuneJob"
+    assert labels["snowtrain.io/attempt"] == "1"
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert m["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "snowtrain.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "name": "sentiment",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    spec = m["spec"]
+    assert spec["backoffLimit"] == 1
+    assert spec["activeDeadlineSeconds"] == 3600
+    # Kueue admits queued Jobs by unsuspending them.
+    assert spec["suspend"] is True
+    pod = _pod(m)
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert pod["priorityClassName"] == "training"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    c = _trainer(m)
+    assert c["command"] == [
+        "python", "-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json",
+    ]  # fmt: skip
+    assert c["image"] == "snowtrain/trainer:test"
+    assert c["imagePullPolicy"] == "Never"
+    limits = {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert c["resources"] == {"requests": limits, "limits": limits}
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    mounts = {v["mountPath"]: v for v in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"] == {}
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"] == {
+        "medium": "Memory",
+        "sizeLimit": "2Gi",
+    }
+    assert volumes[mounts["/mnt/models"]["name"]]["persistentVolumeClaim"] == {
+        "claimName": "models"
+    }
+    base = mounts["/mnt/base-model"]
+    assert base["readOnly"] is True
+    assert volumes[base["name"]]["persistentVolumeClaim"] == {
+        "claimName": "base-models",
+        "readOnly": True,
+    }
+    creds = mounts["/var/run/secrets/snowtrain/snowflake"]
+    assert creds["readOnly"] is True
+    assert volumes[creds["name"]]["secret"]["secretName"] == "sf-creds"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["HF_HOME"].startswith("/tmp/")
+    assert env["HOME"] == "/tmp"
+    # A real Kubernetes schema accepts it.
+    kubernetes_validate.validate(m, "1.25", strict=True)
+
+
+def test_config_map_carries_the_trainer_config_but_never_the_secret() -> None:
+    job = parse_job(ftj())
+    cm = ch.build_config_map(job, SETTINGS)
+    assert cm["metadata"]["name"] == "sentiment-config"
+    config = json.loads(cm["data"]["config.json"])
+    assert config["output"]["dir"] == "/mnt/models/sentiment/v1"
+    assert config["output"]["checkpointDir"] == "/mnt/models/sentiment/v1/checkpoints"
+    assert config["output"]["uri"] == "pvc://models/sentiment/v1"
+    assert config["baseModel"] == "/mnt/base-model/minilm"
+    assert config["data"]["snowflake"]["credentialsDir"] == "/var/run/secrets/snowtrain/snowflake"
+    assert config["data"]["snowflake"]["warehouse"] == "WH"
+    assert "sf-creds" not in cm["data"]["config.json"]
+    assert "password" not in cm["data"]["config.json"].lower()
+    kubernetes_validate.validate(cm, "1.25", strict=True)
+
+
+def test_pod_template_override_merges_onto_the_trainer_container_by_name() -> None:
+    override = {
+        "metadata": {"labels": {"team": "nlp"}},
+        "spec": {
+            "hostNetwork": True,
+            "containers": [
+                {"name": "trainer", "env": [{"name": "FAKE_TRAINER_MODE", "value": "succeed"}]},
+                {"name": "sidecar", "image": "busybox"},
+            ],
+        },
+    }
+    m = ch.build_training_job(parse_job(ftj(podTemplate=override)), SETTINGS, 2, NEW)
+    pod = _pod(m)
+    assert pod["hostNetwork"] is True
+    assert [c["name"] for c in pod["containers"]] == ["trainer", "sidecar"]
+    env = {e["name"]: e["value"] for e in _trainer(m)["env"]}
+    assert env["FAKE_TRAINER_MODE"] == "succeed"
+    assert env["SNOWTRAIN_ATTEMPT"] == "2"
+    assert _trainer(m)["securityContext"]["readOnlyRootFilesystem"] is True
+    labels = m["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "nlp"
+    assert labels["snowtrain.io/job"] == "sentiment"
+
+
+def test_several_gpus_run_under_torchrun() -> None:
+    job = parse_job(ftj(resources={"gpusPerNode": 4}))
+    c = _trainer(ch.build_training_job(job, SETTINGS, 1, NEW))
+    assert c["command"][:3] == ["torchrun", "--nproc-per-node", "4"]
+    assert c["command"][3:] == ["-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
+
+
+def test_several_nodes_use_an_indexed_job_and_headless_service_where_supported() -> None:
+    job = parse_job(ftj(resources={"gpusPerNode": 2, "nodes": 3}))
+    m = ch.build_training_job(job, SETTINGS, 1, ch.Capabilities(1, 27))
+    assert m["spec"]["completionMode"] == "Indexed"
+    assert m["spec"]["completions"] == m["spec"]["parallelism"] == 3
+    assert _pod(m)["subdomain"] == "sentiment-workers"
+    cmd = _trainer(m)["command"]
+    assert cmd[cmd.index("--nnodes") + 1] == "3"
+    assert cmd[cmd.index("--node-rank") + 1] == "$(JOB_COMPLETION_INDEX)"
+    assert cmd[cmd.index("--master-addr") + 1] == "sentiment-a1-0.sentiment-workers"
+    svc = ch.build_workers_service(job)
+    assert svc["spec"]["clusterIP"] == "None"
+    with pytest.raises(ch.Unsupported, match=r"nodes=3 .*>= 1.24.*1\.20"):
+        ch.build_training_job(job, SETTINGS, 1, OLD)
+
+
+def test_suspend_field_only_where_the_server_has_it() -> None:
+    job = parse_job(ftj(resources={"gpusPerNode": 0}, suspend=True))
+    assert ch.build_training_job(job, SETTINGS, 1, NEW)["spec"]["suspend"] is True
+    assert "suspend" not in ch.build_training_job(job, SETTINGS, 1, OLD)["spec"]
+    running = parse_job(ftj(resources={"gpusPerNode": 0}))
+    assert ch.build_training_job(running, SETTINGS, 1, NEW)["spec"]["suspend"] is False
+    assert "nvidia.com/gpu" not in str(ch.build_training_job(running, SETTINGS, 1, NEW))
+
+
+def test_without_a_claim_the_model_goes_to_an_empty_dir() -> None:
+    job = parse_job(ftj(output={}, serving=None))
+    m = ch.build_training_job(job, SETTINGS, 1, NEW)
+    (models,) = [v for v in _pod(m)["volumes"] if v["name"] == "models"]
+    assert models == {"name": "models", "emptyDir": {}}
+    config = json.loads(ch.build_config_map(job, SETTINGS)["data"]["config.json"])
+    assert config["output"]["dir"] == "/mnt/models/finetunejob/ml/sentiment"
+    assert "uri" not in config["output"]
+
+
+def test_pretrain_job_model_is_mounted_read_only_for_a_dependent_fine_tune() -> None:
+    job = parse_job(ftj(baseModel={"pretrainJobRef": {"name": "gpt-small"}}))
+    uri = "pvc://models/pretrainjob/ml/gpt-small"
+    m = ch.build_training_job(job, SETTINGS, 1, NEW, pretrain_model_uri=uri)
+    (vol,) = [v for v in _pod(m)["volumes"] if v["name"] == "base-model"]
+    assert vol["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    config = json.loads(ch.build_config_map(job, SETTINGS, uri)["data"]["config.json"])
+    assert config["baseModel"] == "/mnt/base-model/pretrainjob/ml/gpt-small"
+
+
+def test_serving_deployment_and_service() -> None:
+    job = parse_job(ftj(serving={"replicas": 2, "port": 9000, "podTemplate": {"spec": {
+        "containers": [{"name": "server", "env": [{"name": "X", "value": "1"}]}]}}}))  # fmt: skip
+    dep = ch.build_serving_deployment(job, SETTINGS)
+    assert dep["metadata"]["name"] == "sentiment-serve"
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"][:5] == [
+        "python",
+        "-m",
+        "snowtrain.serve",
+        "--model-dir",
+        "/mnt/models/sentiment/v1",
+    ]
+    assert c["command"][c["command"].index("--port") + 1] == "9000"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "X", "value": "1"} in c["env"]
+    models = next(m for m in c["volumeMounts"] if m["mountPath"] == "/mnt/models")
+    assert models["readOnly"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+    # Training selectors never match serving pods.
+    assert "snowtrain.io/job" not in dep["spec"]["template"]["metadata"]["labels"]
+    svc = ch.build_serving_service(job)
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert ch.serving_endpoint(job) == "http://sentiment-serve.ml.svc:9000"
+    kubernetes_validate.validate(dep, "1.25", strict=True)
+    kubernetes_validate.validate(svc, "1.25", strict=True)
+    # A serving edit changes the hash the reconcile compares to roll the Deployment.
+    edited = parse_job(ftj(serving={"replicas": 3, "port": 9000}))
+    assert (
+        ch.build_serving_deployment(edited, SETTINGS)["metadata"]["annotations"]
+        != dep["metadata"]["annotations"]
+    )
+
+
+def test_long_names_stay_valid_label_values() -> None:
+    name = "x" * 63
+    assert len(ch.job_name(name, 12)) <= 63
+    assert ch.job_name(name, 12).endswith("-a12")
+    assert ch.job_name(name, 1) != ch.job_name(name, 2)
+
+
+def test_merge_pod_template_replaces_plain_lists_and_leaves_inputs_alone() -> None:
+    base = {"spec": {"tolerations": [{"key": "a"}], "containers": [{"name": "t", "args": ["x"]}]}}
+    out = ch.merge_pod_template(base, {"spec": {"tolerations": [{"key": "b"}], "containers": [
+        {"name": "t", "args": ["y"]}]}})  # fmt: skip
+    assert out["spec"]["tolerations"] == [{"key": "b"}]
+    assert out["spec"]["containers"] == [{"name": "t", "args": ["y"]}]
+    assert base["spec"]["containers"][0]["args"] == ["x"]
