@@ -1,0 +1,264 @@
+"""SnowflakeSource against the Snowflake emulator: profile, streaming, split, bad data."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pyarrow as pa
+import pytest
+
+from snowtrain.api.trainer_config import TrainerDataConfig
+from snowtrain.trainer.data.connection import connect
+from snowtrain.trainer.data.credentials import load_credentials
+from snowtrain.trainer.data.source import SnowflakeSource
+from snowtrain.trainer.errors import DataError, InvalidConfig, Unavailable
+
+pytestmark = pytest.mark.snowflake
+
+CLS = {"text": "TEXT", "label": "LABEL"}
+LM = {"prompt": "PROMPT", "completion": "COMPLETION"}
+
+
+def sentiment(n: int) -> pa.Table:
+    labels = ["negative", "neutral", "positive"]
+    return pa.table(
+        {
+            "id": list(range(n)),
+            "text": [f"review number {i} says {labels[i % 3]} things" for i in range(n)],
+            "label": [labels[i % 3] for i in range(n)],
+        }
+    )
+
+
+def source(db, columns=CLS, **data) -> SnowflakeSource:
+    data.setdefault("table", "REVIEWS")
+    cfg = TrainerDataConfig(snowflake=db.settings(), columns=columns, **data)
+    return SnowflakeSource(cfg, env=db.env())
+
+
+def read(src: SnowflakeSource, split: str) -> pa.Table:
+    batches = list(src.iter_batches(split))
+    return pa.Table.from_batches(batches) if batches else pa.table({})
+
+
+def test_profile_counts_rows_and_discovers_sorted_labels(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(60))
+    with source(snowflake_db) as src:
+        profile = src.profile("classification")
+    assert profile.rows == 60
+    assert profile.labels == ["negative", "neutral", "positive"]
+    assert profile.column_types == {"text": "TEXT", "label": "TEXT"}
+    assert profile.validation_rows is None
+
+
+def test_numeric_labels_become_strings(snowflake_db):
+    table = pa.table({"text": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    snowflake_db.seed_table("REVIEWS", table)
+    with source(snowflake_db) as src:
+        assert src.profile("classification").labels == ["0", "1"]
+        got = read(src, "train").column("label").to_pylist()
+    assert set(got) <= {"0", "1"}
+
+
+def test_hash_split_partitions_rows_deterministically(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(400))
+    runs = []
+    for _ in range(2):
+        with source(snowflake_db, validation={"fraction": 0.25}, batch_rows=64) as src:
+            batches = list(src.iter_batches("train"))
+            assert all(b.num_rows <= 64 for b in batches)
+            assert batches[0].schema.names == ["text", "label"]
+            train = pa.Table.from_batches(batches)
+            val = read(src, "validation")  # served from the spill of the train pass
+            fp = src.fingerprint
+        runs.append((train.column("text").to_pylist(), val.column("text").to_pylist(), fp))
+    (train, val, fp), (train2, val2, fp2) = runs
+    assert (train, val) == (train2, val2)
+    assert (fp.rows, fp.validation_rows, fp.content_sha256) == (
+        fp2.rows,
+        fp2.validation_rows,
+        fp2.content_sha256,
+    )
+    assert fp.query_id != fp2.query_id  # each run is its own query
+    assert not set(train) & set(val)
+    assert len(train) + len(val) == 400
+    assert 60 <= len(val) <= 140  # 25% of 400, give or take the hash
+    assert (fp.rows, fp.validation_rows) == (len(train), len(val))
+    assert fp.to_wire()["fingerprint"].startswith("sha256:") and len(fp.content_sha256) == 64
+
+    # A validation pass without a prior train pass queries again and gets the same rows.
+    with source(snowflake_db, validation={"fraction": 0.25}) as src:
+        assert read(src, "validation").column("text").to_pylist() == val
+
+
+def test_fingerprint_changes_with_content(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(50))
+    with source(snowflake_db) as src:
+        with pytest.raises(RuntimeError):
+            src.fingerprint  # noqa: B018 -- not known before a full pass
+        list(src.iter_batches("train"))
+        before = src.fingerprint
+    snowflake_db.execute("UPDATE REVIEWS SET TEXT = 'changed' WHERE ID = 7")
+    with source(snowflake_db) as src:
+        list(src.iter_batches("train"))
+        after = src.fingerprint
+    assert before.rows == after.rows
+    assert before.content_sha256 != after.content_sha256
+    assert after.query_id
+
+
+def test_max_rows_picks_the_same_rows_every_run(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(100))
+    seen = []
+    for _ in range(2):
+        with source(snowflake_db, max_rows=30, validation={"fraction": 0.0}) as src:
+            assert src.profile("classification").rows == 30
+            seen.append(read(src, "train").column("text").to_pylist())
+    assert len(seen[0]) == 30 and seen[0] == seen[1]
+
+
+def test_query_source_is_wrapped_safely(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(30))
+    query = "SELECT text AS t2, label FROM reviews WHERE text LIKE '%positive%' -- only positives"
+    with source(
+        snowflake_db, columns={"text": "T2", "label": "LABEL"}, table=None, query=query
+    ) as src:
+        with pytest.raises(DataError, match="single label class"):
+            src.profile("classification")
+        assert set(read(src, "train").column("label").to_pylist()) == {"positive"}
+
+
+def test_separate_validation_table(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(40))
+    snowflake_db.seed_table("HELDOUT", sentiment(9))
+    with source(snowflake_db, validation={"table": "HELDOUT"}) as src:
+        profile = src.profile("classification")
+        assert (profile.rows, profile.validation_rows) == (40, 9)
+        assert read(src, "train").num_rows == 40
+        assert read(src, "validation").num_rows == 9
+        assert (src.fingerprint.rows, src.fingerprint.validation_rows) == (40, 9)
+
+
+def test_iter_texts_stops_at_limit(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(50))
+    with source(snowflake_db, columns={"text": "TEXT"}) as src:
+        texts = list(src.iter_texts(limit=7))
+    assert len(texts) == 7 and all(isinstance(t, str) for t in texts)
+
+
+# -- bad data: each case fails before training with a DataError naming column and count ------
+
+
+def test_missing_column_is_named(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(10))
+    src = source(snowflake_db, columns={"text": "BODY", "label": "LABEL"})
+    with src, pytest.raises(DataError, match="BODY") as err:
+        src.profile("classification")
+    assert err.value.column == "BODY"
+
+
+def test_empty_result(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(0))
+    with source(snowflake_db) as src, pytest.raises(DataError, match="no rows") as err:
+        src.profile("classification")
+    assert err.value.bad_rows == 0
+
+
+@pytest.mark.parametrize("role", ["text", "label"])
+def test_null_values_are_counted(snowflake_db, role):
+    table = sentiment(20)
+    values = table.column(role).to_pylist()
+    for i in (2, 5, 11):
+        values[i] = None
+    snowflake_db.seed_table(
+        "REVIEWS",
+        table.set_column(table.schema.get_field_index(role), role, pa.array(values, pa.string())),
+    )
+    with source(snowflake_db) as src, pytest.raises(DataError, match="NULL") as err:
+        src.profile("classification")
+    assert (err.value.column, err.value.bad_rows) == (role.upper(), 3)
+
+
+def test_single_label_class(snowflake_db):
+    table = pa.table({"text": ["a", "b", "c"], "label": ["pos", "pos", "pos"]})
+    snowflake_db.seed_table("REVIEWS", table)
+    with source(snowflake_db) as src, pytest.raises(DataError, match="single label") as err:
+        src.profile("classification")
+    assert (err.value.column, err.value.bad_rows) == ("LABEL", 3)
+
+
+@pytest.mark.parametrize("bad", ["prompt", "completion"])
+def test_non_text_prompt_or_completion(snowflake_db, bad):
+    data = {"prompt": ["q1", "q2"], "completion": ["a1", "a2"]}
+    data[bad] = [1, 2]
+    snowflake_db.seed_table("PAIRS", pa.table(data))
+    src = source(snowflake_db, columns=LM, table="PAIRS")
+    with src, pytest.raises(DataError, match="must be text") as err:
+        src.profile("causal-lm")
+    assert (err.value.column, err.value.bad_rows) == (bad.upper(), 2)
+
+
+def test_validation_labels_must_be_known(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(12))
+    snowflake_db.seed_table(
+        "HELDOUT", pa.table({"text": ["x", "y"], "label": ["angry", "neutral"]})
+    )
+    src = source(snowflake_db, validation={"table": "HELDOUT"})
+    with src, pytest.raises(DataError, match="angry") as err:
+        src.profile("classification")
+    assert err.value.bad_rows == 1
+
+
+def test_missing_table_is_a_data_error(snowflake_db):
+    with source(snowflake_db, table="NO_SUCH_TABLE") as src, pytest.raises(DataError):
+        src.profile("classification")
+
+
+# -- injection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table", ["REVIEWS; DROP TABLE REVIEWS", 'REVIEWS"; DROP TABLE REVIEWS; --', "REVIEWS -- x"]
+)
+def test_table_name_with_sql_is_refused_and_table_survives(snowflake_db, table):
+    snowflake_db.seed_table("REVIEWS", sentiment(5))
+    with pytest.raises(InvalidConfig):
+        src = source(snowflake_db, table=table)
+        src.profile("classification")
+        list(src.iter_batches("train"))
+    assert snowflake_db.table_exists("REVIEWS")
+
+
+def test_query_with_second_statement_is_refused_and_table_survives(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(5))
+    with pytest.raises(InvalidConfig, match="single SELECT"):
+        source(snowflake_db, table=None, query="SELECT * FROM REVIEWS; DROP TABLE REVIEWS")
+    assert snowflake_db.table_exists("REVIEWS")
+
+
+# -- connection -----------------------------------------------------------------------------
+
+
+def test_connect_uses_env_credentials_and_never_logs_the_password(snowflake_db, caplog):
+    caplog.set_level(logging.DEBUG)
+    creds = load_credentials(snowflake_db.settings(), env=snowflake_db.env())
+    conn = connect(snowflake_db.settings(), creds)
+    try:
+        assert conn.cursor().execute("SELECT 1").fetchone() == (1,)
+    finally:
+        conn.close()
+    assert snowflake_db.password not in caplog.text
+    assert snowflake_db.password not in repr(creds)
+
+
+def test_unreachable_server_fails_fast_with_unavailable(snowflake_db):
+    settings = snowflake_db.settings(
+        host="127.0.0.1", port=9, login_timeout_seconds=2, network_timeout_seconds=2, retries=1
+    )
+    creds = load_credentials(settings, env=snowflake_db.env())
+    start = time.monotonic()
+    with pytest.raises(Unavailable, match="after 2 attempt") as err:
+        connect(settings, creds, sleep=lambda s: None)
+    assert time.monotonic() - start < 15
+    assert snowflake_db.password not in str(err.value)

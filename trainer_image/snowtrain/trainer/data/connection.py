@@ -1,0 +1,160 @@
+"""Log in to Snowflake with timeouts, retry transient failures, never leak a secret.
+
+The connector's defaults block for minutes on a dead network (FACTS §2), so login and network
+timeouts are always set. Transient failures (network errors, HTTP 5xx/429, an expired session)
+are retried with capped exponential backoff and a fresh login; after ``retries`` retries the
+caller gets ``Unavailable`` (exit 69) so the operator can tell an outage from bad data. Errors
+raised from here carry the connector's error number and a redacted message, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import snowflake.connector
+from snowflake.connector import SnowflakeConnection
+from snowflake.connector import errors as sf_errors
+
+from snowtrain.api.trainer_config import SnowflakeSettings
+
+from ..errors import InvalidConfig, Unavailable
+from .credentials import Credentials
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Error classes that mean "try again": the network, the service, or throttling.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sf_errors.OperationalError,
+    sf_errors.InterfaceError,
+    sf_errors.InternalServerError,
+    sf_errors.ServiceUnavailableError,
+    sf_errors.GatewayTimeoutError,
+    sf_errors.BadGatewayError,
+    sf_errors.RequestTimeoutError,
+    sf_errors.TooManyRequests,
+    sf_errors.OtherHTTPRetryableError,
+    sf_errors.RequestExceedMaxRetryError,
+    sf_errors.TokenExpiredError,
+    ConnectionError,
+    TimeoutError,
+)
+#: Snowflake error numbers for a session that expired or vanished (e.g. a restarted server):
+#: logging in again fixes them.
+SESSION_EXPIRED_ERRNOS = frozenset({390110, 390111, 390112, 390113, 390114, 390115})
+#: Login refused: wrong user/password/key/token. Retrying cannot help.
+AUTH_ERRNOS = frozenset({250001, 390100, 390101, 390102, 390144, 390186, 390303, 390318})
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 30.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying (after a fresh login) may succeed."""
+    if getattr(exc, "errno", None) in SESSION_EXPIRED_ERRNOS:
+        return True
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in ``text`` (defence in depth for third-party messages)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "**********")
+    return text
+
+
+def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """A short, redacted description of a connector error for messages and logs."""
+    errno = getattr(exc, "errno", None)
+    msg = getattr(exc, "raw_msg", None) or str(exc)
+    text = f"{type(exc).__name__}" + (f" {errno}" if errno else "") + f": {msg}"
+    return redact(text, secrets)[:500]
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Capped exponential backoff with full jitter (attempt 0 -> up to 1 s, 1 -> 2 s, ...)."""
+    return random.uniform(0.5, 1.0) * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+
+
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    retries: int,
+    what: str,
+    secrets: Iterable[str] = (),
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn``; on a transient error back off, call ``on_retry`` (reconnect) and try again.
+
+    Raises ``Unavailable`` after ``retries`` retries; non-transient errors propagate unchanged.
+    """
+    secrets = list(secrets)
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            detail = describe_error(exc, secrets)
+            if attempt == retries:
+                raise Unavailable(
+                    f"Snowflake unavailable: {what} failed after {retries + 1} attempt(s): {detail}"
+                ) from None
+            delay = backoff_seconds(attempt)
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs", what, detail, attempt + 1, retries, delay
+            )
+            sleep(delay)
+            if on_retry is not None:
+                on_retry(exc)
+    raise AssertionError("unreachable")
+
+
+def connect(
+    settings: SnowflakeSettings,
+    credentials: Credentials,
+    *,
+    connector: Callable[..., SnowflakeConnection] = snowflake.connector.connect,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SnowflakeConnection:
+    """Open a connection with timeouts set, retrying transient failures.
+
+    ``paramstyle="qmark"`` makes every bound value a server-side bind (never pasted into the
+    SQL text, and a ``%`` in a user's query needs no escaping).
+    """
+    kwargs: dict[str, Any] = credentials.connect_kwargs()
+    kwargs.update(
+        login_timeout=settings.login_timeout_seconds,
+        network_timeout=settings.network_timeout_seconds,
+        socket_timeout=settings.network_timeout_seconds,
+        paramstyle="qmark",
+        application="snowtrain",
+        session_parameters={"QUERY_TAG": "snowtrain-trainer"},
+    )
+    secrets = credentials.secret_values()
+
+    def attempt() -> SnowflakeConnection:
+        try:
+            return connector(**kwargs)
+        except sf_errors.DatabaseError as exc:
+            if not is_transient(exc) and getattr(exc, "errno", None) in AUTH_ERRNOS:
+                raise InvalidConfig(
+                    f"Snowflake refused the login for user {credentials.user!r} "
+                    f"({credentials.auth_method}): {describe_error(exc, secrets)}"
+                ) from None
+            raise
+
+    try:
+        return with_retries(
+            attempt, retries=settings.retries, what="login", secrets=secrets, sleep=sleep
+        )
+    except (Unavailable, InvalidConfig):
+        raise
+    except sf_errors.Error as exc:
+        # Anything else from the connector: report it without its (unredacted) traceback chain.
+        raise Unavailable(f"Snowflake login failed: {describe_error(exc, secrets)}") from None
