@@ -1,0 +1,238 @@
+"""``snowtrain run``: one job YAML, end to end, on this machine.
+
+The steps mirror the operator's: validate (same API), render the trainer config (same
+function), provide Snowflake (the user's, or the embedded emulator), run the trainer (same
+program, followed through its progress lines), then serve the model (same server). Only the
+edges differ: directories instead of volumes, child processes instead of pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from snowtrain.api.identifiers import IDENTIFIER_PART, InvalidIdentifier, canonical_column
+
+from . import credentials, emulator
+from .errors import UserError
+from .manifest import load_job
+from .plan import RunPlan, check_resumable, is_complete, plan_run
+from .report import plot_loss_curve, read_events, summary_table
+from .serving import ModelServer, demo_request, free_port, model_task, port_is_free
+from .trainer_process import EXIT_PREEMPTED, log_tail, run_trainer
+
+DEFAULT_PORT = 8080
+
+
+def _identifier(value: str, field: str) -> str:
+    try:
+        return canonical_column(value)
+    except InvalidIdentifier as exc:
+        raise UserError(f"{field}: {exc}") from None
+
+
+def emulator_location(plan: RunPlan) -> tuple[str, str]:
+    """The database and schema the job reads, where the emulator puts the example tables.
+
+    A qualified table name (``DB.SCHEMA.TABLE``) wins over the connection settings, as it does
+    in Snowflake; unset parts default to SNOWTRAIN.PUBLIC.
+    """
+    import re
+
+    conn = plan.job.spec.data.snowflake
+    database = conn.database and _identifier(conn.database, "spec.data.snowflake.database")
+    schema = conn.schema_ and _identifier(conn.schema_, "spec.data.snowflake.schema")
+    table = plan.job.spec.data.table
+    if table:
+        parts = [canonical_column(p) for p in re.findall(IDENTIFIER_PART, table)]
+        if len(parts) == 3:
+            database, schema = parts[0], parts[1]
+        elif len(parts) == 2:
+            schema = parts[0]
+    return database or emulator.DEFAULT_DATABASE, schema or emulator.DEFAULT_SCHEMA
+
+
+class LocalRun:
+    """The ``run`` command; ``run()`` returns the process exit code."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.say = lambda *a, **k: console.print(*a, **k)
+
+    # -- steps --------------------------------------------------------------------------------
+    def run(self) -> int:
+        args = self.args
+        job = load_job(args.file)
+        plan = plan_run(job, yaml_path=args.file, output=args.output, max_steps=args.max_steps)
+        serve = self._wants_serving(plan)
+        port = self._serving_port(plan) if serve else None
+        self.say(
+            f"[bold]{job.kind} {job.metadata.name}[/] ({job.task}) -> {plan.run_dir}",
+        )
+        if plan.base_model_note:
+            self.say(f"Base model: {plan.base_model_note}", markup=False)
+        if args.fresh:
+            self._clear(plan)
+        else:
+            check_resumable(plan)
+
+        started = time.monotonic()
+        if is_complete(plan):
+            self.say(
+                f"Already trained: {plan.model_dir} (rerun with --fresh to train again)",
+                markup=False,
+            )
+            summary = {"outcome": "Succeeded", "metrics": self._read_metrics(plan)}
+            rows = None
+        else:
+            code, summary, rows = self._train(plan)
+            if code != 0:
+                return code
+        wall = time.monotonic() - started
+        curve = plot_loss_curve(
+            read_events(plan.events_path), plan.model_dir / "loss_curve.png", f"{job.metadata.name}"
+        )
+        self.console.print(
+            summary_table(
+                title=f"{job.kind} {job.metadata.name}",
+                outcome=summary.get("outcome", "Succeeded"),
+                metrics=summary.get("metrics") or self._read_metrics(plan),
+                rows=rows,
+                wall_seconds=wall,
+                model_dir=plan.model_dir,
+                loss_curve=curve,
+            )
+        )
+        if not serve:
+            self.say(
+                f"Serve it with: python -m snowtrain.serve --model-dir {plan.model_dir}",
+                markup=False,
+            )
+            return 0
+        assert port is not None
+        return self._serve(plan, port)
+
+    def _wants_serving(self, plan: RunPlan) -> bool:
+        if self.args.serve is not None:
+            serve = self.args.serve
+        else:
+            serving = plan.job.spec.serving
+            serve = serving is not None and serving.enabled
+        if self.args.demo and not serve:
+            raise UserError(
+                "--demo sends a prediction to the served model; drop --no-serve "
+                "(or add --serve when spec.serving is not set)"
+            )
+        return serve
+
+    def _serving_port(self, plan: RunPlan) -> int:
+        """Checked before training, so a busy port does not surface only after it."""
+        if self.args.port is not None:
+            if not port_is_free(self.args.port):
+                raise UserError(f"--port {self.args.port}: the port is in use")
+            return self.args.port
+        serving = plan.job.spec.serving
+        port = serving.port if serving else DEFAULT_PORT
+        if port_is_free(port):
+            return port
+        chosen = free_port()
+        self.say(f"Port {port} is in use; serving on {chosen} instead (choose with --port)")
+        return chosen
+
+    def _clear(self, plan: RunPlan) -> None:
+        for path in (plan.checkpoint_dir, plan.model_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (plan.events_path, plan.config_path, plan.termination_path):
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_metrics(plan: RunPlan) -> dict[str, Any]:
+        try:
+            return json.loads((plan.model_dir / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _train(self, plan: RunPlan) -> tuple[int, dict[str, Any], Any]:
+        target = credentials.resolve(self.args.snowflake, self.args.connection)
+        with ExitStack() as stack:
+            env = target.env
+            if target.mode == "embedded":
+                env = self._start_emulator(plan, target, stack)
+            else:
+                self.say(f"Snowflake: {target.description}", markup=False)
+            outcome = run_trainer(plan, env, self.console)
+        summary = outcome.summary or {}
+        rows = (summary.get("data") or {}).get("rows") or outcome.data.get("rows")
+        if outcome.interrupted or outcome.exit_code == EXIT_PREEMPTED:
+            step = summary.get("step")
+            self.say(
+                f"[yellow]Stopped{f' at step {step}' if step else ''}.[/] Run the same command "
+                "again to resume from the last checkpoint."
+            )
+            return (130 if outcome.interrupted else EXIT_PREEMPTED), summary, rows
+        if outcome.exit_code != 0:
+            reason = summary.get("reason") or "Failed"
+            message = summary.get("message") or "the trainer failed"
+            self.say(f"[red]Training failed ({reason}, exit code {outcome.exit_code}):[/]")
+            self.say(message, markup=False)
+            tail = log_tail(plan)
+            if tail:
+                self.say(f"Last lines of {plan.log_path}:", markup=False)
+                self.say(tail, markup=False, style="dim")
+            return outcome.exit_code, summary, rows
+        return 0, summary, rows
+
+    def _start_emulator(
+        self, plan: RunPlan, target: credentials.SnowflakeTarget, stack: ExitStack
+    ) -> dict[str, str]:
+        database, schema = emulator_location(plan)
+        self.say(f"Snowflake: {target.description}.", markup=False)
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.console.status("Starting the embedded Snowflake emulator (fakesnow)..."):
+            emu = stack.enter_context(
+                emulator.start(database, schema, log_path=plan.run_dir / "emulator.log")
+            )
+        tables = ", ".join(f"{t} ({n} rows)" for t, n in emu.tables.items())
+        self.say(
+            f"Embedded Snowflake on 127.0.0.1:{emu.port}, {database}.{schema}: {tables}",
+            markup=False,
+        )
+        table = plan.job.spec.data.table
+        if table and canonical_column(table.split(".")[-1]) not in emu.tables:
+            self.say(
+                f"[yellow]Note:[/] spec.data.table {table} is not one of the example tables; "
+                "configure Snowflake credentials to read your own data."
+            )
+        return emu.env
+
+    def _serve(self, plan: RunPlan, port: int) -> int:
+        name = plan.job.metadata.name or "model"
+        server = ModelServer(plan.model_dir, name, port, plan.run_dir / "server.log")
+        with self.console.status(f"Starting the model server on port {port}..."):
+            server.start()
+        try:
+            req = demo_request(model_task(plan.model_dir), name)
+            self.say(f"Model: {plan.model_dir}", markup=False)
+            self.say(f"Serving {name} at {server.base_url}  (log: {server.log_path})", markup=False)
+            self.say("Try it:")
+            self.say(req.curl(server.base_url), markup=False, soft_wrap=True)
+            if self.args.demo:
+                self.say("Demo request:", markup=False)
+                self.say(json.dumps(req.body), markup=False, soft_wrap=True)
+                self.console.print_json(data=server.request(req))
+                return 0
+            self.say("Press Ctrl-C to stop the server.")
+            try:
+                return server.wait()
+            except KeyboardInterrupt:
+                return 0
+        finally:
+            server.stop()

@@ -1,0 +1,79 @@
+"""Read a job YAML exactly as ``kubectl apply`` would receive it, and validate it with the API.
+
+Validation is :func:`snowtrain.api.parse_job`, the function the admission webhook and the
+operator use, so a file that passes here is accepted by the cluster and vice versa. Problems
+become a :class:`UserError` listing every bad field by its YAML path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snowtrain.api import AnyJob, InvalidJob, parse_job
+
+from .errors import UserError
+
+
+def load_documents(path: Path) -> list[Any]:
+    """The non-empty YAML documents of ``path``."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if not docs:
+        raise UserError(f"{path}: the file is empty")
+    return docs
+
+
+def _describe(doc: Any) -> str:
+    if isinstance(doc, dict):
+        kind = doc.get("kind", "resource")
+        name = (
+            (doc.get("metadata") or {}).get("name")
+            if isinstance(doc.get("metadata"), dict)
+            else None
+        )
+        return f"{kind} {name}" if name else str(kind)
+    return "document"
+
+
+def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob]:
+    """Validate every document; raise one :class:`UserError` listing all bad fields."""
+    jobs: list[AnyJob] = []
+    problems: list[str] = []
+    for index, doc in enumerate(docs):
+        try:
+            jobs.append(parse_job(doc))
+        except InvalidJob as exc:
+            label = _describe(doc) + (f" (document {index + 1})" if len(docs) > 1 else "")
+            problems.append(f"{path}: {label} is invalid:")
+            problems.extend(f"  {err}" for err in exc.errors)
+    if problems:
+        raise UserError("\n".join(problems))
+    return jobs
+
+
+def load_job(path: Path) -> AnyJob:
+    """The one FineTuneJob or PretrainJob in ``path`` (what ``snowtrain run`` trains)."""
+    docs = load_documents(path)
+    if len(docs) != 1:
+        raise UserError(
+            f"{path}: holds {len(docs)} documents; snowtrain run takes a file with one "
+            "FineTuneJob or PretrainJob"
+        )
+    job = validate_documents(path, docs)[0]
+    if not job.metadata.name:
+        raise UserError(f"{path}: {job.kind} is invalid:\n  metadata.name: field required")
+    return job

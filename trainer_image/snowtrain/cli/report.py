@@ -1,0 +1,119 @@
+"""What a finished local run shows: the summary table and the loss curve PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+#: Metric key (contracts §1) -> label and format, in display order.
+_METRICS = (
+    ("trainLoss", "train loss", "{:.4f}"),
+    ("evalLoss", "eval loss", "{:.4f}"),
+    ("evalAccuracy", "eval accuracy", "{:.1%}"),
+    ("evalMacroF1", "eval macro-F1", "{:.3f}"),
+    ("perplexity", "perplexity", "{:.2f}"),
+    ("steps", "steps", "{}"),
+    ("samplesPerSecond", "samples/s", "{:.1f}"),
+    ("tokensPerSecond", "tokens/s", "{:,.0f}"),
+    ("tokensTrained", "tokens trained", "{:,}"),
+    ("trainSeconds", "train time", "{:.0f} s"),
+)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of every attempt of this run, oldest first (bad lines skipped)."""
+    events = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events
+
+
+def loss_history(
+    events: list[dict[str, Any]],
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(step, train loss) and (step, eval loss) points of the attempt chain that made the model.
+
+    A ``start`` event that resumed from step S supersedes what an interrupted attempt logged
+    after S; a fresh start (no resume) supersedes everything before it.
+    """
+    train: list[tuple[int, float]] = []
+    evals: list[tuple[int, float]] = []
+    for ev in events:
+        kind = ev.get("event")
+        if kind == "start":
+            keep = ev.get("resumedFromStep") or 0
+            train = [p for p in train if p[0] <= keep]
+            evals = [p for p in evals if p[0] <= keep]
+        elif kind == "progress" and isinstance(ev.get("loss"), int | float):
+            train.append((int(ev.get("step", 0)), float(ev["loss"])))
+        elif kind == "eval" and isinstance(ev.get("evalLoss"), int | float):
+            evals.append((int(ev.get("step", 0)), float(ev["evalLoss"])))
+    return train, evals
+
+
+def plot_loss_curve(events: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+    """Write the loss curve PNG; None when there is nothing to plot."""
+    train, evals = loss_history(events)
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), marker="." if len(train) < 30 else None, label="train")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), marker="o", linestyle="--", label="eval")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def summary_table(
+    *,
+    title: str,
+    outcome: str,
+    metrics: dict[str, Any],
+    rows: Any,
+    wall_seconds: float | None,
+    model_dir: Path,
+    loss_curve: Path | None,
+) -> Table:
+    """The end-of-run table: outcome, metrics, data, wall time and where the model is."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("outcome", outcome)
+    for key, label, fmt in _METRICS:
+        value = metrics.get(key)
+        if isinstance(value, int | float):
+            table.add_row(label, fmt.format(value))
+    if rows is not None:
+        table.add_row("training rows", str(rows))
+    if wall_seconds is not None:
+        table.add_row("wall time", f"{wall_seconds:.0f} s")
+    table.add_row("model", str(model_dir))
+    if loss_curve:
+        table.add_row("loss curve", str(loss_curve))
+    return table
