@@ -13,7 +13,6 @@ import json
 import shutil
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console

@@ -52,7 +52,7 @@ def parse_event(line: str) -> dict[str, Any] | None:
 def format_eta(seconds: Any) -> str:
     if not isinstance(seconds, int | float) or seconds < 0:
         return "-:--"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
