@@ -34,6 +34,11 @@ $(VENV)/.dev: $(VENV)/.torch pyproject.toml
 venv-local: $(VENV)/.local ## install what local mode needs
 venv: $(VENV)/.dev ## install everything (dev)
 
+# The README's first command: the example FineTuneJob, trained locally against the embedded
+# Snowflake emulator, served, and asked for one prediction (rerunning skips the training).
+demo: $(VENV)/.local ## run the example FineTuneJob locally and query the served model
+	$(VENV)/bin/snowtrain run manifests/examples/finetune.yaml --demo
+
 lint: venv ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
