@@ -1,0 +1,83 @@
+{{/* Names, labels and the RBAC rules shared by the ClusterRole and the namespaced Roles. */}}
+
+{{- define "snowtrain.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "snowtrain.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "snowtrain.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: snowtrain
+{{- end -}}
+
+{{- define "snowtrain.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "snowtrain.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "snowtrain.image" -}}
+{{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "snowtrain.webhookService" -}}
+{{- printf "%s-webhook" (include "snowtrain.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+What the operator does inside the namespaces it watches. tests/unit/test_rbac.py derives the
+calls from the operator's source and fails when these rules grant more, or less.
+*/}}
+{{- define "snowtrain.workloadRules" -}}
+- apiGroups: [snowtrain.io]
+  resources: [finetunejobs, pretrainjobs]
+  verbs: [get, list, watch, patch]
+- apiGroups: [snowtrain.io]
+  resources: [finetunejobs/status, pretrainjobs/status]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
+
+{{/* What kopf needs cluster-wide whatever the watched namespaces. */}}
+{{- define "snowtrain.frameworkRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.webhook.enabled }}
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingwebhookconfigurations]
+  verbs: [create, patch]
+{{- end }}
+{{- end -}}
