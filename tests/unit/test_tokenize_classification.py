@@ -1,0 +1,119 @@
+"""Classification token stores: label ids, truncation, batching invariance, collate, resume."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from snowtrain.trainer.data.store import TokenDataset
+from snowtrain.trainer.data.tokenize import build_classification
+from snowtrain.trainer.errors import DataError
+
+LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
+
+
+class TableSource:
+    """Role-named batches from an in-memory table, cut into ``batch_rows`` slices."""
+
+    def __init__(self, table: pa.Table, batch_rows: int = 4) -> None:
+        self.table, self.batch_rows = table, batch_rows
+
+    def iter_batches(self, split: str = "train"):
+        yield from self.table.to_batches(max_chunksize=self.batch_rows)
+
+
+def rows(n: int) -> pa.Table:
+    names = list(LABEL2ID)
+    return pa.table(
+        {
+            "text": [f"the movie was great number {i} " * (1 + i % 4) for i in range(n)],
+            "label": [names[i % 3] for i in range(n)],
+        }
+    )
+
+
+def test_items_carry_tokens_and_label_ids(wordpiece_tokenizer, tmp_path):
+    ds = build_classification(
+        TableSource(rows(10)), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path
+    )
+    assert len(ds) == 10
+    item = ds[4]
+    expected = wordpiece_tokenizer(
+        rows(10).column("text")[4].as_py(), truncation=True, max_length=16
+    )
+    assert item["input_ids"].tolist() == expected["input_ids"]
+    assert item["input_ids"][0] == wordpiece_tokenizer.cls_token_id
+    assert int(item["labels"]) == LABEL2ID["neutral"]  # row 4 -> names[1]
+    assert max(ds.lengths) == 16  # truncated to max_len
+    assert ds.meta["labels"] == ["negative", "neutral", "positive"]
+
+
+def test_batch_size_does_not_change_the_store(wordpiece_tokenizer, tmp_path):
+    a = build_classification(
+        TableSource(rows(23), 3), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path / "a"
+    )
+    b = build_classification(
+        TableSource(rows(23), 1000), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path / "b"
+    )
+    for i in range(23):
+        assert torch.equal(a[i]["input_ids"], b[i]["input_ids"])
+        assert int(a[i]["labels"]) == int(b[i]["labels"])
+
+
+def test_unknown_label_is_a_data_error_and_leaves_no_store(wordpiece_tokenizer, tmp_path):
+    table = pa.table({"text": ["a", "b"], "label": ["positive", "furious"]})
+    with pytest.raises(DataError, match="furious") as err:
+        build_classification(
+            TableSource(table), "validation", wordpiece_tokenizer, LABEL2ID, 8, tmp_path
+        )
+    assert err.value.bad_rows == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_collate_pads_and_stacks_labels(wordpiece_tokenizer, tmp_path):
+    ds = build_classification(
+        TableSource(rows(6)), "train", wordpiece_tokenizer, LABEL2ID, 64, tmp_path
+    )
+    batch = ds.collate([ds[0], ds[3]])
+    longest = max(len(ds[0]["input_ids"]), len(ds[3]["input_ids"]))
+    assert batch["input_ids"].shape == (2, longest)
+    assert batch["labels"].tolist() == [0, 0]
+    short = 0 if len(ds[0]["input_ids"]) < longest else 1
+    n = int(batch["attention_mask"][short].sum())
+    assert (batch["input_ids"][short, n:] == wordpiece_tokenizer.pad_token_id).all()
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_store_reopens_from_disk_and_pickles_without_copying(wordpiece_tokenizer, tmp_path):
+    built = build_classification(
+        TableSource(rows(8)), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path
+    )
+    reopened = TokenDataset(built.directory)
+    assert torch.equal(reopened[7]["input_ids"], built[7]["input_ids"])
+    built[0]  # open the memmaps
+    clone = pickle.loads(pickle.dumps(built))  # what a DataLoader worker receives
+    assert len(pickle.dumps(built)) < 2000
+    assert torch.equal(clone[5]["input_ids"], built[5]["input_ids"])
+
+
+def test_epoch_order_is_a_seeded_permutation(wordpiece_tokenizer, tmp_path):
+    ds = build_classification(
+        TableSource(rows(50)), "train", wordpiece_tokenizer, LABEL2ID, 8, tmp_path
+    )
+    first = ds.epoch_order(seed=42, epoch=0)
+    assert sorted(first.tolist()) == list(range(50))
+    assert np.array_equal(first, ds.epoch_order(seed=42, epoch=0))
+    assert not np.array_equal(first, ds.epoch_order(seed=42, epoch=1))
+
+
+def test_rebuild_replaces_the_previous_store(wordpiece_tokenizer, tmp_path):
+    build_classification(TableSource(rows(9)), "train", wordpiece_tokenizer, LABEL2ID, 8, tmp_path)
+    ds = build_classification(
+        TableSource(rows(4)), "train", wordpiece_tokenizer, LABEL2ID, 8, tmp_path
+    )
+    assert len(TokenDataset(ds.directory)) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classification-train"]

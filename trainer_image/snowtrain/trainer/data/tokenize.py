@@ -1,0 +1,203 @@
+"""Arrow batches -> disk-backed token datasets, one batch at a time.
+
+Each batch is tokenized with the fast tokenizer's batch call (Rust, parallel), flattened into
+numpy arrays and appended to a ``StoreWriter``; nothing accumulates across batches, so peak
+memory is one batch however many rows the source streams. The three builders match the three
+tasks: classification (text -> label id), causal-LM fine-tuning (prompt + completion + EOS,
+loss on the completion only) and pretraining (documents packed into fixed-length blocks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import DataError, InvalidConfig
+from .store import PackedDataset, StoreWriter, TokenDataset
+
+
+class BatchSource(Protocol):
+    """What the builders read: ``SnowflakeSource`` or anything yielding role-named batches."""
+
+    def iter_batches(self, split: Any = "train") -> Iterator[pa.RecordBatch]: ...
+
+
+def _column_name(source: Any, role: str) -> str:
+    """The user's column name for a role (for error messages), else the role."""
+    cfg = getattr(source, "cfg", None)
+    return getattr(cfg, "columns", {}).get(role, role) if cfg is not None else role
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise InvalidConfig("the tokenizer has neither a pad nor an EOS token")
+    return int(pad)
+
+
+def _eos_id(tokenizer: Any) -> int:
+    if tokenizer.eos_token_id is None:
+        raise InvalidConfig("the tokenizer has no EOS token (needed to end completions/documents)")
+    return int(tokenizer.eos_token_id)
+
+
+def encode(
+    tokenizer: Any, texts: list[str], *, special: bool, max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a batch -> (flat int32 ids, int32 lengths)."""
+    enc = tokenizer(
+        texts,
+        add_special_tokens=special,
+        truncation=max_len is not None,
+        max_length=max_len,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    lengths = np.fromiter(map(len, enc), dtype=np.int32, count=len(enc))
+    ids = np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32, count=int(lengths.sum()))
+    return ids, lengths
+
+
+def _meta(source: Any, split: str, tokenizer: Any, task: str, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "task": task,
+        "split": split,
+        "pad_token_id": _pad_id(tokenizer),
+        "eos_token_id": tokenizer.eos_token_id,
+        "vocab_size": len(tokenizer),
+        **extra,
+    }
+    if split == "train":
+        # A SnowflakeSource knows its fingerprint once the pass is complete.
+        with contextlib.suppress(AttributeError, RuntimeError):
+            meta["data"] = source.fingerprint.to_wire()
+    return meta
+
+
+def _build(
+    writer: StoreWriter, batches: Iterator[tuple[Any, ...]], meta: Callable[[], dict[str, Any]]
+) -> Path:
+    """Append every batch, then publish; a failure leaves no partial store behind."""
+    try:
+        for args, extras in batches:
+            writer.append(*args, **extras)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(meta())
+
+
+def build_classification(
+    source: BatchSource,
+    split: str,
+    tokenizer: Any,
+    label2id: Mapping[str, int],
+    max_len: int,
+    workdir: str | Path,
+) -> TokenDataset:
+    """Texts truncated to ``max_len`` tokens (with special tokens) and label ids."""
+    names = sorted(label2id, key=label2id.__getitem__)
+    value_set = pa.array(names, pa.string())
+    ids_by_index = np.array([label2id[n] for n in names], dtype=np.int64)
+    label_col = _column_name(source, "label")
+
+    def batches() -> Iterator[tuple[Any, ...]]:
+        for batch in source.iter_batches(split):
+            labels = batch.column("label")
+            if not pa.types.is_string(labels.type):
+                labels = pc.cast(labels, pa.string())
+            index = pc.index_in(labels, value_set=value_set)
+            if index.null_count:
+                unknown = pc.filter(labels, pc.is_null(index)).unique().to_pylist()[:10]
+                raise DataError(
+                    f"column {label_col}: {index.null_count} {split} row(s) in this batch have "
+                    f"labels not in the label map: {unknown}",
+                    column=label_col,
+                    bad_rows=index.null_count,
+                )
+            ids, lengths = encode(
+                tokenizer, batch.column("text").to_pylist(), special=True, max_len=max_len
+            )
+            yield (ids, lengths), {"label": ids_by_index[index.to_numpy(zero_copy_only=False)]}
+
+    out = Path(workdir) / f"classification-{split}"
+    writer = StoreWriter(out, extras={"label": np.int64})
+    # meta is computed after the pass, when the source's fingerprint exists.
+    meta = partial(_meta, source, split, tokenizer, "classification", max_len=max_len, labels=names)
+    return TokenDataset(_build(writer, batches(), meta))
+
+
+def _join_prompt_completion(
+    prompts: list[list[int]], completions: list[list[int]], eos: int, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """prompt + completion + EOS per row, cut to ``max_len`` from the prompt's start.
+
+    The completion is what the loss trains, so it is kept whole when it fits; the prompt loses
+    its oldest tokens first (those farthest from the completion).
+    """
+    ids: list[int] = []
+    lengths = np.empty(len(prompts), dtype=np.int32)
+    prompt_lengths = np.empty(len(prompts), dtype=np.int32)
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        c = [*c, eos]
+        if len(c) >= max_len:
+            p, c = [], c[:max_len]
+        elif len(p) + len(c) > max_len:
+            p = p[len(p) + len(c) - max_len :]
+        ids += p
+        ids += c
+        lengths[i] = len(p) + len(c)
+        prompt_lengths[i] = len(p)
+    return np.array(ids, dtype=np.int32), lengths, prompt_lengths
+
+
+def build_causal_lm(
+    source: BatchSource, split: str, tokenizer: Any, max_len: int, workdir: str | Path
+) -> TokenDataset:
+    """Prompt/completion rows; labels are -100 on prompt tokens (and padding, in ``collate``)."""
+    eos = _eos_id(tokenizer)
+
+    def batches() -> Iterator[tuple[Any, ...]]:
+        for batch in source.iter_batches(split):
+            call = dict(return_attention_mask=False, return_token_type_ids=False)
+            prompts = tokenizer(batch.column("prompt").to_pylist(), add_special_tokens=True, **call)
+            completions = tokenizer(
+                batch.column("completion").to_pylist(), add_special_tokens=False, **call
+            )
+            ids, lengths, plens = _join_prompt_completion(
+                prompts["input_ids"], completions["input_ids"], eos, max_len
+            )
+            yield (ids, lengths), {"prompt_length": plens}
+
+    out = Path(workdir) / f"causal-lm-{split}"
+    writer = StoreWriter(out, extras={"prompt_length": np.int32})
+    meta = partial(_meta, source, split, tokenizer, "causal-lm", max_len=max_len)
+    return TokenDataset(_build(writer, batches(), meta))
+
+
+def build_packed(
+    source: BatchSource, split: str, tokenizer: Any, seq_len: int, workdir: str | Path
+) -> PackedDataset:
+    """Documents (no special tokens) each followed by EOS, as one stream cut into blocks."""
+    eos = _eos_id(tokenizer)
+
+    def batches() -> Iterator[tuple[Any, ...]]:
+        for batch in source.iter_batches(split):
+            ids, lengths = encode(tokenizer, batch.column("text").to_pylist(), special=False)
+            ids = np.insert(ids, np.cumsum(lengths), eos)  # EOS after every document
+            yield (ids, lengths + 1), {}
+
+    out = Path(workdir) / f"packed-{split}"
+    writer = StoreWriter(out)
+    meta = partial(_meta, source, split, tokenizer, "pretrain", seq_len=seq_len)
+    return PackedDataset(_build(writer, batches(), meta))
