@@ -1,0 +1,435 @@
+"""One reconcile of one job: observe, decide with the pure core, apply (the side effects).
+
+Level-based and idempotent: children are found by label before anything is created, names
+are deterministic (a second create answers 409 and is ignored), and status is recomputed from
+what is observed. Killing the operator at any point and re-running this converges to the
+same children, never duplicates. The calls are blocking (kubernetes client); kopf runs them in
+its thread pool, and a per-job lock serialises reconciles of the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
+from snowtrain.api.status import Phase
+from snowtrain.api.validation import InvalidJob, parse_job
+
+from . import children as ch
+from . import status as st
+from .settings import OperatorSettings
+
+log = logging.getLogger("snowtrain.operator")
+
+PLURALS = {kind: cls.PLURAL for kind, cls in JOB_KINDS.items()}
+
+
+@dataclass
+class Kube:
+    """The API clients one operator process uses (shared by all threads)."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api = field(init=False)
+    batch: client.BatchV1Api = field(init=False)
+    apps: client.AppsV1Api = field(init=False)
+    custom: client.CustomObjectsApi = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def capabilities(self) -> ch.Capabilities:
+        info = client.VersionApi(self.api).get_code()
+        return ch.Capabilities.from_version(info.major, info.minor)
+
+
+@dataclass
+class Context:
+    """What every reconcile needs: clients, settings, server capabilities, throttling memory."""
+
+    kube: Kube
+    settings: OperatorSettings
+    caps: ch.Capabilities
+    locks: defaultdict[tuple[str, str, str], threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock)
+    )
+    last_log_read: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+def _ok_exists(exc: ApiException) -> bool:
+    return exc.status == 409
+
+
+def _create(fn, namespace: str, body: dict[str, Any]) -> None:
+    """Create, treating 409 Already Exists as success (idempotent re-runs)."""
+    try:
+        fn(namespace, body)
+        log.info("created %s %s/%s", body["kind"], namespace, body["metadata"]["name"])
+    except ApiException as exc:
+        if not _ok_exists(exc):
+            raise
+
+
+def _get_or_none(fn, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _sanitize(obj: Any) -> Any:
+    """A kubernetes-client model as the plain camelCase dict the API returned."""
+    return client.ApiClient().sanitize_for_serialization(obj)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch turning ``old`` into ``new`` (removed keys become null)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def _attempt_of(job: dict[str, Any]) -> int:
+    try:
+        return int((job.get("metadata") or {}).get("labels", {}).get(ch.LABEL_ATTEMPT, 0))
+    except ValueError:
+        return 0
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool = False) -> st.Outcome:
+    """Reconcile one FineTuneJob/PretrainJob ``body`` (as read from the API)."""
+    meta = body.get("metadata") or {}
+    key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+    with ctx.locks[key]:
+        # Re-read under the lock: a reconcile that waited must see the status the previous
+        # one wrote, or it would fire the same phase-transition event twice.
+        fresh = _get_or_none(
+            ctx.kube.custom.get_namespaced_custom_object,
+            GROUP, VERSION, key[1], PLURALS[key[0]], key[2],
+        )  # fmt: skip
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return st.Outcome(body.get("status") or {})
+        return _reconcile(ctx, fresh, force_logs=force_logs)
+
+
+def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Outcome:
+    kube, settings = ctx.kube, ctx.settings
+    meta = body["metadata"]
+    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
+    old_status = body.get("status") or {}
+    obs = st.Observed(
+        generation=int(meta.get("generation") or 1),
+        old_status=old_status,
+        now=datetime.now(UTC),
+        stuck_timeout_seconds=settings.stuck_timeout_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    job: AnyJob | None = None
+    try:
+        # Status is ours and may hold fields of a newer operator: validate the spec only.
+        job = parse_job({k: v for k, v in body.items() if k != "status"})
+    except InvalidJob as exc:
+        obs.invalid = f"invalid spec: {exc}"
+    pretrain_uri: str | None = None
+    if job is not None:
+        obs.suspend = job.spec.suspend
+        serving = job.spec.serving
+        obs.serving_wanted = bool(serving and serving.enabled)
+        obs.serving_replicas = serving.replicas if serving else 0
+        obs.output_uri = ch.output_location(job).uri
+        obs.serving_names = (ch.serving_name(name), ch.serving_name(name))
+        obs.endpoint = ch.serving_endpoint(job) if serving else None
+        if isinstance(job, FineTuneJob) and job.spec.base_model.pretrain_job_ref:
+            obs.waits_for_base = True
+            pretrain_uri = _resolve_pretrain(ctx, job, obs)
+        try:
+            ch.build_training_job(job, settings, 1, ctx.caps, pretrain_uri)
+        except ch.Unsupported as exc:
+            obs.unsupported = str(exc)
+
+    labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind}
+    jobs = [
+        _sanitize(j)
+        for j in kube.batch.list_namespaced_job(ns, label_selector=_selector(labels)).items
+    ]
+    by_attempt = {_attempt_of(j): j for j in jobs}
+    recorded = int((old_status.get("job") or {}).get("attempts") or 0)
+    obs.attempt = max([recorded, *by_attempt])
+    deleting = any((j.get("metadata") or {}).get("deletionTimestamp") for j in jobs)
+    starts = [j["status"]["startTime"] for j in jobs if (j.get("status") or {}).get("startTime")]
+    obs.first_start_time = (old_status.get("job") or {}).get("startTime") or (
+        min(starts) if starts else None
+    )
+
+    decided = old_status.get("phase") in st.TERMINAL_PHASES and not obs.invalid
+    can_run = (
+        job is not None
+        and not decided
+        and not obs.unsupported
+        and not obs.base_waiting
+        and not obs.base_failed
+    )
+    first = obs.attempt == 0 and job is not None and (not job.spec.suspend or ctx.caps.job_suspend)
+    if can_run and first and job is not None:
+        _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
+        obs.attempt = 1
+
+    current = by_attempt.get(obs.attempt)
+    if current is not None and job is not None and can_run:
+        current = _apply_suspend(ctx, job, current)
+    pods: list[dict[str, Any]] = []
+    if current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
+        obs.job_name = current["metadata"]["name"]
+        pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
+        pods = [
+            _sanitize(p)
+            for p in kube.core.list_namespaced_pod(ns, label_selector=_selector(pod_labels)).items
+        ]
+        obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
+    elif current is not None:
+        obs.job_name = current["metadata"]["name"]
+    obs.current = st.observe_attempt(current, pods, user_suspended=obs.suspend)
+
+    if obs.serving_wanted:
+        dep = _get_or_none(kube.apps.read_namespaced_deployment, ch.serving_name(name), ns)
+        obs.deployment = _sanitize(dep) if dep is not None else None
+    outcome = st.compute(obs)
+
+    if outcome.start_next_attempt and job is not None and can_run and not deleting:
+        _start_attempt(ctx, job, obs.attempt + 1, pretrain_uri, by_attempt)
+        obs.attempt += 1
+        obs.job_name = ch.job_name(name, obs.attempt)
+        obs.current = st.AttemptState("queued", "Created", "the training Job was created")
+        obs.report = None
+        outcome = st.compute(obs)
+    if outcome.stop_current and current is not None:
+        # Decided as failed: stop the Job from retrying pods that would fail the same way.
+        kube.batch.patch_namespaced_job(
+            current["metadata"]["name"], ns, {"spec": {"parallelism": 0}}
+        )
+    if job is not None:
+        _reconcile_serving(ctx, job, outcome, obs)
+
+    patch = merge_patch(old_status, outcome.status)
+    if patch:
+        kube.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
+        )
+    if outcome.phase != old_status.get("phase"):
+        _emit_event(ctx, body, old_status.get("phase"), outcome)
+    return outcome
+
+
+def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str | None:
+    """The referenced PretrainJob's model URI once it succeeded; else fills why we wait."""
+    ref = job.spec.base_model.pretrain_job_ref
+    assert ref is not None
+    ns = job.metadata.namespace or "default"
+    ptj = _get_or_none(
+        ctx.kube.custom.get_namespaced_custom_object,
+        GROUP, VERSION, ns, "pretrainjobs", ref.name,
+    )  # fmt: skip
+    if ptj is None:
+        obs.base_waiting = f"waiting for PretrainJob {ref.name} (not found yet)"
+        return None
+    pstatus = ptj.get("status") or {}
+    phase = pstatus.get("phase") or "Pending"
+    if phase == Phase.FAILED:
+        reason = (pstatus.get("failure") or {}).get("reason") or "Failed"
+        obs.base_failed = f"the base model's PretrainJob {ref.name} failed ({reason})"
+        return None
+    if phase != Phase.SUCCEEDED:
+        pct = (pstatus.get("progress") or {}).get("percent")
+        detail = f", {pct:.0f}%" if isinstance(pct, int | float) else ""
+        obs.base_waiting = f"waiting for PretrainJob {ref.name} to succeed (now {phase}{detail})"
+        return None
+    uri = (pstatus.get("model") or {}).get("uri")
+    if not uri or not ch.ModelLocation.parse(uri):
+        obs.base_failed = (
+            f"PretrainJob {ref.name} succeeded but its model is not on a volume claim "
+            "(set its spec.output.volumeClaimName)"
+        )
+        return None
+    return uri
+
+
+def _start_attempt(
+    ctx: Context, job: AnyJob, attempt: int, pretrain_uri: str | None, existing: dict
+) -> None:
+    ns = job.metadata.namespace or "default"
+    if attempt in existing:
+        return
+    # The config first: the pod mounts it. Both creates tolerate 409 (a re-run after a crash).
+    _create(
+        ctx.kube.core.create_namespaced_config_map,
+        ns,
+        ch.build_config_map(job, ctx.settings, pretrain_uri),
+    )
+    if job.spec.resources.nodes > 1:
+        _create(ctx.kube.core.create_namespaced_service, ns, ch.build_workers_service(job))
+    manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
+    _create(ctx.kube.batch.create_namespaced_job, ns, manifest)
+
+
+def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:
+    """Make the attempt's Job follow spec.suspend.
+
+    Kubernetes >= 1.21 has ``Job.spec.suspend``: flip it (Kueue does the same on admission,
+    so with a queue label we only ever suspend, and leave unsuspending to Kueue). Kubernetes
+    1.20 has no such field: suspending deletes the attempt's Job (foreground, so its pods are
+    gone before a new attempt starts) and resuming starts the next attempt, which restores
+    from the last checkpoint on the model volume.
+    """
+    kube = ctx.kube
+    ns = job.metadata.namespace or "default"
+    name = current["metadata"]["name"]
+    jstatus = current.get("status") or {}
+    finished = any(
+        c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+        for c in jstatus.get("conditions") or []
+    )
+    if finished or (current.get("metadata") or {}).get("deletionTimestamp"):
+        return current
+    want = job.spec.suspend
+    if ctx.caps.job_suspend:
+        have = bool((current.get("spec") or {}).get("suspend"))
+        if want != have and (want or not job.spec.resources.queue_name):
+            patched = kube.batch.patch_namespaced_job(name, ns, {"spec": {"suspend": want}})
+            return _sanitize(patched)
+        return current
+    if want:
+        try:
+            kube.batch.delete_namespaced_job(
+                name, ns, body=client.V1DeleteOptions(propagation_policy="Foreground")
+            )
+            log.info("suspended %s/%s by deleting Job %s (no Job.spec.suspend)", ns, job.metadata.name, name)  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        return {**current, "metadata": {**current["metadata"], "deletionTimestamp": "now"}}
+    return current
+
+
+def _read_progress(
+    ctx: Context, key: tuple[str, str, str], pods: list[dict[str, Any]], force: bool
+) -> st.TrainerReport | None:
+    """The trainer's newest JSON lines from the pod log tail, at most once per refresh
+    interval per job (log reads cost the API server more than anything else we do)."""
+    started = [
+        p
+        for p in pods
+        if any(
+            (cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+            for cs in (p.get("status") or {}).get("containerStatuses") or []
+        )
+    ]
+    if not started:
+        return None
+    now = time.monotonic()
+    last = ctx.last_log_read.get(key)
+    if not force and last is not None and now - last < ctx.settings.progress_refresh_seconds:
+        return None
+    ctx.last_log_read[key] = now
+    newest = max(started, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    try:
+        text = ctx.kube.core.read_namespaced_pod_log(
+            newest["metadata"]["name"],
+            newest["metadata"]["namespace"],
+            container=ch.TRAINER_CONTAINER,
+            tail_lines=ctx.settings.progress_tail_lines,
+        )
+    except ApiException as exc:
+        log.debug("cannot read the log of %s: %s", newest["metadata"]["name"], exc.reason)
+        return None
+    return st.parse_trainer_lines(text or "")
+
+
+def _reconcile_serving(ctx: Context, job: AnyJob, outcome: st.Outcome, obs: st.Observed) -> None:
+    """Create, roll (patch on a spec-hash change) or remove the serving Deployment + Service."""
+    kube = ctx.kube
+    ns = job.metadata.namespace or "default"
+    name = ch.serving_name(job.metadata.name or "")
+    if outcome.deploy_serving:
+        desired = ch.build_serving_deployment(job, ctx.settings, (outcome.status.get("model") or {}).get("uri"))  # fmt: skip
+        current = obs.deployment
+        if current is None:
+            _create(kube.apps.create_namespaced_deployment, ns, desired)
+        else:
+            have = ((current.get("metadata") or {}).get("annotations") or {}).get(ch.SPEC_HASH_ANNOTATION)  # fmt: skip
+            want = desired["metadata"]["annotations"][ch.SPEC_HASH_ANNOTATION]
+            if have != want:
+                kube.apps.replace_namespaced_deployment(
+                    name, ns, {**desired, "metadata": {**desired["metadata"],
+                               "resourceVersion": current["metadata"]["resourceVersion"]}},
+                )  # fmt: skip
+                log.info("rolled serving Deployment %s/%s", ns, name)
+        _create(kube.core.create_namespaced_service, ns, ch.build_serving_service(job))
+    elif not obs.serving_wanted and obs.old_status.get("serving"):
+        # Serving was switched off or removed from the spec: take it down.
+        for fn in (kube.apps.delete_namespaced_deployment, kube.core.delete_namespaced_service):
+            try:
+                fn(name, ns)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+def _emit_event(
+    ctx: Context, body: dict[str, Any], old_phase: str | None, outcome: st.Outcome
+) -> None:
+    """A core/v1 Event on every phase transition (what `kubectl describe` shows)."""
+    meta = body["metadata"]
+    failure = outcome.status.get("failure") or {}
+    ready = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {})
+    reason = failure.get("reason") or outcome.phase
+    message = failure.get("message") or ready.get("message") or ""
+    now = st.now_iso()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": str(reason),
+        "message": f"{old_phase or 'New'} -> {outcome.phase}: {message}"[:1024],
+        "type": "Warning" if outcome.phase == Phase.FAILED else "Normal",
+        "source": {"component": "snowtrain-operator"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        ctx.kube.core.create_namespaced_event(meta["namespace"], event)
+    except (ApiException, ValueError) as exc:  # an event is best-effort, never a failure
+        log.warning("cannot post event for %s: %s", meta["name"], exc)
