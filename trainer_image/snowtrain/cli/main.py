@@ -134,8 +134,8 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "render": cmd_render, "crd
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console)
     except UserError as exc:

@@ -496,12 +496,16 @@ def write_csv_gz(path: Path, rows: list[dict[str, object]]) -> None:
         gz.write(buf.getvalue().encode())
 
 
-def main() -> None:
+def main(out_dir: Path = HERE) -> list[Path]:
+    """Write every example table to ``out_dir``; return the files written."""
+    paths = []
     for table, make in TABLES.items():
         rows = make(random.Random(f"{SEED}-{table}"))
-        path = HERE / f"{table.lower()}.csv.gz"
+        path = out_dir / f"{table.lower()}.csv.gz"
         write_csv_gz(path, rows)
         print(f"{path.name}: {len(rows)} rows")
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""Following the trainer's progress lines: the bar, the loss curve and the summary."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from snowtrain.cli.report import loss_history, plot_loss_curve, read_events, summary_table
+from snowtrain.cli.trainer_process import ProgressView, format_eta, parse_event
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=120, force_terminal=False, soft_wrap=True), buf
+
+
+def test_parse_event_accepts_only_event_objects():
+    assert parse_event('{"event":"progress","step":3}\n') == {"event": "progress", "step": 3}
+    assert parse_event("INFO loading model\n") is None
+    assert parse_event('{"step": 3}') is None  # no event field: log text
+    assert parse_event('{"event": "progress"') is None  # truncated
+    assert parse_event("[1, 2]") is None
+
+
+def test_format_eta():
+    assert format_eta(None) == "-:--"
+    assert format_eta(65.4) == "1:05"
+    assert format_eta(3725) == "1:02:05"
+
+
+def test_progress_view_follows_the_trainer():
+    console, buf = _console()
+    with ProgressView(console, "Training x") as view:
+        view.handle({"event": "start", "totalSteps": 100, "resumedFromStep": 40})
+        view.handle(
+            {
+                "event": "data",
+                "rows": 2700,
+                "validationRows": 300,
+                "labels": ["negative", "positive"],
+            }
+        )
+        view.handle(
+            {"event": "progress", "step": 60, "totalSteps": 100, "loss": 0.51234, "etaSeconds": 30}
+        )
+        view.handle({"event": "eval", "step": 60, "evalLoss": 0.4, "evalAccuracy": 0.9})
+        view.handle({"event": "done", "outcome": "Succeeded"})
+        task = view.progress.tasks[0]
+        assert (task.completed, task.total) == (60, 100)
+        assert task.fields["loss"] == "0.5123" and task.fields["eta"] == "0:30"
+    out = buf.getvalue()
+    assert "Resuming from the checkpoint at step 40" in out
+    assert "2700 training rows, 300 validation rows, labels negative, positive" in out
+    assert "Eval at step 60: loss 0.4000, accuracy 0.9000" in out
+    assert view.done == {"event": "done", "outcome": "Succeeded"}
+
+
+def test_loss_history_keeps_the_attempts_that_made_the_model():
+    events = [
+        {"event": "start", "resumedFromStep": None},
+        {"event": "progress", "step": 10, "loss": 2.0},
+        {"event": "progress", "step": 20, "loss": 1.5},
+        {"event": "progress", "step": 30, "loss": 1.4},  # after the last checkpoint: lost
+        {"event": "start", "resumedFromStep": 20},
+        {"event": "progress", "step": 30, "loss": 1.2},
+        {"event": "eval", "step": 30, "evalLoss": 1.3},
+    ]
+    train, evals = loss_history(events)
+    assert train == [(10, 2.0), (20, 1.5), (30, 1.2)]
+    assert evals == [(30, 1.3)]
+    # A fresh start (no resume) forgets earlier attempts.
+    train, _ = loss_history([*events, {"event": "start", "resumedFromStep": None}])
+    assert train == []
+
+
+def test_loss_curve_png_is_written(tmp_path):
+    events_path = tmp_path / "events.jsonl"
+    lines = [{"event": "start"}] + [
+        {"event": "progress", "step": s, "loss": 2.0 / s} for s in range(1, 20)
+    ]
+    events_path.write_text("\n".join(json.dumps(e) for e in lines) + "\nnot json\n")
+    out = plot_loss_curve(read_events(events_path), tmp_path / "model" / "loss_curve.png", "x")
+    assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_loss_curve([], tmp_path / "none.png", "x") is None
+
+
+def test_summary_table_shows_metrics_time_and_model(tmp_path):
+    console, buf = _console()
+    console.print(
+        summary_table(
+            title="FineTuneJob x",
+            outcome="Succeeded",
+            metrics={"trainLoss": 0.25, "evalAccuracy": 0.912, "steps": 120, "perplexity": None},
+            rows=2700,
+            wall_seconds=93.2,
+            model_dir=tmp_path / "model",
+            loss_curve=tmp_path / "model" / "loss_curve.png",
+        )
+    )
+    out = buf.getvalue()
+    for text in ("Succeeded", "0.2500", "91.2%", "120", "2700", "93 s", "loss_curve.png"):
+        assert text in out
+    assert "perplexity" not in out
