@@ -24,7 +24,13 @@ from fastapi.sse import EventSourceResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from snowtrain.serve.batcher import DynamicBatcher, NotAccepting, QueueFull
-from snowtrain.serve.errors import ApiError, error_body, error_response, install_error_handlers
+from snowtrain.serve.errors import (
+    ApiError,
+    BodySizeLimit,
+    error_body,
+    error_response,
+    install_error_handlers,
+)
 from snowtrain.serve.generation import Completion, CompletionItem
 from snowtrain.serve.metrics import LatencyMiddleware, ServerMetrics
 from snowtrain.serve.model_dir import ModelInfo, Task, inspect_model_dir
@@ -185,11 +191,11 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
     app = FastAPI(
         title="snowtrain model server",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         docs_url=None,
         redoc_url=None,
     )
     app.state.serve = state
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=state.metrics)
     install_error_handlers(app, settings.max_body_bytes)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _TYPES = {
     400: "invalid_request_error",
@@ -86,3 +88,42 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int | None = None) -> N
             limit = f" of {max_body_bytes} bytes" if max_body_bytes else ""
             message = f"request body exceeds the server's limit{limit}"
         return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+
+class BodySizeLimit:
+    """Answer 413 in the JSON error shape when a request body exceeds the limit.
+
+    A declared Content-Length is refused before the body is read; a chunked body is counted
+    as it arrives and refused once it passes the limit (the HTTPException raised from
+    `receive` reaches the handler above). FastAPI's own `max_body_size` answers in plain text,
+    which clients of these APIs cannot parse.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            response = error_response(
+                413, f"request body is {length} bytes; the server's limit is {limit} bytes"
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413)
+            return message
+
+        await self.app(scope, counting_receive, send)
