@@ -1,0 +1,374 @@
+"""The operator on the real local cluster (kube-apiserver, controller-manager, scheduler,
+kubelet + containerd): resources in, Jobs and pods run, status tells the truth.
+
+The operator runs as a subprocess on the host (fixture `operator_process`); pods run the fake
+trainer image (tests/fixtures/fake_trainer.sh) until the real trainer image exists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+GROUP, VERSION = "snowtrain.io", "v1alpha1"
+
+
+def ftj(name: str, mode: str = "succeed", **spec: Any) -> dict[str, Any]:
+    """A FineTuneJob running the fake trainer in `mode` (FAKE_TRAINER_MODE)."""
+    env = [
+        {"name": "FAKE_TRAINER_MODE", "value": mode},
+        {"name": "FAKE_TRAINER_STEPS", "value": str(spec.pop("steps", 4))},
+        {"name": "FAKE_TRAINER_STEP_SECONDS", "value": str(spec.pop("step_seconds", 1))},
+    ]
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"uri": "/models/minilm"},
+            "data": {"table": "REVIEWS"},
+            "resources": {"gpusPerNode": 0, "memory": "64Mi", "cpu": "100m"},
+            "backoffLimit": 0,
+            "podTemplate": {
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "trainer", "env": env}],
+                }
+            },
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+class Api:
+    """The handful of calls the tests make, bound to one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        plural = body["kind"].lower() + "s"
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+
+    def get(self, name: str, plural: str = "finetunejobs") -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
+
+    def patch_spec(self, name: str, spec: dict[str, Any], plural: str = "finetunejobs") -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, plural, name, {"spec": spec}
+        )
+
+    def status(self, name: str, plural: str = "finetunejobs") -> dict[str, Any]:
+        return self.get(name, plural).get("status") or {}
+
+    def jobs(self, owner: str | None = None) -> list[client.V1Job]:
+        selector = f"snowtrain.io/job={owner}" if owner else "snowtrain.io/job"
+        return self.batch.list_namespaced_job(self.ns, label_selector=selector).items
+
+    def wait(
+        self, what: str, check: Callable[[], Any], timeout: float = 90, every: float = 0.3
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = check()
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                last = None
+            if last:
+                return last
+            time.sleep(every)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+    def wait_phase(
+        self, name: str, phases: set[str], timeout: float = 90, plural: str = "finetunejobs"
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status(name, plural)
+            return status if status.get("phase") in phases else None
+
+        try:
+            return self.wait(f"{name} in {phases}", check, timeout)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nstatus: {json.dumps(self.status(name, plural))}"
+            ) from None
+
+
+def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == ctype), {})
+
+
+@pytest.fixture
+def api(kube_api: client.ApiClient, namespace: str) -> Api:
+    return Api(kube_api, namespace)
+
+
+@pytest.fixture
+def model_claim(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A hostPath PersistentVolume bound to claim `models` (no provisioner in this cluster)."""
+    root = tmp_path_factory.mktemp("models")
+    root.chmod(0o777)
+    pv_name = f"models-{api.ns}"
+    api.core.create_persistent_volume(
+        {
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(root), "type": "Directory"},
+            },
+        }
+    )
+    api.core.create_namespaced_persistent_volume_claim(
+        api.ns,
+        {
+            "metadata": {"name": "models"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    yield "models"
+    api.core.delete_persistent_volume(pv_name)
+
+
+def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
+    api: Api, operator_process: Any, model_claim: str, kubectl: Callable[..., Any], tmp_path: Path
+) -> None:
+    body = ftj(
+        "sentiment",
+        steps=8,
+        step_seconds=1.5,
+        resources={"gpusPerNode": 1, "memory": "64Mi", "cpu": "100m"},
+        output={"volumeClaimName": model_claim, "path": "sentiment/v1"},
+        serving={"replicas": 1, "port": 8080},
+    )
+    api.create(body)
+
+    # The Job appears with the expected pod spec.
+    job = api.wait(
+        "Job sentiment-a1", lambda: api.batch.read_namespaced_job("sentiment-a1", api.ns)
+    )
+    owner = job.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("FineTuneJob", "sentiment", True)
+    pod_spec = job.spec.template.spec
+    (trainer,) = pod_spec.containers
+    assert trainer.name == "trainer"
+    assert trainer.command == [
+        "python", "-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json",
+    ]  # fmt: skip
+    assert trainer.resources.limits == {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": "1"}
+    assert trainer.security_context.read_only_root_filesystem is True
+    assert trainer.security_context.allow_privilege_escalation is False
+    assert pod_spec.automount_service_account_token is False
+    assert pod_spec.security_context.run_as_non_root is True
+    config = api.core.read_namespaced_config_map("sentiment-config", api.ns)
+    assert json.loads(config.data["config.json"])["output"]["uri"] == "pvc://models/sentiment/v1"
+
+    # A real pod runs; the status shows progress while it does.
+    running = api.wait_phase("sentiment", {"Running"}, timeout=60)
+    assert condition(running, "Running")["status"] == "True"
+    progress = api.wait(
+        "progress between 0 and 100",
+        lambda: (p := api.status("sentiment").get("progress")) and 0 < p.get("percent", 0) < 100 and p,
+        timeout=30,
+    )  # fmt: skip
+    assert progress["totalSteps"] == 8
+    assert api.status("sentiment")["metrics"]["trainLoss"] > 0
+
+    done = api.wait_phase("sentiment", {"Succeeded", "Failed"}, timeout=90)
+    assert done["phase"] == "Succeeded", done
+    assert done["progress"]["percent"] == 100
+    assert done["metrics"]["evalAccuracy"] == 0.875
+    assert done["data"] == {"rows": 1000, "queryId": "01fake-query", "fingerprint": "sha256:fake"}
+    assert done["model"] == {"uri": "pvc://models/sentiment/v1", "format": "safetensors"}
+    assert done["job"]["name"] == "sentiment-a1" and done["job"]["attempts"] == 1
+    assert done["job"]["completionTime"]
+
+    waited = kubectl("wait", "-n", api.ns, "--for=condition=Succeeded", "ftj/sentiment", "--timeout=30s")  # fmt: skip
+    assert waited.returncode == 0, waited.stderr
+    table = kubectl("get", "ftj", "-n", api.ns).stdout
+    header, row = table.splitlines()[:2]
+    assert "PHASE" in header and "PROGRESS" in header.upper()
+    assert "Succeeded" in row and "100" in row
+
+    # Serving: Deployment + Service, ServingReady True, endpoint in status.
+    ready = api.wait(
+        "ServingReady",
+        lambda: condition(s := api.status("sentiment"), "ServingReady").get("status") == "True"
+        and s,
+        timeout=90,
+    )  # fmt: skip
+    assert ready["serving"]["endpoint"] == f"http://sentiment-serve.{api.ns}.svc:8080"
+    assert condition(ready, "Ready")["status"] == "True"
+    dep = api.apps.read_namespaced_deployment("sentiment-serve", api.ns)
+    (server,) = dep.spec.template.spec.containers
+    assert server.command[:5] == [
+        "python", "-m", "snowtrain.serve", "--model-dir", "/mnt/models/sentiment/v1",
+    ]  # fmt: skip
+    assert server.readiness_probe.http_get.path == "/readyz"
+    assert api.core.read_namespaced_service("sentiment-serve", api.ns).spec.ports[0].port == 8080
+    assert kubectl("wait", "-n", api.ns, "--for=condition=Ready", "ftj/sentiment", "--timeout=10s").returncode == 0  # fmt: skip
+
+    # An event on every transition.
+    events = api.core.list_namespaced_event(
+        api.ns, field_selector="involvedObject.name=sentiment,involvedObject.kind=FineTuneJob"
+    ).items
+    messages = " | ".join(e.message for e in events)
+    assert "-> Running" in messages and "Running -> Succeeded" in messages
+
+    # A serving edit rolls the Deployment.
+    api.patch_spec("sentiment", {"serving": {"replicas": 2, "port": 8080}})
+    api.wait(
+        "2 replicas",
+        lambda: api.apps.read_namespaced_deployment("sentiment-serve", api.ns).spec.replicas == 2,
+        timeout=30,
+    )
+
+
+def test_failures_end_with_the_right_reason(api: Api, operator_process: Any) -> None:
+    api.create(ftj("bad-data", "dataerror"))
+    api.create(ftj("oom", "oom", resources={"gpusPerNode": 0, "memory": "64Mi"}))
+    api.create(ftj("greedy", resources={"gpusPerNode": 8}))
+
+    # More GPUs than the node has: Unschedulable shows while Pending.
+    pending = api.wait(
+        "Unschedulable condition",
+        lambda: condition(s := api.status("greedy"), "Running").get("reason") == "Unschedulable"
+        and s,
+        timeout=60,
+    )  # fmt: skip
+    assert pending["phase"] == "Queued"
+    assert "nvidia.com/gpu" in condition(pending, "Running")["message"]
+
+    failed = api.wait_phase("bad-data", {"Failed", "Succeeded"}, timeout=60)
+    assert failed["failure"] == {
+        "reason": "DataError",
+        "message": "column LABEL: 3 of 1000 rows are NULL; fill or filter them",
+        "exitCode": 65,
+    }
+    assert condition(failed, "Failed")["status"] == "True"
+    assert condition(failed, "Ready")["reason"] == "DataError"
+
+    oom = api.wait_phase("oom", {"Failed", "Succeeded"}, timeout=60)
+    assert oom["failure"]["reason"] == "OOMKilled", oom
+
+
+def test_invalid_spec_without_webhook_fails_once_without_a_crash_loop(
+    api: Api, operator_process: Any
+) -> None:
+    # Valid for the CRD schema, invalid for the semantic rules (LoRA needs causal-lm).
+    api.create(ftj("lora-cls", training={"lora": {"r": 8}}))
+    status = api.wait_phase("lora-cls", {"Failed"}, timeout=30)
+    assert status["failure"]["reason"] == "InvalidSpec"
+    assert "spec.training.lora" in status["failure"]["message"]
+    assert api.jobs("lora-cls") == []
+    assert operator_process.proc.poll() is None
+
+
+def test_operator_killed_mid_reconcile_restarts_without_duplicates(
+    api: Api, operator_process: Any
+) -> None:
+    names = [f"burst-{i}" for i in range(6)]
+    for name in names:
+        api.create(ftj(name, steps=2, step_seconds=0.5))
+    # Kill as soon as the first Job exists: the others are mid-reconcile or not started.
+    api.wait("first Job", lambda: api.jobs(), timeout=30, every=0.05)
+    operator_process.kill()
+    operator_process.start()
+    for name in names:
+        assert api.wait_phase(name, {"Succeeded", "Failed"}, timeout=120)["phase"] == "Succeeded"
+    jobs = api.jobs()
+    assert sorted(j.metadata.name for j in jobs) == sorted(f"{n}-a1" for n in names)
+    maps = api.core.list_namespaced_config_map(api.ns, label_selector="snowtrain.io/job").items
+    assert len(maps) == len(names)
+
+
+def test_delete_garbage_collects_children(api: Api, operator_process: Any) -> None:
+    api.create(ftj("doomed", "sleep"))
+    api.wait_phase("doomed", {"Running"}, timeout=60)
+    api.custom.delete_namespaced_custom_object(GROUP, VERSION, api.ns, "finetunejobs", "doomed")
+    api.wait("Job garbage-collected", lambda: not api.jobs("doomed"), timeout=60)
+    api.wait(
+        "ConfigMap garbage-collected",
+        lambda: not api.core.list_namespaced_config_map(api.ns, label_selector="snowtrain.io/job=doomed").items,
+        timeout=60,
+    )  # fmt: skip
+    api.wait(
+        "pods gone",
+        lambda: not api.core.list_namespaced_pod(api.ns, label_selector="snowtrain.io/job=doomed").items,
+        timeout=90,
+    )  # fmt: skip
+
+
+def test_suspend_then_resume_starts_a_new_attempt(api: Api, operator_process: Any) -> None:
+    # Kubernetes 1.20 has no Job.spec.suspend: suspend deletes the attempt, resume starts the
+    # next one (which restores from the checkpoint on the model volume).
+    api.create(ftj("pausable", "sleep"))
+    api.wait_phase("pausable", {"Running"}, timeout=60)
+    api.patch_spec("pausable", {"suspend": True})
+    suspended = api.wait_phase("pausable", {"Suspended"}, timeout=30)
+    assert condition(suspended, "Suspended")["status"] == "True"
+    api.wait("attempt 1 gone", lambda: not api.jobs("pausable"), timeout=60)
+    api.patch_spec("pausable", {"suspend": False})
+    resumed = api.wait_phase("pausable", {"Running"}, timeout=90)
+    assert resumed["job"]["name"] == "pausable-a2"
+    assert resumed["job"]["attempts"] == 2
+    assert condition(resumed, "Suspended")["status"] == "False"
+    assert [j.metadata.name for j in api.jobs("pausable")] == ["pausable-a2"]
+
+
+def test_preempted_attempt_is_retried_as_a_new_attempt(api: Api, operator_process: Any) -> None:
+    api.create(ftj("preempted", "preempt-first", steps=2, step_seconds=0.5))
+    done = api.wait_phase("preempted", {"Succeeded", "Failed"}, timeout=120)
+    assert done["phase"] == "Succeeded", done
+    assert done["job"] == {**done["job"], "name": "preempted-a2", "attempts": 2}
+
+
+def test_fine_tune_waits_for_its_pretrain_job(
+    api: Api, operator_process: Any, model_claim: str
+) -> None:
+    ptj = ftj("gpt", steps=6, step_seconds=1, output={"volumeClaimName": model_claim})
+    ptj["kind"] = "PretrainJob"
+    ptj["spec"].pop("baseModel")
+    ptj["spec"]["architecture"] = {"size": "tiny"}
+    api.create(ft := ftj("chat", baseModel={"pretrainJobRef": {"name": "gpt"}}, task="causal-lm"))
+    assert ft
+    waiting = api.wait_phase("chat", {"Waiting"}, timeout=30)
+    assert condition(waiting, "WaitingForBaseModel")["status"] == "True"
+    assert api.jobs("chat") == []
+    api.create(ptj)
+    api.wait_phase("gpt", {"Running"}, timeout=60, plural="pretrainjobs")
+    assert api.status("chat")["phase"] == "Waiting"
+    api.wait_phase("gpt", {"Succeeded"}, timeout=60, plural="pretrainjobs")
+    done = api.wait_phase("chat", {"Succeeded", "Failed"}, timeout=90)
+    assert done["phase"] == "Succeeded", done
+    assert condition(done, "WaitingForBaseModel")["status"] == "False"
+    (job,) = api.jobs("chat")
+    volumes = {v.name: v for v in job.spec.template.spec.volumes}
+    assert volumes["base-model"].persistent_volume_claim.claim_name == model_claim
+    assert volumes["base-model"].persistent_volume_claim.read_only is True
+    config = json.loads(api.core.read_namespaced_config_map("chat-config", api.ns).data["config.json"])  # fmt: skip
+    assert config["baseModel"] == f"/mnt/base-model/pretrainjob/{api.ns}/gpt"
