@@ -1,0 +1,229 @@
+"""The server on a tiny exported causal LM: OpenAI completions, SSE streaming, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.serving import running_server
+
+NAME = "tiny-lm"
+
+
+@pytest.fixture(scope="module")
+def base(tiny_causal_lm_dir: Path) -> Iterator[str]:
+    with running_server(tiny_causal_lm_dir, max_wait_ms=10, max_new_tokens=300) as url:
+        yield url
+
+
+def complete(base: str, **body: object) -> httpx.Response:
+    return httpx.post(f"{base}/v1/completions", json=body, timeout=60)
+
+
+def stream_events(base: str, **body: object) -> tuple[httpx.Response, list[object]]:
+    """POST with stream=true; return the response and the parsed `data:` payloads."""
+    events: list[object] = []
+    with httpx.stream(
+        "POST", f"{base}/v1/completions", json={**body, "stream": True}, timeout=60
+    ) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                events.append(data if data == "[DONE]" else json.loads(data))
+    return resp, events
+
+
+def error_message(resp: httpx.Response) -> str:
+    assert resp.json()["error"]["code"] == resp.status_code
+    return resp.json()["error"]["message"]
+
+
+def test_model_list_and_readiness(base: str) -> None:
+    (card,) = httpx.get(f"{base}/v1/models").json()["data"]
+    assert (card["id"], card["task"], card["object"]) == (NAME, "completion", "model")
+    assert httpx.get(f"{base}/readyz").status_code == 200
+
+
+def test_completion_follows_the_openai_shape(base: str) -> None:
+    resp = complete(base, model=NAME, prompt="once upon a time", max_tokens=7, temperature=0)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["object"] == "text_completion" and body["model"] == NAME
+    assert body["id"].startswith("cmpl-")
+    (choice,) = body["choices"]
+    assert choice["index"] == 0 and choice["text"]
+    usage = body["usage"]
+    assert usage["completion_tokens"] <= 7
+    if choice["finish_reason"] == "length":
+        assert usage["completion_tokens"] == 7
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_greedy_is_deterministic_and_batch_independent(base: str) -> None:
+    """A prompt completes the same alone, in a list, and batched with other requests."""
+    prompts = ["once upon a time", "the movie", "numbers 0 1 2"]
+    alone = [complete(base, prompt=p, max_tokens=12, temperature=0).json() for p in prompts]
+    listed = complete(base, prompt=prompts, max_tokens=12, temperature=0).json()
+    assert [c["index"] for c in listed["choices"]] == [0, 1, 2]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{base}/v1/completions",
+                        json={"prompt": p, "max_tokens": 12, "temperature": 0},
+                    )
+                    for p in prompts * 2
+                )
+            )
+
+    concurrent = asyncio.run(burst())
+    for i, a in enumerate(alone):
+        assert listed["choices"][i]["text"] == a["choices"][0]["text"]
+        assert concurrent[i].json()["choices"][0]["text"] == a["choices"][0]["text"]
+
+
+def test_sampling_settings_are_honoured(base: str) -> None:
+    texts = {
+        complete(base, prompt="once", max_tokens=20, temperature=1.5, top_p=1.0).json()["choices"][
+            0
+        ]["text"]
+        for _ in range(3)
+    }
+    assert len(texts) > 1, "temperature 1.5 sampled the same 20 tokens three times"
+
+
+def test_stop_string_cuts_the_text(base: str) -> None:
+    full = complete(base, prompt="once upon a time", max_tokens=12, temperature=0).json()
+    text = full["choices"][0]["text"]
+    stop = text[len(text) // 2 :][:3]
+    assert stop.strip(), f"need a visible stop string from {text!r}"
+    cut = complete(
+        base, prompt="once upon a time", max_tokens=12, temperature=0, stop=[stop]
+    ).json()["choices"][0]
+    assert cut["finish_reason"] == "stop"
+    assert cut["text"] == text[: text.find(stop)]
+
+
+def test_streaming_sends_deltas_that_add_up_to_the_full_completion(base: str) -> None:
+    full = complete(base, prompt="the weather", max_tokens=15, temperature=0).json()
+    resp, events = stream_events(base, prompt="the weather", max_tokens=15, temperature=0)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len(chunks) >= 3, "the text arrived in one piece, not streamed"
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == full["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == full["choices"][0]["finish_reason"]
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+
+def test_streaming_several_prompts_and_a_stop_string(base: str) -> None:
+    prompts = ["once upon a time", "the movie"]
+    full = complete(base, prompt=prompts, max_tokens=10, temperature=0).json()["choices"]
+    stop = full[0]["text"][4:7]
+    _, events = stream_events(base, prompt=prompts, max_tokens=10, temperature=0, stop=stop)
+    texts = ["", ""]
+    finish = [None, None]
+    for ev in events[:-1]:
+        (choice,) = ev["choices"]
+        texts[choice["index"]] += choice["text"]
+        finish[choice["index"]] = choice["finish_reason"] or finish[choice["index"]]
+    assert texts[0] == full[0]["text"][: full[0]["text"].find(stop)]
+    assert finish[0] == "stop"
+    expected1 = full[1]["text"]
+    if stop in expected1:
+        expected1 = expected1[: expected1.find(stop)]
+    assert texts[1] == expected1
+
+
+def test_generated_tokens_are_counted_in_metrics(base: str) -> None:
+    def generated() -> float:
+        for line in httpx.get(f"{base}/metrics").text.splitlines():
+            if line.startswith("snowtrain_generated_tokens_total "):
+                return float(line.split()[1])
+        raise AssertionError("no snowtrain_generated_tokens_total")
+
+    before = generated()
+    usage = complete(base, prompt="hello", max_tokens=5, temperature=0).json()["usage"]
+    assert generated() - before == usage["completion_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"prompt": ""}, 400, "prompt[0] is empty"),
+        ({}, 400, "prompt: Field required"),
+        ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens: Input should be greater than"),
+        ({"prompt": "x", "max_tokens": 301}, 400, "max_tokens 301 exceeds this server's limit"),
+        ({"prompt": "x", "temperature": 5}, 400, "temperature: Input should be less than"),
+        ({"prompt": "x", "n": 2}, 400, "n: Input should be 1"),
+        ({"prompt": "word " * 400, "max_tokens": 200}, 400, "the model's context holds 512"),
+        ({"prompt": "x" * 20_001}, 413, "the limit is 20000"),
+        ({"prompt": "x", "model": "gpt-4"}, 404, "model 'gpt-4' not found"),
+    ],
+)
+def test_invalid_completion_requests_say_what_is_wrong(
+    base: str, body: dict, status: int, message: str
+) -> None:
+    resp = complete(base, **body)
+    assert resp.status_code == status, resp.text
+    assert message in error_message(resp)
+
+
+def test_stream_errors_are_http_errors_not_broken_streams(base: str) -> None:
+    resp = httpx.post(f"{base}/v1/completions", json={"prompt": "", "stream": True})
+    assert resp.status_code == 400
+    assert resp.headers["content-type"].startswith("application/json")
+
+
+def test_classification_routes_refuse_a_language_model(base: str) -> None:
+    resp = httpx.post(f"{base}/v1/models/{NAME}:predict", json={"instances": ["x"]})
+    assert resp.status_code == 400
+    assert "use POST /v1/completions" in error_message(resp)
+
+
+def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
+    tiny_causal_lm_dir: Path,
+) -> None:
+    """60 simultaneous requests against room for 2 running + 4 queued: the rest get 429
+    with Retry-After at once, everything accepted completes, and nothing else happens."""
+    with running_server(tiny_causal_lm_dir, max_batch_size=2, max_queue=4, max_wait_ms=0) as url:
+
+        async def burst() -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{url}/v1/completions",
+                            json={"prompt": f"req {i}", "max_tokens": 64, "temperature": 0},
+                        )
+                        for i in range(60)
+                    )
+                )
+
+        responses = asyncio.run(burst())
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 429}, codes
+        rejected = [r for r in responses if r.status_code == 429]
+        assert len(rejected) >= 30, codes
+        assert codes.count(200) >= 6
+        for r in rejected:
+            assert r.headers["retry-after"] == "1"
+            assert "queue full" in error_message(r)
+        for r in responses:
+            if r.status_code == 200:
+                assert r.json()["usage"]["completion_tokens"] >= 1
+        metrics = httpx.get(f"{url}/metrics").text
+        assert (
+            f'snowtrain_rejected_requests_total{{reason="queue_full"}} {len(rejected)}.0' in metrics
+        )
+        assert "snowtrain_queue_depth 0.0" in metrics
