@@ -20,6 +20,8 @@ def main() -> int:
     else:
         kopf.configure(log_format=kopf.LogFormat.FULL)
     logging.getLogger("snowtrain").setLevel(logging.INFO)
+    # kopf logs every handler run per object at INFO (timers included): keep warnings only.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if settings.webhook_enabled:
         from . import webhook  # noqa: F401  (registers the validating handlers)
     namespaces = settings.namespace_list

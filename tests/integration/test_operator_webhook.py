@@ -1,0 +1,85 @@
+"""The validating admission webhook on the real API server: kopf serves it on 127.0.0.1 with
+a self-signed certificate and keeps the ValidatingWebhookConfiguration up to date."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.fixtures.operator import OperatorProcess, free_port
+from tests.integration.test_operator_lifecycle import Api, ftj
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture
+def webhook_operator(
+    kube_cluster: Any, kube_api: client.ApiClient, namespace: str, fake_trainer_image: str
+) -> Iterator[OperatorProcess]:
+    """The operator with its webhook; the webhook configuration is removed afterwards (its
+    failurePolicy is Fail, so leaving it would block every later create)."""
+    name = f"validating.{namespace}.snowtrain.io"
+    op = OperatorProcess(
+        kube_cluster.kubeconfig,
+        [namespace],
+        fake_trainer_image,
+        env={
+            "SNOWTRAIN_WEBHOOK_ENABLED": "true",
+            "SNOWTRAIN_WEBHOOK_HOST": "127.0.0.1",
+            "SNOWTRAIN_WEBHOOK_PORT": str(free_port()),
+            "SNOWTRAIN_WEBHOOK_MANAGED_NAME": name,
+        },
+    )
+    admission = client.AdmissionregistrationV1Api(kube_api)
+    op.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                cfg = admission.read_validating_webhook_configuration(name)
+                if cfg.webhooks:
+                    break
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"no webhook configuration:\n{op.logs()}")
+        yield op
+    finally:
+        op.stop()
+        try:
+            admission.delete_validating_webhook_configuration(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        op.log_path.unlink(missing_ok=True)
+
+
+def test_webhook_rejects_invalid_specs_and_training_edits_after_start(
+    kube_api: client.ApiClient, namespace: str, webhook_operator: OperatorProcess,
+    kubectl: Callable[..., Any],
+) -> None:  # fmt: skip
+    api = Api(kube_api, namespace)
+    # Valid for the CRD schema but not for the semantic rules: refused at apply time.
+    bad = ftj("lora-cls", training={"lora": {"r": 8}})
+    applied = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
+    assert applied.returncode != 0
+    assert "spec.training.lora" in applied.stderr
+    assert "causal-lm" in applied.stderr
+
+    api.create(ftj("ok", "sleep"))
+    api.wait_phase("ok", {"Running"}, timeout=60)
+    with pytest.raises(ApiException) as refused:
+        api.patch_spec("ok", {"training": {"learningRate": 0.001}})
+    assert refused.value.status in (400, 422)
+    assert "spec.training: cannot change after training started" in refused.value.body
+    # Serving and suspend stay editable.
+    api.patch_spec("ok", {"serving": {"replicas": 1}, "suspend": True})
+    assert api.wait_phase("ok", {"Suspended"}, timeout=30)["phase"] == "Suspended"
