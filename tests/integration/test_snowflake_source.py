@@ -12,6 +12,8 @@ from snowtrain.api.trainer_config import TrainerDataConfig
 from snowtrain.trainer.data.connection import connect
 from snowtrain.trainer.data.credentials import load_credentials
 from snowtrain.trainer.data.source import SnowflakeSource
+from snowtrain.trainer.data.stage import upload_to_stage
+from snowtrain.trainer.data.tokenize import build_classification
 from snowtrain.trainer.errors import DataError, InvalidConfig, Unavailable
 
 pytestmark = pytest.mark.snowflake
@@ -262,3 +264,38 @@ def test_unreachable_server_fails_fast_with_unavailable(snowflake_db):
         connect(settings, creds, sleep=lambda s: None)
     assert time.monotonic() - start < 15
     assert snowflake_db.password not in str(err.value)
+
+
+# -- end to end: Snowflake -> token store, and model upload ---------------------------------
+
+
+def test_classification_store_from_the_emulator(snowflake_db, wordpiece_tokenizer, tmp_path):
+    snowflake_db.seed_table("REVIEWS", sentiment(120))
+    with source(snowflake_db, validation={"fraction": 0.2}, batch_rows=16) as src:
+        labels = src.profile("classification").labels
+        label2id = {name: i for i, name in enumerate(labels)}
+        train = build_classification(src, "train", wordpiece_tokenizer, label2id, 32, tmp_path)
+        val = build_classification(src, "validation", wordpiece_tokenizer, label2id, 32, tmp_path)
+        fingerprint = src.fingerprint
+    assert len(train) + len(val) == 120 and len(val) > 0
+    assert train.meta["data"] == fingerprint.to_wire()
+    batch = train.collate([train[i] for i in range(4)])
+    assert batch["labels"].shape == (4,) and set(batch["labels"].tolist()) <= {0, 1, 2}
+
+
+def test_upload_model_dir_to_stage(snowflake_db, tmp_path):
+    model = tmp_path / "model"
+    (model / "adapter").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    snowflake_db.execute("CREATE STAGE MODELS")
+    uploaded = upload_to_stage(snowflake_db.conn, model, "@MODELS/jobs/demo")
+    assert uploaded == [
+        '@"MODELS"/jobs/demo/adapter/adapter_model.safetensors',
+        '@"MODELS"/jobs/demo/config.json',
+    ]
+    listed = {row[0] for row in snowflake_db.execute("LIST @MODELS")}
+    assert listed == {
+        "models/jobs/demo/config.json",
+        "models/jobs/demo/adapter/adapter_model.safetensors",
+    }
