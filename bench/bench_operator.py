@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tests.cluster import localkube
-    from tests.fixtures.operator import OperatorProcess
+    from tests.fixtures.operator import OperatorProcess, delete_jobs
 
     cluster = localkube.up(crds_dir=Path("manifests/crds"))
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
@@ -182,6 +182,7 @@ def main() -> int:
         result["operator_peak_rss_mib"] = round(peak_rss_mib(op.proc.pid), 1)
         result["complete_rate_per_s"] = args.complete_rate or "all at once"
     finally:
+        delete_jobs(cluster.kubeconfig, ns, timeout=120)
         op.stop()
         core.delete_namespace(ns, propagation_policy="Background")
     print(json.dumps(result, indent=2))

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.fixtures.operator import OperatorProcess, free_port
+from tests.fixtures.operator import OperatorProcess, delete_jobs, free_port
 from tests.integration.test_operator_lifecycle import Api, ftj
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -53,6 +53,7 @@ def webhook_operator(
             raise AssertionError(f"no webhook configuration:\n{op.logs()}")
         yield op
     finally:
+        delete_jobs(kube_cluster.kubeconfig, namespace)
         op.stop()
         try:
             admission.delete_validating_webhook_configuration(name)
