@@ -90,9 +90,9 @@ def _run(body: Any, force_logs: bool = False) -> None:
 for _kind in (FineTuneJob, PretrainJob):
     _plural = _kind.PLURAL
 
-    @kopf.on.resume(GROUP, VERSION, _plural)
-    @kopf.on.create(GROUP, VERSION, _plural)
-    @kopf.on.update(GROUP, VERSION, _plural)
+    @kopf.on.resume(GROUP, VERSION, _plural, id="resume")
+    @kopf.on.create(GROUP, VERSION, _plural, id="create")
+    @kopf.on.update(GROUP, VERSION, _plural, id="update")
     def on_change(body: kopf.Body, **_: Any) -> None:
         """Any spec change (and startup, and creation) reconciles at once."""
         _run(body, force_logs=True)
