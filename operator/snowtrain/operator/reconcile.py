@@ -65,6 +65,8 @@ class Context:
         default_factory=lambda: defaultdict(threading.Lock)
     )
     last_log_read: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    queued: dict[tuple[str, str, str], bool] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _ok_exists(exc: ApiException) -> bool:
@@ -122,11 +124,24 @@ def _selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
-def reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool = False) -> st.Outcome:
-    """Reconcile one FineTuneJob/PretrainJob ``body`` (as read from the API)."""
+def reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool = False) -> st.Outcome | None:
+    """Reconcile one FineTuneJob/PretrainJob ``body`` (as read from the API).
+
+    Requests coalesce: while one reconcile of a job waits for the lock, further requests
+    for that job return at once (None) -- the waiting one reads the job and its children
+    fresh when it runs, so it covers them. A burst of child events costs one or two
+    reconciles, not one each.
+    """
     meta = body.get("metadata") or {}
     key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+    with ctx.guard:
+        if key in ctx.queued:
+            ctx.queued[key] = ctx.queued[key] or force_logs
+            return None
+        ctx.queued[key] = force_logs
     with ctx.locks[key]:
+        with ctx.guard:
+            force_logs = ctx.queued.pop(key)
         # Re-read under the lock: a reconcile that waited must see the status the previous
         # one wrote, or it would fire the same phase-transition event twice.
         fresh = _get_or_none(
