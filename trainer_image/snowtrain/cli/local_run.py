@@ -182,7 +182,9 @@ class LocalRun:
             message = summary.get("message") or "the trainer failed"
             self.say(f"[red]Training failed ({reason}, exit code {outcome.exit_code}):[/]")
             self.say(message, markup=False)
-            tail = log_tail(plan)
+            # Classified failures (DataError, InvalidSpec, Unavailable) carry a message meant for
+            # the user; only an internal error needs the log to be understood.
+            tail = log_tail(plan) if reason in ("InternalError", "Failed") else ""
             if tail:
                 self.say(f"Last lines of {plan.log_path}:", markup=False)
                 self.say(tail, markup=False, style="dim")

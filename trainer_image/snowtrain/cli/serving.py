@@ -32,7 +32,9 @@ DEMO_PROMPT = (
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """No server listens on the port (connections in TIME_WAIT do not count, as for uvicorn)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
