@@ -14,11 +14,15 @@ import logging
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from snowtrain.serve.app import ServerState, ServeSettings, create_app
 from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
+from snowtrain.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from snowtrain.serve.app import ServerState
 
 
 class DrainingServer(uvicorn.Server):
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from snowtrain.serve.app import create_app  # torch and transformers: import once needed
+
     app = create_app(settings, info)
     config = uvicorn.Config(
         app,
