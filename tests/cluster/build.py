@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cluster import debian, paths
+from tests.cluster import debian, locks, paths
 
 #: Bump to force a rebuild when the recipe below changes.
 RECIPE = "3"
@@ -261,6 +261,13 @@ def build(force: bool = False, keep_tree: bool = False) -> dict[str, float]:
     """
     if not force and is_built():
         return {}
+    with locks.exclusive(paths.cache_root() / ".build.lock", "Kubernetes build"):
+        if not force and is_built():
+            return {}  # another process built it while we waited
+        return _build(keep_tree)
+
+
+def _build(keep_tree: bool) -> dict[str, float]:
     debian.ensure_packages()
     cache = paths.kube_cache()
     work = cache / "work"

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster import build, config, debian, images, paths, pki, procs
+from tests.cluster import build, config, debian, images, locks, paths, pki, procs
 from tests.cluster.config import Layout
 from tests.cluster.kubeapi import Api
 
@@ -385,6 +385,16 @@ def apply_crds(cluster: Cluster, crds_dir: Path, timeout: float = 60) -> list[st
 def up(crds_dir: Path | str | None = None, *, timeout: float = 180) -> Cluster:
     """Start the cluster unless it is already up; returns it. Builds binaries if needed."""
     lay = config.default_layout()
+    build.build()  # outside the cluster lock: a cold build takes minutes
+    with locks.exclusive(_lock_path(lay), "cluster up/down"):
+        return _up(lay, crds_dir, timeout)
+
+
+def _lock_path(lay: Layout) -> Path:
+    return lay.root.parent / f".{lay.root.name}.lock"
+
+
+def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     crds = Path(crds_dir) if crds_dir else None
     existing = current(lay)
     if existing is not None:
@@ -393,7 +403,7 @@ def up(crds_dir: Path | str | None = None, *, timeout: float = 180) -> Cluster:
         return existing
     if running_components(lay):
         _log("a previous cluster is partly running; tearing it down first")
-        down()
+        _down(lay)
     build.build()
     debian.ensure_packages()
     started = time.monotonic()
@@ -428,7 +438,7 @@ def up(crds_dir: Path | str | None = None, *, timeout: float = 180) -> Cluster:
         )
     except BaseException:
         _log("bring-up failed; logs are in " + str(lay.logs))
-        down()
+        _down(lay)
         raise
     lay.state_json.write_text(
         json.dumps(
@@ -535,6 +545,11 @@ def _remove_network() -> None:
 def down(lay: Layout | None = None) -> list[str]:
     """Stop everything `up` started and remove its traces; returns the stopped components."""
     lay = lay or config.default_layout()
+    with locks.exclusive(_lock_path(lay), "cluster up/down"):
+        return _down(lay)
+
+
+def _down(lay: Layout) -> list[str]:
     stopped = []
     if procs.stop("kubelet", lay.run):
         stopped.append("kubelet")
