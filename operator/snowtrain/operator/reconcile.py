@@ -202,6 +202,10 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         min(starts) if starts else None
     )
 
+    if obs.attempt > 0 and (obs.base_waiting or obs.base_failed):
+        # Training started from the base model already; a later change to the referenced
+        # PretrainJob (deleted, retried) does not concern this job any more.
+        obs.base_waiting = obs.base_failed = None
     decided = old_status.get("phase") in st.TERMINAL_PHASES and not obs.invalid
     can_run = (
         job is not None
@@ -212,7 +216,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     )
     first = obs.attempt == 0 and job is not None and (not job.spec.suspend or ctx.caps.job_suspend)
     if can_run and first and job is not None:
-        _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
+        by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
         obs.attempt = 1
 
     current = by_attempt.get(obs.attempt)
@@ -296,10 +300,11 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
 
 def _start_attempt(
     ctx: Context, job: AnyJob, attempt: int, pretrain_uri: str | None, existing: dict
-) -> None:
+) -> dict[str, Any]:
+    """Create the attempt's ConfigMap and Job (409 tolerated); returns the Job."""
     ns = job.metadata.namespace or "default"
     if attempt in existing:
-        return
+        return existing[attempt]
     # The config first: the pod mounts it. Both creates tolerate 409 (a re-run after a crash).
     _create(
         ctx.kube.core.create_namespaced_config_map,
@@ -310,6 +315,7 @@ def _start_attempt(
         _create(ctx.kube.core.create_namespaced_service, ns, ch.build_workers_service(job))
     manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
     _create(ctx.kube.batch.create_namespaced_job, ns, manifest)
+    return manifest
 
 
 def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:
