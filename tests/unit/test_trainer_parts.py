@@ -1,0 +1,205 @@
+"""Trainer parts with one job each: checkpoints, redaction, progress, metrics, models, export."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from snowtrain.api.spec import ArchitectureSpec, LoraSpec, TokenizerSpec
+from snowtrain.trainer.checkpoint import CheckpointManager, capture_rng, restore_rng
+from snowtrain.trainer.errors import InvalidConfig
+from snowtrain.trainer.metrics import accuracy, confusion_matrix, macro_f1, perplexity
+from snowtrain.trainer.progress import TERMINATION_LIMIT, Reporter, encode_summary
+from snowtrain.trainer.redact import MASK, RedactingStream, Redactor
+
+SECRET = "Sn0wfl@ke-Pa55-7f3a9c"
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_checkpoints_keep_the_newest_and_ignore_torn_writes(tmp_path):
+    clock = [0.0]
+    ckpt = CheckpointManager(
+        tmp_path, keep=2, every_steps=10, every_minutes=1.0, clock=lambda: clock[0]
+    )
+    for step in (10, 20, 30):
+        ckpt.save(step, {"w": torch.full((2,), float(step))})
+    assert [p.name for p in ckpt.checkpoints()] == ["step-00000020", "step-00000030"]
+    # A writer killed mid-save leaves a temp dir (and maybe a dir without meta.json): skipped.
+    (tmp_path / ".tmp-step-00000040-999").mkdir()
+    (tmp_path / "step-00000050").mkdir()
+    assert ckpt.latest().name == "step-00000030"
+    assert ckpt.load(ckpt.latest())["w"].tolist() == [30.0, 30.0]
+    # Cadence: every 10 steps, or once a minute passed since the last save.
+    assert ckpt.due(40) and not ckpt.due(41)
+    clock[0] += 61
+    assert ckpt.due(41)
+    ckpt.save(41, {})
+    assert not (tmp_path / ".tmp-step-00000040-999").exists()
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    ckpt = CheckpointManager(tmp_path)
+    ckpt.save(1, {"rng": capture_rng()})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng(ckpt.load(ckpt.latest())["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+# --------------------------------------------------------------------------- redaction
+def test_redacting_stream_scrubs_secrets_split_across_writes():
+    target = io.StringIO()
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    stream = RedactingStream(target, Redactor([SECRET, pem, None, "ab"]))
+    stream.write("login with " + SECRET[:6])
+    stream.write(SECRET[6:] + " failed\n")
+    stream.write("key line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC leaked\nab stays")
+    stream.flush()
+    text = target.getvalue()
+    assert SECRET not in text and "MIIEvQIB" not in text
+    assert text.count(MASK) == 2
+    assert text.endswith("ab stays")  # too short to be a secret worth masking
+
+
+# --------------------------------------------------------------------------- progress
+def test_progress_interval_and_json_lines(capsys):
+    clock = [100.0]
+    reporter = Reporter(5.0, redactor=Redactor([SECRET]), clock=lambda: clock[0])
+    assert reporter.progress(step=1, loss=float("nan"))
+    clock[0] += 1
+    assert not reporter.progress(step=2)
+    assert reporter.progress(step=3, force=True)
+    reporter.event("done", message=f"boom {SECRET}")
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x.get("step") for x in lines] == [1, 3, None]
+    assert lines[0]["loss"] is None  # NaN is not JSON
+    assert lines[2]["message"] == f"boom {MASK}"
+
+
+def test_termination_message_fits_4096_bytes_and_is_scrubbed():
+    summary = {
+        "outcome": "Failed",
+        "reason": "DataError",
+        "message": SECRET + "x" * 10000,
+        "metrics": {},
+    }
+    text = encode_summary(summary, Redactor([SECRET]))
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    decoded = json.loads(text)
+    assert decoded["reason"] == "DataError" and decoded["message"].startswith(MASK)
+
+
+# --------------------------------------------------------------------------- metrics
+def test_macro_f1_and_accuracy_match_hand_computation():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    preds = torch.tensor([0, 1, 1, 1, 2, 0])
+    cm = confusion_matrix(labels, preds, 4)  # class 3 never occurs: left out of the mean
+    assert accuracy(cm) == pytest.approx(4 / 6)
+    f1 = [2 * 1 / (2 + 2), 2 * 2 / (2 + 3), 2 * 1 / (2 + 1)]
+    assert macro_f1(cm) == pytest.approx(sum(f1) / 3)
+    assert perplexity(0.0) == 1.0 and perplexity(1e9) < float("inf")
+
+
+# --------------------------------------------------------------------------- models
+def test_architecture_presets_and_overrides():
+    from snowtrain.trainer.models import architecture_dims
+
+    assert architecture_dims(ArchitectureSpec(size="tiny")) == {
+        "layers": 2,
+        "hidden": 64,
+        "heads": 2,
+        "kv_heads": 2,
+        "inner": 192,
+    }
+    base = architecture_dims(ArchitectureSpec(family="gpt2", size="base", num_layers=4))
+    assert (base["layers"], base["hidden"], base["inner"]) == (4, 768, 3072)
+    with pytest.raises(InvalidConfig, match="divisible"):
+        architecture_dims(ArchitectureSpec(size="tiny", num_heads=3))
+
+
+def test_gpt2_base_preset_is_about_124m_parameters():
+    """The preset named after GPT-2 small must be that size (the GPU MFU benchmark uses it)."""
+    from transformers import GPT2Config
+
+    from snowtrain.trainer.models import architecture_dims
+
+    d = architecture_dims(ArchitectureSpec(family="gpt2", size="base"))
+    config = GPT2Config(
+        vocab_size=50257, n_embd=d["hidden"], n_layer=d["layers"], n_head=d["heads"]
+    )
+    with torch.device("meta"):
+        from transformers import GPT2LMHeadModel
+
+        n = sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+    assert 120e6 < n < 130e6
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_and_tokenizer():
+    from snowtrain.trainer.models import build_causal_lm, train_tokenizer
+
+    corpus = [f"row {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(200)]
+    tokenizer = train_tokenizer(iter(corpus), TokenizerSpec(vocab_size=300, min_frequency=2), 64)
+    torch.manual_seed(0)
+    model = build_causal_lm(ArchitectureSpec(family="llama", size="tiny"), tokenizer, 64)
+    return model, tokenizer
+
+
+def test_trained_tokenizer_round_trips_text_and_model_matches_it(tiny_lm_and_tokenizer):
+    model, tokenizer = tiny_lm_and_tokenizer
+    text = "the quick brown fox, ünïcödé 123"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text  # byte-level: no unknowns
+    assert model.config.vocab_size == len(tokenizer) <= 300
+    assert (
+        model.config.eos_token_id == tokenizer.eos_token_id == model.generation_config.pad_token_id
+    )
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_missing_local_model_is_a_config_error(tmp_path):
+    from snowtrain.trainer.models import load_tokenizer
+
+    with pytest.raises(InvalidConfig, match="does not exist"):
+        load_tokenizer(str(tmp_path / "nope"))
+
+
+# --------------------------------------------------------------------------- export
+def test_lora_export_writes_merged_weights_and_the_adapter(tmp_path, tiny_lm_and_tokenizer):
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from snowtrain.trainer.export import export_model
+    from snowtrain.trainer.lora import apply_lora
+
+    base, tokenizer = tiny_lm_and_tokenizer
+    peft_model = apply_lora(copy.deepcopy(base), LoraSpec(r=4, alpha=8), "causal-lm")
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; make the adapter change the outputs
+            torch.nn.init.normal_(p, std=0.5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        expected = peft_model.eval()(input_ids=ids).logits
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("from an older attempt")
+    out = export_model(
+        tmp_path / "out",
+        peft_model,
+        tokenizer,
+        lineage_record={"task": "causal-lm"},
+        metrics={"trainLoss": 1.0},
+        lora_merge=True,
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
+    assert {"snowtrain.json", "metrics.json", "adapter"} <= names and "stale.txt" not in names
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list(tmp_path.glob(".out*"))  # temp and old dirs are gone
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
