@@ -322,3 +322,20 @@ def test_unsupported_multi_node() -> None:
     out = st.compute(observed(st.AttemptState("gone"), attempt=0, unsupported="needs 1.24"))
     assert out.phase == "Failed"
     assert out.status["failure"] == {"reason": "Unsupported", "message": "needs 1.24"}
+
+
+def test_status_patch_nulls_what_is_no_longer_true() -> None:
+    from snowtrain.operator.reconcile import merge_patch
+
+    old = {
+        "phase": "Failed",
+        "failure": {"reason": "X"},
+        "progress": {"percent": 5, "etaSeconds": 9},
+    }
+    new = {"phase": "Running", "progress": {"percent": 6}}
+    assert merge_patch(old, new) == {
+        "phase": "Running",
+        "failure": None,
+        "progress": {"percent": 6, "etaSeconds": None},
+    }
+    assert merge_patch(new, new) == {}
