@@ -1,0 +1,373 @@
+"""Ingest benchmark: Snowflake rows -> training tensors, our streaming path vs the seed's way.
+
+Variants, each run in its own subprocess so peak RSS (``ru_maxrss``) is its own:
+
+- ``seed``: the seed's sketch -- iterate the cursor row by row into a Python list,
+  ``datasets.Dataset.from_list``, ``.map`` a batched tokenize, ``set_format("torch")``.
+- ``ours``: the trainer's path -- ``SnowflakeSource.profile`` (aggregate checks), then
+  ``build_classification`` for the train and the hashed validation split (Arrow batches,
+  batch tokenize, memory-mapped store). It does strictly more work than ``seed``.
+- ``ours-parquet``: the same tokenize+store stage fed from a parquet file in
+  ``--batch-rows`` chunks. fakesnow returns a whole result in one response (FACTS §2; real
+  Snowflake sends chunks of a few MB), so this variant shows the memory our stage needs when
+  its input really is chunked.
+
+The fakesnow server runs in its own process (its memory is "Snowflake", not the client's).
+Tokenizer: a WordPiece vocabulary trained with ``tokenizers`` on the generated text; both
+variants use the same one, so the ratios measure data handling, not tokenizer choice.
+
+    .venv/bin/python -m bench.bench_ingest --rows 100000 1000000
+
+Prints one line per run and a JSON summary with the ratios (seed / ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LABELS = ["negative", "neutral", "positive"]
+MAX_LEN = 128
+VARIANTS = ("seed", "ours", "ours-parquet")
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def make_table(rows: int, seed: int = 0) -> Any:
+    """``id, text (~100 chars), label`` -- the seed's table shape.
+
+    Words are drawn Zipf-like from a 3000-word pseudo-vocabulary, as in natural text, so a
+    WordPiece vocabulary covers most of them (uniform random strings would make every word
+    a string of sub-word pieces and the tokenizer unrealistically slow).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(3000)]
+    weights = 1 / np.arange(1, len(vocab) + 1)
+    texts = []
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        words = rng.choice(len(vocab), size=(n, 22), p=weights / weights.sum())
+        texts += [" ".join([vocab[i] for i in row])[:100] for row in words]
+    labels = rng.integers(0, 3, size=rows)
+    return pa.table(
+        {
+            "id": np.arange(rows, dtype=np.int64),
+            "text": texts,
+            "label": [LABELS[i] for i in labels],
+        }
+    )
+
+
+def train_tokenizer(texts: list[str], path: Path) -> None:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # Lowercase + whitespace/punctuation split: a small, fast WordPiece (BERT's full normalizer
+    # costs ~2.5x more per text here and would only dilute both variants' data handling).
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, WordPieceTrainer(vocab_size=8000, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    tok.save(str(path))
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_file=path,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+
+
+# -- children ---------------------------------------------------------------------------------
+
+
+def _connect(port: int) -> Any:
+    import snowflake.connector
+
+    return snowflake.connector.connect(
+        host="127.0.0.1",
+        port=port,
+        protocol="http",
+        account="bench",
+        user="bench",
+        password="bench",
+        database="BENCH",
+        schema="PUBLIC",
+        login_timeout=30,
+        network_timeout=900,
+        paramstyle="qmark",
+    )
+
+
+def run_seed(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
+    conn = _connect(args.port)
+    cur = conn.cursor()
+    cur.execute(f"SELECT ID, TEXT, LABEL FROM {args.table}")
+    names = [d.name.lower() for d in cur.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cur]  # the seed: row by row
+    label2id = {name: i for i, name in enumerate(sorted({r["label"] for r in rows}))}
+    ds = Dataset.from_list(rows)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        enc = tokenizer(batch["text"], truncation=True, max_length=MAX_LEN)
+        enc["labels"] = [label2id[label] for label in batch["label"]]
+        return enc
+
+    ds = ds.map(tokenize, batched=True, remove_columns=["id", "text", "label"])
+    ds.set_format("torch", columns=["input_ids", "attention_mask", "labels"])
+    conn.close()
+    return {"items": len(ds), "sample": ds[0]["input_ids"].tolist()[:4]}
+
+
+def run_ours(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    from snowtrain.api.trainer_config import SnowflakeSettings, TrainerDataConfig
+    from snowtrain.trainer.data.source import SnowflakeSource
+    from snowtrain.trainer.data.tokenize import build_classification
+
+    cfg = TrainerDataConfig(
+        snowflake=SnowflakeSettings(
+            host="127.0.0.1",
+            port=args.port,
+            protocol="http",
+            database="BENCH",
+            schema="PUBLIC",
+            network_timeout_seconds=900,
+        ),
+        table=args.table,
+        columns={"text": "TEXT", "label": "LABEL"},
+        validation={"fraction": 0.1},
+        batch_rows=args.batch_rows,
+    )
+    env = {"SNOWFLAKE_ACCOUNT": "bench", "SNOWFLAKE_USER": "bench", "SNOWFLAKE_PASSWORD": "bench"}
+    with SnowflakeSource(cfg, env=env) as src:
+        labels = src.profile("classification").labels or []
+        label2id = {name: i for i, name in enumerate(labels)}
+        train = build_classification(src, "train", tokenizer, label2id, MAX_LEN, args.workdir)
+        val = build_classification(src, "validation", tokenizer, label2id, MAX_LEN, args.workdir)
+    return {"items": len(train) + len(val), "sample": train[0]["input_ids"].tolist()[:4]}
+
+
+class ParquetSource:
+    """Role-named batches of ``batch_rows`` rows read lazily from a parquet file."""
+
+    def __init__(self, path: str, batch_rows: int) -> None:
+        self.path, self.batch_rows = path, batch_rows
+
+    def iter_batches(self, split: str = "train") -> Any:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.path)
+        yield from pf.iter_batches(batch_size=self.batch_rows, columns=["text", "label"])
+
+
+def run_ours_parquet(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    from snowtrain.trainer.data.tokenize import build_classification
+
+    label2id = {name: i for i, name in enumerate(LABELS)}
+    src = ParquetSource(args.parquet, args.batch_rows)
+    train = build_classification(src, "train", tokenizer, label2id, MAX_LEN, args.workdir)
+    return {"items": len(train), "sample": train[0]["input_ids"].tolist()[:4]}
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one variant; print a JSON line with its wall time and peak RSS."""
+    start_total = time.perf_counter()
+    tokenizer = load_tokenizer(args.tokenizer)
+    import datasets  # noqa: F401 -- import cost is not ingest cost: load both stacks up front
+    import torch  # noqa: F401
+
+    import snowtrain.trainer.data.tokenize  # noqa: F401
+
+    base_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    result = {"seed": run_seed, "ours": run_ours, "ours-parquet": run_ours_parquet}[args.child](
+        args, tokenizer
+    )
+    wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "variant": args.child,
+                "rows": args.rows[0],
+                "wall_s": round(wall, 2),
+                "peak_rss_mb": round(peak_mb),
+                "rss_after_imports_mb": round(base_rss_mb),
+                "rss_growth_mb": round(peak_mb - base_rss_mb),
+                "process_s": round(time.perf_counter() - start_total, 2),
+                **result,
+            }
+        )
+    )
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("fakesnow")
+    proc = subprocess.Popen(
+        [str(exe), "-s", "-p", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("fakesnow did not start")
+
+
+def seed_table(conn: Any, name: str, parquet: Path) -> None:
+    cur = conn.cursor()
+    cur.execute(f"CREATE OR REPLACE TABLE {name} (ID NUMBER(38,0), TEXT VARCHAR, LABEL VARCHAR)")
+    cur.execute("CREATE STAGE IF NOT EXISTS SEED")
+    cur.execute(f"PUT 'file://{parquet}' @SEED/{name} AUTO_COMPRESS=FALSE")
+    cur.execute(
+        f"COPY INTO {name} FROM @SEED/{name} MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
+        "FILE_FORMAT=(TYPE=PARQUET)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--batch-rows", type=int, default=8192)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--table", help=argparse.SUPPRESS)
+    parser.add_argument("--parquet", help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import pyarrow.parquet as pq
+    import snowflake.connector
+
+    variants = args.variants.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
+        tmp = Path(tmp_name)
+        port = free_port()
+        server = start_server(port)
+        try:
+            admin = snowflake.connector.connect(
+                host="127.0.0.1",
+                port=port,
+                protocol="http",
+                account="bench",
+                user="bench",
+                password="bench",
+                login_timeout=30,
+                network_timeout=900,
+            )
+            admin.cursor().execute("CREATE DATABASE IF NOT EXISTS BENCH")
+            admin.cursor().execute("CREATE SCHEMA IF NOT EXISTS BENCH.PUBLIC")
+            admin.cursor().execute("USE SCHEMA BENCH.PUBLIC")
+            tokenizer_path = tmp / "tokenizer.json"
+            results: list[dict[str, Any]] = []
+            for rows in args.rows:
+                table = make_table(rows)
+                parquet = tmp / f"rows_{rows}.parquet"
+                pq.write_table(table, parquet, row_group_size=args.batch_rows)
+                if not tokenizer_path.exists():
+                    train_tokenizer(table.column("text").to_pylist()[:20_000], tokenizer_path)
+                name = f"T_{rows}"
+                seed_table(admin, name, parquet)
+                del table
+                for variant in variants:
+                    workdir = tmp / f"work_{variant}_{rows}"
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "bench.bench_ingest",
+                        "--child",
+                        variant,
+                        "--rows",
+                        str(rows),
+                        "--port",
+                        str(port),
+                        "--table",
+                        name,
+                        "--parquet",
+                        str(parquet),
+                        "--tokenizer",
+                        str(tokenizer_path),
+                        "--workdir",
+                        str(workdir),
+                        "--batch-rows",
+                        str(args.batch_rows),
+                    ]
+                    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+                    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                    if out.returncode != 0:
+                        print(out.stderr[-3000:], file=sys.stderr)
+                        raise SystemExit(f"{variant} at {rows} rows failed")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+                admin.cursor().execute(f"DROP TABLE {name}")
+            admin.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    summary: dict[str, Any] = {}
+    for rows in args.rows:
+        by = {r["variant"]: r for r in results if r["rows"] == rows}
+        if "seed" in by and "ours" in by:
+            summary[str(rows)] = {
+                "speedup_seed_over_ours": round(by["seed"]["wall_s"] / by["ours"]["wall_s"], 2),
+                "rss_growth_ratio_seed_over_ours": round(
+                    by["seed"]["rss_growth_mb"] / max(1, by["ours"]["rss_growth_mb"]), 2
+                ),
+            }
+        if "seed" in by and "ours-parquet" in by:
+            summary.setdefault(str(rows), {})["speedup_seed_over_ours_parquet"] = round(
+                by["seed"]["wall_s"] / by["ours-parquet"]["wall_s"], 2
+            )
+    print(json.dumps({"summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
