@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from snowtrain.api.trainer_config import TrainerConfig
 
-from .errors import InvalidConfig, Preempted, TrainerError
+from .errors import DataError, InvalidConfig, Preempted, TrainerError
 from .progress import Reporter, write_termination_message
 from .redact import Redactor, install
 
@@ -131,14 +131,32 @@ def _train_and_export(
     from .data.credentials import load_credentials
     from .data.source import SnowflakeSource
     from .distributed import barrier
-    from .loop import seed_everything, train
 
     _check_config(config)
     credentials = load_credentials(config.data.snowflake)
     redactor.add(credentials.secret_values())
-    source = SnowflakeSource(config.data, credentials)
+    with SnowflakeSource(config.data, credentials=credentials) as source:
+        model, tokenizer, labels = _prepare_and_train(
+            config, source, world, reporter, guard, outcome
+        )
+    guard.phase = "export"
+    if world.is_main:
+        _export(config, model, tokenizer, labels, outcome, credentials)
+    barrier(world)
 
-    profile = source.profile(config.task)  # bad data fails here, before any training
+
+def _prepare_and_train(
+    config: TrainerConfig,
+    source: Any,
+    world: Any,
+    reporter: Reporter,
+    guard: SignalGuard,
+    outcome: Outcome,
+) -> tuple[Any, Any, list[str] | None]:
+    """Profile the data (bad data fails here), build model and datasets, run the loop."""
+    from .loop import seed_everything, train
+
+    profile = source.profile(config.task)
     labels = profile.labels if config.task == "classification" else None
     seed_everything(config.training.seed)
     model, tokenizer = _model_and_tokenizer(config, source, labels, world)
@@ -149,17 +167,13 @@ def _train_and_export(
         outcome.data = {k: fingerprint.get(k) for k in ("rows", "queryId", "fingerprint")}
         reporter.event("data", **fingerprint, labels=labels)
         if len(train_data) == 0:
-            from .errors import DataError
-
             raise DataError("no training rows left after the validation split")
-
         if config.training.lora is not None and config.training.lora.enabled:
             from .lora import apply_lora
 
             model = apply_lora(model, config.training.lora, config.task)
         model.to(world.device)
         guard.phase = "train"
-        checkpoints = _checkpoints(config)
         result = train(
             model,
             train_data,
@@ -169,21 +183,17 @@ def _train_and_export(
             task=config.task,
             world=world,
             reporter=reporter,
-            checkpoints=checkpoints,
+            checkpoints=_checkpoints(config),
             num_labels=len(labels) if labels else None,
-            fingerprint=fingerprint.get("fingerprint"),
+            fingerprint=str(fingerprint.get("fingerprint")),
             betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
             should_stop=lambda: guard.requested,
         )
-        outcome.step, outcome.total_steps = result.step, result.total_steps
-        outcome.metrics = {k: v for k, v in result.metrics.items() if v is not None}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    guard.phase = "export"
-    if world.is_main:
-        _export(config, model, tokenizer, labels, outcome, redactor, credentials)
-    barrier(world)
+    outcome.step, outcome.total_steps = result.step, result.total_steps
+    outcome.metrics = {k: v for k, v in result.metrics.items() if v is not None}
+    return model, tokenizer, labels
 
 
 def _check_config(config: TrainerConfig) -> None:
@@ -282,7 +292,6 @@ def _export(
     tokenizer: Any,
     labels: list[str] | None,
     outcome: Outcome,
-    redactor: Redactor,
     credentials: Any,
 ) -> None:
     from .export import export_model, lineage
@@ -296,7 +305,7 @@ def _export(
         metrics=outcome.metrics,
         labels=labels,
         lora_merge=lora.merge if lora is not None and lora.enabled else None,
-        redactor=redactor,
+        redactor=Redactor(credentials.secret_values()),
     )
     outcome.model_uri = config.output.uri or str(out)
     if config.output.stage:

