@@ -13,7 +13,7 @@ from snowtrain.trainer.data.connection import connect
 from snowtrain.trainer.data.credentials import load_credentials
 from snowtrain.trainer.data.source import SnowflakeSource
 from snowtrain.trainer.data.stage import upload_to_stage
-from snowtrain.trainer.data.tokenize import build_classification
+from snowtrain.trainer.data.tokenize import build_causal_lm, build_classification, build_packed
 from snowtrain.trainer.errors import DataError, InvalidConfig, Unavailable
 
 pytestmark = pytest.mark.snowflake
@@ -299,3 +299,35 @@ def test_upload_model_dir_to_stage(snowflake_db, tmp_path):
         "models/jobs/demo/config.json",
         "models/jobs/demo/adapter/adapter_model.safetensors",
     }
+
+
+def test_causal_lm_store_from_the_emulator(snowflake_db, bpe_tokenizer, tmp_path):
+    pairs = pa.table(
+        {
+            "prompt": [f"question {i}: what is {i} plus {i}?" for i in range(30)],
+            "completion": [f" answer: {2 * i}" for i in range(30)],
+        }
+    )
+    snowflake_db.seed_table("PAIRS", pairs)
+    with source(snowflake_db, columns=LM, table="PAIRS", validation={"fraction": 0.0}) as src:
+        profile = src.profile("causal-lm")
+        assert (profile.rows, profile.labels) == (30, None)
+        ds = build_causal_lm(src, "train", bpe_tokenizer, 64, tmp_path)
+    assert len(ds) == 30
+    item = ds[0]
+    completion = item["input_ids"][item["labels"] != -100]
+    assert bpe_tokenizer.decode(completion).startswith(" answer:")
+    assert int(completion[-1]) == bpe_tokenizer.eos_token_id
+
+
+def test_pretrain_corpus_from_the_emulator(snowflake_db, bpe_tokenizer, tmp_path):
+    snowflake_db.seed_table("CORPUS", sentiment(50).select(["text"]))
+    with source(snowflake_db, columns={"text": "TEXT"}, table="CORPUS") as src:
+        assert src.profile("pretrain").rows == 50
+        assert len(list(src.iter_texts(limit=10))) == 10
+        train = build_packed(src, "train", bpe_tokenizer, 16, tmp_path)
+        val = build_packed(src, "validation", bpe_tokenizer, 16, tmp_path)
+        fp = src.fingerprint
+    assert len(train) >= 10 and len(val) >= 1
+    assert fp.rows + fp.validation_rows == 50
+    assert train.meta["data"]["rows"] == fp.rows

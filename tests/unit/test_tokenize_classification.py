@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from snowtrain.trainer.data.store import TokenDataset
-from snowtrain.trainer.data.tokenize import build_classification
+from snowtrain.trainer.data.tokenize import Encoder, build_classification
 from snowtrain.trainer.errors import DataError
 
 LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
@@ -117,3 +118,36 @@ def test_rebuild_replaces_the_previous_store(wordpiece_tokenizer, tmp_path):
     )
     assert len(TokenDataset(ds.directory)) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classification-train"]
+
+
+@pytest.mark.parametrize("name", ["wordpiece_tokenizer", "bpe_tokenizer"])
+@pytest.mark.parametrize(("special", "max_len"), [(True, 8), (False, None), (True, None)])
+def test_encoder_matches_the_hugging_face_call(request, name, special, max_len):
+    tok = request.getfixturevalue(name)
+    texts = [t for t in rows(7).column("text").to_pylist()] + ["", "ünïcödé text!"]
+    before = tok.backend_tokenizer.truncation
+    ids, lengths = Encoder(tok, special=special, max_len=max_len)(texts)
+    # The job's truncation lives on a private copy: the caller's tokenizer is unchanged.
+    assert tok.backend_tokenizer.truncation == before
+    expected = tok(
+        texts, add_special_tokens=special, truncation=max_len is not None, max_length=max_len
+    )["input_ids"]
+    assert lengths.tolist() == [len(e) for e in expected]
+    assert ids.tolist() == [i for e in expected for i in e]
+
+
+def test_tokens_reach_disk_batch_by_batch(wordpiece_tokenizer, tmp_path):
+    """Nothing accumulates in memory: each batch is on disk before the next is read."""
+    sizes: list[int] = []
+
+    class Watching(TableSource):
+        def iter_batches(self, split="train"):
+            for batch in super().iter_batches(split):
+                partial = list(tmp_path.glob("classification-train.tmp-*/ids.bin"))
+                sizes.append(partial[0].stat().st_size if partial else -1)
+                yield batch
+
+    build_classification(
+        Watching(rows(40), 10), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path
+    )
+    assert sizes[0] == 0 and all(b > a for a, b in itertools.pairwise(sizes))
