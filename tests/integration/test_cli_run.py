@@ -225,3 +225,13 @@ def test_missing_table_fails_with_the_trainers_reason(tmp_path, tiny_classifier_
     assert "Training failed" in result.stdout
     assert "REVIEWS" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("name", ["snowflake-secret.yaml", "finetune.yaml", "pretrain.yaml"])
+def test_examples_are_accepted_by_a_real_apiserver(kubectl, namespace, name):
+    """The same files local mode runs are valid for the cluster (CRD schema, server-side)."""
+    path = ROOT / "manifests" / "examples" / name
+    result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "(server dry run)" in result.stdout
