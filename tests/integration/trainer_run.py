@@ -168,3 +168,84 @@ def finish(proc: subprocess.Popen, tmp: Path, timeout: float = 600) -> TrainerRu
 def run_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> TrainerRun:
     """Run the trainer to completion."""
     return finish(start_trainer(config, env, tmp), tmp)
+
+
+def grammar_corpus(rows: int, seed: int = 0) -> pa.Table:
+    """(ID, TEXT) sentences from a tiny grammar: each noun has its own verb and object, so a
+    model that reads context predicts far better than word frequencies alone."""
+    rng = random.Random(seed)
+    world = {
+        "cat": ("sleeps on", "mat"),
+        "dog": ("barks at", "mailman"),
+        "bird": ("sings in", "tree"),
+        "fish": ("swims in", "pond"),
+        "horse": ("runs across", "field"),
+        "child": ("plays with", "ball"),
+    }
+    adjectives = ["small", "old", "happy", "quiet", "brown", "young"]
+    texts = []
+    for _ in range(rows):
+        noun = rng.choice(list(world))
+        verb, obj = world[noun]
+        texts.append(f"the {rng.choice(adjectives)} {noun} {verb} the {obj} every day.")
+    return pa.table({"ID": list(range(rows)), "TEXT": texts})
+
+
+QA_PAIRS = [
+    ("What colour is the sky?", " blue"),
+    ("What colour is grass?", " green"),
+    ("What do cows drink?", " water"),
+    ("Capital of France?", " Paris"),
+    ("Capital of Italy?", " Rome"),
+    ("Two plus two?", " four"),
+    ("Opposite of hot?", " cold"),
+    ("Animal that barks?", " dog"),
+]
+
+
+def qa_table(copies: int) -> pa.Table:
+    """(ID, PROMPT, COMPLETION): a few facts, each repeated ``copies`` times."""
+    rows = [(p, c) for _ in range(copies) for p, c in QA_PAIRS]
+    return pa.table(
+        {
+            "ID": list(range(len(rows))),
+            "PROMPT": [p for p, _ in rows],
+            "COMPLETION": [c for _, c in rows],
+        }
+    )
+
+
+def tiny_gpt2_dir(out: Path) -> Path:
+    """A random 2-layer GPT-2 (d=64) with a byte-level BPE tokenizer trained on the QA text."""
+    import torch
+
+    from snowtrain.api.spec import ArchitectureSpec, TokenizerSpec
+    from snowtrain.trainer.models import build_causal_lm, train_tokenizer
+
+    texts = [p + c for p, c in QA_PAIRS] * 4
+    tokenizer = train_tokenizer(iter(texts), TokenizerSpec(vocab_size=300, min_frequency=1), 64)
+    torch.manual_seed(0)
+    model = build_causal_lm(ArchitectureSpec(family="gpt2", size="tiny"), tokenizer, 64)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def completion_loss(model_dir: Path) -> float:
+    """Mean cross-entropy of each QA completion (+EOS) given its prompt, per completion token."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    total, count = 0.0, 0
+    for prompt, completion in QA_PAIRS:
+        p = tokenizer(prompt)["input_ids"]
+        c = [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        ids = torch.tensor([p + c])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(p) - 1 : -1]
+        total += F.cross_entropy(logits, torch.tensor(c), reduction="sum").item()
+        count += len(c)
+    return total / count
