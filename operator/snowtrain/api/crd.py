@@ -74,6 +74,17 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         node.pop("nullable", None)
     if node.get("default", 0) is None:
         node.pop("default")
+    # Kubernetes 1.20 reads an empty-string default as null and rejects the CRD; the models
+    # apply the same default when they read the object, so the server need not.
+    if node.get("default", 0) == "":
+        node.pop("default")
+    # JSON Schema 2020 (pydantic) writes exclusive bounds as numbers; the CRD schema (OpenAPI
+    # v3.0) wants the bound in minimum/maximum and a boolean flag, or the API server rejects it.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        value = node.get(flag)
+        if value is not None and not isinstance(value, bool):
+            node[bound] = value
+            node[flag] = True
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key not in _ALLOWED:
