@@ -31,6 +31,9 @@ def test_kustomize_base_is_accepted_by_the_api_server(kubectl: Kubectl) -> None:
         capture_output=True,
         text=True,
     ).stdout
+    # A server dry run creates nothing, so the namespaced objects need the namespace for real.
+    ns = kubectl("apply", "-f", str(ROOT / "manifests/namespace.yaml"))
+    assert ns.returncode == 0, ns.stderr
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/snowtrain-operator created (server dry run)" in result.stdout
@@ -38,23 +41,28 @@ def test_kustomize_base_is_accepted_by_the_api_server(kubectl: Kubectl) -> None:
 
 
 def _can_i(kubectl: Kubectl, sa: str, verb: str, resource: str, namespace: str) -> bool:
-    result = kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={sa}")
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    result = kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={sa}")
     return result.stdout.strip() == "yes"
 
 
+@pytest.mark.parametrize("cluster_wide", [False, True], ids=["namespaced", "cluster-wide"])
 def test_helm_install_then_uninstall_keeps_the_crds(
-    kube_cluster: KubeCluster, kubectl: Kubectl, namespace: str
+    kube_cluster: KubeCluster, kubectl: Kubectl, namespace: str, cluster_wide: bool
 ) -> None:
     release = f"st-{uuid.uuid4().hex[:6]}"
+    peering_kind = "clusterkopfpeering" if cluster_wide else "kopfpeering"
     kube = ["--kubeconfig", str(kube_cluster.kubeconfig), "--namespace", namespace]
-    # Namespaced to the test's namespace, no webhook and no replicas: the release must not
-    # act on other tests' resources; what is tested is that every object is admitted.
+    # No webhook and no replicas: the release must not act on other tests' resources; what
+    # is tested is that every object is admitted and grants what it should.
     values = [
-        f"--set=watchNamespaces={{{namespace}}}",
         "--set=webhook.enabled=false",
         "--set=replicaCount=0",
         f"--set=peering.name={release}",
     ]
+    if not cluster_wide:
+        values.append(f"--set=watchNamespaces={{{namespace}}}")
     # The session applied manifests/crds before the chart existed; Helm adopts them.
     install = helm("install", release, str(CHART), *kube, *values, "--take-ownership", check=False)
     assert install.returncode == 0, install.stderr
@@ -63,7 +71,7 @@ def test_helm_install_then_uninstall_keeps_the_crds(
         assert "STATUS: deployed" in status
         deploy = kubectl("get", "deployment", "-n", namespace, f"{release}-snowtrain", "-o", "name")
         assert deploy.returncode == 0, deploy.stderr
-        peering = kubectl("get", "kopfpeering", release, "-n", namespace, "-o", "name")
+        peering = kubectl("get", peering_kind, release, "-n", namespace, "-o", "name")
         assert peering.returncode == 0, peering.stderr
 
         sa = f"system:serviceaccount:{namespace}:{release}-snowtrain"
@@ -75,15 +83,20 @@ def test_helm_install_then_uninstall_keeps_the_crds(
             ("update", "deployments.apps"),
         ]:
             assert _can_i(kubectl, sa, verb, resource, namespace), (verb, resource)
-        for verb, resource, ns in [
+        denied = [
             ("get", "secrets", namespace),  # credentials are mounted, never read by the operator
-            ("create", "jobs.batch", "default"),  # outside the watched namespaces
             ("delete", "finetunejobs.snowtrain.io", namespace),
-        ]:
+        ]
+        if not cluster_wide:
+            denied.append(("create", "jobs.batch", "default"))  # outside the watched namespaces
+        for verb, resource, ns in denied:
             assert not _can_i(kubectl, sa, verb, resource, ns), (verb, resource, ns)
     finally:
         uninstall = helm("uninstall", release, *kube, "--wait", check=False)
+        # Hook resources outlive the release by Helm's design; leave no cluster-wide trace.
+        kubectl("delete", peering_kind, release, "-n", namespace, "--ignore-not-found")
     assert uninstall.returncode == 0, uninstall.stderr
     for crd in SNOWTRAIN_CRDS:
         assert kubectl("get", "crd", crd).returncode == 0, f"{crd} deleted on uninstall"
-    assert kubectl("get", "clusterrole", f"{release}-snowtrain-cluster").returncode != 0
+    role = f"{release}-snowtrain" if cluster_wide else f"{release}-snowtrain-cluster"
+    assert kubectl("get", "clusterrole", role).returncode != 0
