@@ -147,22 +147,39 @@ def trainer_env(db: Any, tmp: Path, **extra: str) -> dict[str, str]:
 def start_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> subprocess.Popen:
     path = tmp / "config.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snowtrain.trainer", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    # stderr goes to a file: a pipe nobody reads while stdout is followed would fill and
+    # block the trainer.
+    with open(tmp / "stderr.log", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snowtrain.trainer", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
     proc.env = env  # type: ignore[attr-defined]
     return proc
 
 
 def finish(proc: subprocess.Popen, tmp: Path, timeout: float = 600) -> TrainerRun:
-    stdout, stderr = proc.communicate(timeout=timeout)
+    stdout, _ = proc.communicate(timeout=timeout)
+    stderr = (tmp / "stderr.log").read_text()
     term_path = tmp / "termination-log"
     termination = json.loads(term_path.read_text()) if term_path.exists() else None
     return TrainerRun(proc.returncode, stdout, stderr, termination, env=getattr(proc, "env", None))
+
+
+def wait_for_event(proc: subprocess.Popen, name: str, **match: Any) -> list[str]:
+    """Read stdout until an event ``name`` whose fields include ``match``; return the lines."""
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                return lines
+    raise AssertionError(f"trainer exited before a {name} event: {''.join(lines)[-2000:]}")
 
 
 def run_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> TrainerRun:

@@ -410,9 +410,11 @@ def train(
             state.loss_sum = loss_sum_before + loss_total.item()
             save_checkpoint()
         if stop and not last:
-            raise Preempted(
+            error = Preempted(
                 f"stopped by SIGTERM at step {state.step}/{total_steps}; checkpoint saved"
             )
+            error.step, error.total_steps = state.step, total_steps  # type: ignore[attr-defined]
+            raise error
 
     if eval_data is not None and not last_eval:  # resumed after the final step: evaluate again
         last_eval = evaluate(

@@ -89,6 +89,8 @@ def run(config: TrainerConfig) -> int:
         _train_and_export(config, world, reporter, redactor, guard, outcome)
     except TrainerError as exc:
         reason, message, exit_code = exc.reason, str(exc), exc.exit_code
+        outcome.step = getattr(exc, "step", outcome.step)  # Preempted knows where it stopped
+        outcome.total_steps = getattr(exc, "total_steps", outcome.total_steps)
         log.error("%s: %s", reason, message)
     except Exception as exc:
         reason, exit_code = "InternalError", 1
