@@ -15,10 +15,8 @@ def main() -> int:
     from . import handlers  # registers the handlers with kopf's default registry
 
     settings = handlers.SETTINGS
-    if settings.log_format == "json":
-        kopf.configure(log_format=kopf.LogFormat.JSON)
-    else:
-        kopf.configure(log_format=kopf.LogFormat.FULL)
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(debug=settings.debug, log_format=log_format)
     logging.getLogger("snowtrain").setLevel(logging.INFO)
     # kopf logs every handler run per object at INFO (timers included): keep warnings only.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -28,9 +26,10 @@ def main() -> int:
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=settings.standalone or None,
-        priority=settings.peering_priority,
-        peering_name=settings.peering_name,
+        # Peering name/priority are set in the startup handler, with peering optional: with
+        # kopf's peering CRDs installed, replicas elect one active operator; without them,
+        # kopf warns and runs standalone instead of blocking every watch.
+        standalone=True if settings.standalone else None,
         liveness_endpoint=settings.liveness_endpoint or None,
     )
     return 0

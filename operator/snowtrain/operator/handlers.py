@@ -55,7 +55,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.peering.name = SETTINGS.peering_name
     settings.peering.priority = SETTINGS.peering_priority
-    settings.peering.standalone = SETTINGS.standalone
+    settings.peering.mandatory = False
+    if SETTINGS.standalone:
+        settings.peering.standalone = True
     # An invalid spec becomes Failed/InvalidSpec inside reconcile; other errors are transient.
     settings.networking.request_timeout = 30
     if SETTINGS.webhook_enabled:

@@ -51,7 +51,7 @@ class OperatorSettings(BaseSettings):
     ValidatingWebhookConfiguration and the self-signed certificate)."""
     webhook_managed_name: str | None = "validating.snowtrain.io"
     """Name of the ValidatingWebhookConfiguration kopf keeps up to date; empty: unmanaged."""
-    watch_server_timeout: float = Field(default=300.0, gt=0)
+    watch_server_timeout: int = Field(default=300, gt=0)
     """Server-side watch timeout: watches are re-established at least this often, which
     recovers from kopf's known silent watch stalls."""
     watch_client_timeout: float = Field(default=330.0, gt=0)
@@ -60,6 +60,8 @@ class OperatorSettings(BaseSettings):
     """TCP connect timeout of watch requests."""
     max_workers: int = Field(default=16, ge=1, le=256)
     """Threads running the (blocking) reconcile calls."""
+    debug: bool = False
+    """kopf's debug logging (every API request)."""
     log_format: Literal["json", "plain"] = "json"
     """Structured JSON logs (default) or kopf's plain text."""
     model_mount_path: str = "/mnt/models"
