@@ -67,6 +67,15 @@ def _run(argv: Sequence[str | Path], **kwargs: object) -> None:
     subprocess.run([str(a) for a in argv], check=True, **kwargs)  # type: ignore[call-overload]
 
 
+#: Environment of commands inside the chroot: none of the host's PIP_* settings (find-links,
+#: index URLs) apply there; everything pip needs is passed on its command line.
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+
+
+def _chroot(rootfs: Path, *argv: str | Path) -> None:
+    _run(["chroot", rootfs, *argv], env=CHROOT_ENV)
+
+
 def _debootstrap() -> str:
     path = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not Path(path).exists():
@@ -161,42 +170,39 @@ def deps_layout(spec: ImageSpec) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="snowtrain-deps-", dir=cache_dir()) as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        _copy_tree(base, rootfs)
-        wheels = rootfs / "tmp/wheels"
-        host_wheels(reqs, wheels)
-        with _chroot_mounts(rootfs):
-            _run(["chroot", rootfs, f"/usr/bin/{PYTHON}", "-m", "venv", VENV])
-            _run(
-                [
-                    "chroot",
-                    rootfs,
-                    f"{VENV}/bin/pip",
-                    "install",
-                    "-q",
-                    "--no-cache-dir",
-                    "--no-compile",
-                    "--disable-pip-version-check",
-                    "--no-index",
-                    "--find-links",
-                    "/tmp/wheels",
-                    *reqs,
-                ]
-            )
-        shutil.rmtree(wheels)
-        layout = out / "layout"
-        image = f"{layout}:image"
-        umoci = "umoci"
-        _run([umoci, "init", "--layout", layout])
-        _run([umoci, "new", "--image", image])
-        _run([umoci, "insert", "--image", image, rootfs, "/"])
-        conf = [umoci, "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
-        conf += ["--clear=config.entrypoint", "--clear=config.cmd"]
-        conf += [f"--config.entrypoint={a}" for a in spec.entrypoint]
-        conf += [f"--config.env={e}" for e in spec.env]
-        conf += [f"--config.user={UID}:{UID}", "--config.workingdir=/workspace"]
-        _run(conf)
+    # The rootfs stays cached: the app stage copies it (hard links) to install the wheel.
+    rootfs = out / "rootfs"
+    _copy_tree(base, rootfs)
+    wheels = rootfs / "tmp/wheels"
+    host_wheels(reqs, wheels)
+    with _chroot_mounts(rootfs):
+        _chroot(rootfs, f"/usr/bin/{PYTHON}", "-m", "venv", VENV)
+        _chroot(
+            rootfs,
+            f"{VENV}/bin/pip",
+            "install",
+            "-q",
+            "--no-cache-dir",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--find-links",
+            "/tmp/wheels",
+            *reqs,
+        )
+    shutil.rmtree(wheels)
+    layout = out / "layout"
+    image = f"{layout}:image"
+    umoci = "umoci"
+    _run([umoci, "init", "--layout", layout])
+    _run([umoci, "new", "--image", image])
+    _run([umoci, "insert", "--image", image, rootfs, "/"])
+    conf = [umoci, "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
+    conf += ["--clear=config.entrypoint", "--clear=config.cmd"]
+    conf += [f"--config.entrypoint={a}" for a in spec.entrypoint]
+    conf += [f"--config.env={e}" for e in spec.env]
+    conf += [f"--config.user={UID}:{UID}", "--config.workingdir=/workspace"]
+    _run(conf)
     (out / ".complete").touch()
     return layout
 
@@ -222,22 +228,19 @@ def _app_layer(deps: Path, wheel: Path, dest: Path) -> None:
     """
     with tempfile.TemporaryDirectory(prefix="snowtrain-app-", dir=cache_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _run(["umoci", "raw", "unpack", "--image", f"{deps}:image", rootfs])
+        _copy_tree(deps.parent / "rootfs", rootfs)
         shutil.copy2(wheel, rootfs / "tmp" / wheel.name)
         with _chroot_mounts(rootfs):
-            _run(
-                [
-                    "chroot",
-                    rootfs,
-                    f"{VENV}/bin/pip",
-                    "install",
-                    "-q",
-                    "--no-deps",
-                    "--no-index",
-                    "--no-compile",
-                    "--disable-pip-version-check",
-                    f"/tmp/{wheel.name}",
-                ]
+            _chroot(
+                rootfs,
+                f"{VENV}/bin/pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-index",
+                "--no-compile",
+                "--disable-pip-version-check",
+                f"/tmp/{wheel.name}",
             )
         site = next((rootfs / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
         (record,) = site.glob("snowtrain-*.dist-info/RECORD")
@@ -251,8 +254,21 @@ def _app_layer(deps: Path, wheel: Path, dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-def inputs_key(spec: ImageSpec, deps: Path, wheel: Path) -> str:
-    return _digest(deps.parent.name, spec.tag, hashlib.sha256(wheel.read_bytes()).hexdigest())
+def source_digest() -> str:
+    """Hash of what the snowtrain wheel is built from (wheels themselves carry timestamps)."""
+    h = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", ROOT / "README.md"]
+    for top in ("operator/snowtrain", "trainer_image/snowtrain"):
+        files += sorted(
+            p for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+    for path in files:
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def inputs_key(spec: ImageSpec, deps: Path) -> str:
+    return _digest(deps.parent.name, spec.tag, source_digest())
 
 
 def build(spec: ImageSpec) -> tuple[Path, bool]:
@@ -260,11 +276,11 @@ def build(spec: ImageSpec) -> tuple[Path, bool]:
     deps = deps_layout(spec)
     out = oci.tarball_for(spec.tag)
     stamp = out.with_suffix(".inputs")
+    key = inputs_key(spec, deps)
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return out, False
     with tempfile.TemporaryDirectory(prefix="snowtrain-wheel-") as tmp:
         wheel = project_wheel(Path(tmp))
-        key = inputs_key(spec, deps, wheel)
-        if out.exists() and stamp.exists() and stamp.read_text() == key:
-            return out, False
         work = Path(tmp) / "work"
         layout = work / "layout"
         work.mkdir()
@@ -284,9 +300,15 @@ def build(spec: ImageSpec) -> tuple[Path, bool]:
     return out, True
 
 
-def image_size(tarball: Path) -> dict[str, int]:
-    """Compressed (tarball) and uncompressed (sum of layer diff sizes) sizes in bytes."""
-    return {"tarball": tarball.stat().st_size}
+def _du(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def image_size(tarball: Path, deps: Path) -> dict[str, int]:
+    """Bytes: the OCI tarball (gzip layers, what a registry would store) and the unpacked
+    root filesystem of the deps stage (what the node's disk holds, minus the small app)."""
+    return {"tarballBytes": tarball.stat().st_size, "rootfsBytes": _du(deps.parent / "rootfs")}
 
 
 def build_and_time(spec: ImageSpec) -> dict[str, object]:
@@ -297,5 +319,5 @@ def build_and_time(spec: ImageSpec) -> dict[str, object]:
         "tarball": str(tarball),
         "built": built,
         "seconds": round(time.monotonic() - start, 1),
-        **image_size(tarball),
+        **image_size(tarball, deps_layout(spec)),
     }
