@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -28,6 +29,8 @@ log = logging.getLogger("snowtrain.operator")
 SETTINGS = OperatorSettings()
 _CTX: Context | None = None
 DECIDED = ("Succeeded", "Failed")
+ACTIVE = ("Running", "Waiting")
+IDLE_RECHECK_SECONDS = 30.0
 
 
 def _load_kube_config() -> client.ApiClient:
@@ -101,9 +104,17 @@ for _kind in (FineTuneJob, PretrainJob):
 
     @kopf.timer(GROUP, VERSION, _plural, interval=SETTINGS.progress_refresh_seconds,
                 initial_delay=SETTINGS.progress_refresh_seconds)  # fmt: skip
-    def refresh(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
-        """Progress from the pod log; decided jobs need nothing (children's events wake them)."""
-        if status.get("phase") in DECIDED:
+    def refresh(body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
+        """Progress from the pod log while Running, and a look at the referenced PretrainJob
+        while Waiting. Other phases change through their children's events; they are
+        re-checked only every IDLE_RECHECK_SECONDS (an Unschedulable pod's timeout). Decided
+        jobs need nothing."""
+        phase = status.get("phase")
+        if phase in DECIDED:
+            return
+        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        last = ctx().last_reconciled.get(key, 0.0)
+        if phase not in ACTIVE and time.monotonic() - last < IDLE_RECHECK_SECONDS:
             return
         _run(body)
 
@@ -115,6 +126,8 @@ def _owner_changed(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any)
     name = labels.get(ch.LABEL_JOB) or labels.get(ch.LABEL_SERVING)
     if kind not in PLURALS or not name or type is None:
         return
+    if body.get("kind") == "Pod" and type != "MODIFIED":
+        return  # a new pod shows in its Job's status; a deleted one is garbage collection
     owner = {"kind": kind, "apiVersion": f"{GROUP}/{VERSION}",
              "metadata": {"name": name, "namespace": meta.get("namespace")}}  # fmt: skip
     terminal = body.get("kind") == "Job" and any(
