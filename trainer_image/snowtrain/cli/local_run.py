@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from contextlib import ExitStack
@@ -43,8 +44,6 @@ def emulator_location(plan: RunPlan) -> tuple[str, str]:
     A qualified table name (``DB.SCHEMA.TABLE``) wins over the connection settings, as it does
     in Snowflake; unset parts default to SNOWTRAIN.PUBLIC.
     """
-    import re
-
     conn = plan.job.spec.data.snowflake
     database = conn.database and _identifier(conn.database, "spec.data.snowflake.database")
     schema = conn.schema_ and _identifier(conn.schema_, "spec.data.snowflake.schema")
@@ -64,7 +63,9 @@ class LocalRun:
     def __init__(self, args: argparse.Namespace, console: Console) -> None:
         self.args = args
         self.console = console
-        self.say = lambda *a, **k: console.print(*a, **k)
+
+    def say(self, *objects: Any, **kwargs: Any) -> None:
+        self.console.print(*objects, **kwargs)
 
     # -- steps --------------------------------------------------------------------------------
     def run(self) -> int:
