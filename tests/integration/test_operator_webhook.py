@@ -76,7 +76,8 @@ def test_webhook_rejects_invalid_specs_and_training_edits_after_start(
     assert "causal-lm" in applied.stderr
 
     api.create(ftj("ok", "sleep"))
-    api.wait_phase("ok", {"Running"}, timeout=60)
+    # Started = its training Job exists (the status names it).
+    api.wait("Job in status", lambda: (api.status("ok").get("job") or {}).get("name"), timeout=60)
     with pytest.raises(ApiException) as refused:
         api.patch_spec("ok", {"training": {"learningRate": 0.001}})
     assert refused.value.status in (400, 422)
