@@ -117,12 +117,20 @@ class ServerState:
                     f"{field}[{i}] is {len(text)} characters; the limit is {s.max_input_chars}",
                 )
 
-    def submit_nowait(self, items: Sequence[Any]) -> list[asyncio.Future[Any]]:
-        """Enqueue or answer 503 (loading, draining) / 429 (queue full) right away."""
+    def ensure_ready(self) -> None:
+        """503 while the model is loading, failed to load, or the server is draining."""
         if self.load_error is not None:
             raise ApiError(503, "model failed to load")
         if not self.ready or self.batcher is None:
             raise ApiError(503, "model is still loading", {"Retry-After": "1"})
+        if self.draining:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "server is shutting down")
+
+    def submit_nowait(self, items: Sequence[Any]) -> list[asyncio.Future[Any]]:
+        """Enqueue or answer 503 (loading, draining) / 429 (queue full) right away."""
+        self.ensure_ready()
+        assert self.batcher is not None
         try:
             return self.batcher.submit_nowait(items)
         except QueueFull as exc:
@@ -298,8 +306,7 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
                 f"max_tokens {body.max_tokens} exceeds this server's limit of "
                 f"{settings.max_new_tokens}",
             )
-        if not state.ready or not isinstance(state.model, CompletionModel):
-            state.submit_nowait([])  # answers 503 loading / failed
+        state.ensure_ready()
         model = state.model
         assert isinstance(model, CompletionModel)
         counts = [model.count_tokens(p) for p in prompts]
