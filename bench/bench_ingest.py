@@ -37,7 +37,7 @@ from typing import Any
 
 LABELS = ["negative", "neutral", "positive"]
 MAX_LEN = 128
-VARIANTS = ("seed", "ours", "ours-parquet")
+VARIANTS = ("seed", "ours", "ours-parquet", "tokenize-only")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -196,6 +196,33 @@ def run_ours_parquet(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]
     return {"items": len(train), "sample": train[0]["input_ids"].tolist()[:4]}
 
 
+def run_tokenize_only(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    """The floor: only the Rust tokenizer over the same texts (as ours calls it), discarded."""
+    import pyarrow.parquet as pq
+
+    from snowtrain.trainer.data.tokenize import Encoder
+
+    encode = Encoder(tokenizer, special=True, max_len=MAX_LEN)
+    n = 0
+    for batch in pq.ParquetFile(args.parquet).iter_batches(args.batch_rows, columns=["text"]):
+        n += len(encode.lists(batch.column("text").to_pylist()))
+    return {"items": n, "sample": []}
+
+
+def peak_rss_mb() -> float:
+    """VmHWM: this process's peak RSS. (``ru_maxrss`` would carry the parent's peak over
+    fork+exec on Linux, charging the driver's generated table to every child.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one variant; print a JSON line with its wall time and peak RSS."""
     start_total = time.perf_counter()
@@ -205,19 +232,25 @@ def child(args: argparse.Namespace) -> None:
 
     import snowtrain.trainer.data.tokenize  # noqa: F401
 
-    base_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    result = {"seed": run_seed, "ours": run_ours, "ours-parquet": run_ours_parquet}[args.child](
-        args, tokenizer
-    )
+    base_rss_mb = peak_rss_mb()
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    run = {
+        "seed": run_seed,
+        "ours": run_ours,
+        "ours-parquet": run_ours_parquet,
+        "tokenize-only": run_tokenize_only,
+    }[args.child]
+    result = run(args, tokenizer)
     wall = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = cpu_seconds() - start_cpu
+    peak_mb = peak_rss_mb()
     print(
         json.dumps(
             {
                 "variant": args.child,
                 "rows": args.rows[0],
                 "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
                 "peak_rss_mb": round(peak_mb),
                 "rss_after_imports_mb": round(base_rss_mb),
                 "rss_growth_mb": round(peak_mb - base_rss_mb),
@@ -355,17 +388,23 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for rows in args.rows:
         by = {r["variant"]: r for r in results if r["rows"] == rows}
-        if "seed" in by and "ours" in by:
-            summary[str(rows)] = {
-                "speedup_seed_over_ours": round(by["seed"]["wall_s"] / by["ours"]["wall_s"], 2),
-                "rss_growth_ratio_seed_over_ours": round(
-                    by["seed"]["rss_growth_mb"] / max(1, by["ours"]["rss_growth_mb"]), 2
-                ),
-            }
-        if "seed" in by and "ours-parquet" in by:
-            summary.setdefault(str(rows), {})["speedup_seed_over_ours_parquet"] = round(
-                by["seed"]["wall_s"] / by["ours-parquet"]["wall_s"], 2
-            )
+        line: dict[str, Any] = {}
+        for ours in ("ours", "ours-parquet"):
+            if "seed" in by and ours in by:
+                line[f"wall_seed_over_{ours}"] = round(by["seed"]["wall_s"] / by[ours]["wall_s"], 2)
+                line[f"cpu_seed_over_{ours}"] = round(by["seed"]["cpu_s"] / by[ours]["cpu_s"], 2)
+                line[f"rss_growth_mb_{ours}"] = by[ours]["rss_growth_mb"]
+                if "tokenize-only" in by:
+                    # CPU spent beyond the tokenizer itself: what the data path costs.
+                    floor = by["tokenize-only"]["cpu_s"]
+                    line[f"overhead_cpu_s_{ours}"] = round(by[ours]["cpu_s"] - floor, 1)
+        if "seed" in by:
+            line["rss_growth_mb_seed"] = by["seed"]["rss_growth_mb"]
+            if "tokenize-only" in by:
+                line["overhead_cpu_s_seed"] = round(
+                    by["seed"]["cpu_s"] - by["tokenize-only"]["cpu_s"], 1
+                )
+        summary[str(rows)] = line
     print(json.dumps({"summary": summary}, indent=2))
 
 

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -54,10 +55,9 @@ def row_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
 
 
-def validation_mask(key: pa.Array | pa.ChunkedArray, fraction: float) -> np.ndarray:
-    """True for rows held out for validation: a fixed fraction of the hash space of ``key``."""
-    threshold = round(fraction * _SPLIT_BUCKETS)
-    return (row_hashes(key) % _SPLIT_BUCKETS) < threshold
+def held_out(key_hashes: np.ndarray, fraction: float) -> np.ndarray:
+    """True for rows held out for validation: a fixed fraction of the hash space of the key."""
+    return (key_hashes % _SPLIT_BUCKETS) < round(fraction * _SPLIT_BUCKETS)
 
 
 class SnowflakeSource:
@@ -368,6 +368,8 @@ class SnowflakeSource:
         if writer is None:
             self._spill_dir = Path(tempfile.mkdtemp(prefix="snowtrain-validation-"))
             self._spill_file = None
+            # Removed on close(), or when the source is garbage-collected without one.
+            weakref.finalize(self, shutil.rmtree, self._spill_dir, True)
             writer = pq.ParquetWriter(self._spill_dir / "validation.parquet", part.schema)
         writer.write_table(part)
         return writer
@@ -380,7 +382,7 @@ class SnowflakeSource:
         query_id = getattr(cur, "sfqid", None)
         fraction = self._fraction if keep != "all" else 0.0
         sha = hashlib.sha256()
-        kept = held_out = 0
+        kept = n_held_out = 0
         writer: pq.ParquetWriter | None = None
         spill = record and fraction > 0
         if spill and self._spill_dir is not None:
@@ -392,10 +394,9 @@ class SnowflakeSource:
                 hashes = np.stack([row_hashes(table.column(r)) for r in self.roles], axis=1)
                 sha.update(np.ascontiguousarray(hashes).tobytes())
                 if fraction > 0:
-                    key = hashes[:, self.roles.index(self._split_key)]
-                    is_val = (key % _SPLIT_BUCKETS) < round(fraction * _SPLIT_BUCKETS)
+                    is_val = held_out(hashes[:, self.roles.index(self._split_key)], fraction)
                     val_part = table.filter(pa.array(is_val))
-                    held_out += val_part.num_rows
+                    n_held_out += val_part.num_rows
                     if spill and val_part.num_rows:
                         writer = self._spill(writer, val_part)
                     table = table.filter(pa.array(~is_val)) if keep == "train" else val_part
@@ -407,7 +408,7 @@ class SnowflakeSource:
         if spill and self._spill_dir is not None:
             self._spill_file = self._spill_dir / "validation.parquet"
         if record:
-            val_rows = held_out if self._val_from is None else (self._validation_rows or 0)
+            val_rows = n_held_out if self._val_from is None else (self._validation_rows or 0)
             self._fingerprint = DataFingerprint(
                 rows=kept,
                 validation_rows=val_rows,
