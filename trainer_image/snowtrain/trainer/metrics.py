@@ -51,3 +51,32 @@ def confusion_matrix(
     index = labels.long() * num_classes + predictions.long()
     counts = torch.bincount(index.flatten().cpu(), minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+#: Dense bf16 tensor-core peak FLOP/s by GPU name fragment (vendor datasheets, no sparsity).
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """Peak bf16 FLOP/s of a GPU from its name (``torch.cuda.get_device_name``), if known."""
+    for fragment, flops in PEAK_BF16_FLOPS.items():  # longest-specific entries come first
+        if fragment in device_name:
+            return flops
+    return None
+
+
+def mfu(num_params: int, tokens_per_second: float, peak: float) -> float:
+    """Model FLOPs utilisation: 6 FLOPs per parameter per token (forward + backward) over peak.
+
+    The attention term (12 * layers * d * seq per token) is left out, as in PaLM's appendix B
+    for short sequences; that makes the estimate slightly conservative.
+    """
+    return 6.0 * num_params * tokens_per_second / peak

