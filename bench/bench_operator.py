@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -107,6 +108,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
@@ -132,6 +139,8 @@ def main() -> int:
         rec = Recorder(api, ns)
         time.sleep(1)
         names = [f"bench-{i:04d}" for i in range(args.count)]
+        assert op.proc is not None
+        cpu_before = cpu_seconds(op.proc.pid)
         created: dict[str, float] = {}
 
         def create(name: str) -> None:
@@ -180,6 +189,9 @@ def main() -> int:
             }
         assert op.proc is not None
         result["operator_peak_rss_mib"] = round(peak_rss_mib(op.proc.pid), 1)
+        result["operator_cpu_seconds"] = round(cpu_seconds(op.proc.pid) - cpu_before, 1)
+        result["wall_seconds"] = round(time.monotonic() - t0, 1)
+        result["load_average_1m"] = os.getloadavg()[0]
         result["complete_rate_per_s"] = args.complete_rate or "all at once"
     finally:
         delete_jobs(cluster.kubeconfig, ns, timeout=120)

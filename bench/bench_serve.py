@@ -344,6 +344,18 @@ def compare(
     return {kind: [merge(runs[(kind, c)]) for c in levels] for kind in servers}
 
 
+def mean_batch(url: str) -> float:
+    """Mean items per model batch so far, from the server's own /metrics."""
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(("snowtrain_batch_size_sum ", "snowtrain_batch_size_count ")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values["snowtrain_batch_size_sum"] / max(1.0, values["snowtrain_batch_size_count"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -371,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.wait_ready()
             results = compare(servers, a.levels, a.rounds, a.duration, texts)
+            batches = mean_batch(servers["ours"].url)
             print("\npooled over rounds:")
             for kind, rows in results.items():
                 for r in rows:
@@ -415,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     for rows in results.values():
         for r in rows:
             del r["latencies"], r["rejected"]
-    print(json.dumps({"results": results, "ratios": ratios, "threads": a.threads}))
+    print(f"ours: {batches:.1f} items per model batch on average over all levels")
+    summary = {"results": results, "ratios": ratios, "threads": a.threads, "meanBatch": batches}
+    print(json.dumps(summary))
     return 0
 
 

@@ -126,8 +126,11 @@ def _owner_changed(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any)
     name = labels.get(ch.LABEL_JOB) or labels.get(ch.LABEL_SERVING)
     if kind not in PLURALS or not name or type is None:
         return
-    if body.get("kind") == "Pod" and type != "MODIFIED":
-        return  # a new pod shows in its Job's status; a deleted one is garbage collection
+    if type == "ADDED" or (body.get("kind") == "Pod" and type == "DELETED"):
+        # We created it (the creating reconcile saw it); a new pod also shows in its Job's
+        # status, and a deleted pod is garbage collection. Skipping these halves the work
+        # when hundreds of jobs start at once.
+        return
     owner = {"kind": kind, "apiVersion": f"{GROUP}/{VERSION}",
              "metadata": {"name": name, "namespace": meta.get("namespace")}}  # fmt: skip
     terminal = body.get("kind") == "Job" and any(

@@ -230,7 +230,11 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     if current is not None and job is not None and can_run:
         current = _apply_suspend(ctx, job, current)
     pods: list[dict[str, Any]] = []
-    if current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
+    jstat = (current or {}).get("status") or {}
+    has_pods = any(jstat.get(k) for k in ("active", "succeeded", "failed"))
+    if current is not None and not has_pods:
+        obs.job_name = current["metadata"]["name"]  # just created: no pods to look at yet
+    elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         obs.job_name = current["metadata"]["name"]
         pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
         pods = raw(kube.core.list_namespaced_pod, ns, label_selector=_selector(pod_labels))["items"]
