@@ -204,6 +204,9 @@ def deps_layout(spec: ImageSpec) -> Path:
     conf += [f"--config.user={UID}:{UID}", "--config.workingdir=/workspace"]
     _run(conf)
     (out / ".complete").touch()
+    for stale in cache_dir().glob(f"deps-{spec.name}-*"):
+        if stale != out:  # an older dependency set: ~1.5 GB each for the trainer
+            shutil.rmtree(stale, ignore_errors=True)
     return layout
 
 
@@ -220,7 +223,7 @@ def project_wheel(dest: Path) -> Path:
     return wheel
 
 
-def _app_layer(deps: Path, wheel: Path, dest: Path) -> None:
+def _app_layer(spec: ImageSpec, deps: Path, wheel: Path, dest: Path) -> None:
     """Files the snowtrain wheel adds to the venv, laid out as a rootfs fragment in ``dest``.
 
     The wheel is installed in a hard-linked copy of the deps rootfs; its dist-info RECORD
@@ -242,6 +245,13 @@ def _app_layer(deps: Path, wheel: Path, dest: Path) -> None:
                 "--disable-pip-version-check",
                 f"/tmp/{wheel.name}",
             )
+            env = dict(e.split("=", 1) for e in spec.env)
+            for argv in spec.smoke:
+                _run(
+                    ["chroot", f"--userspec={UID}:{UID}", rootfs, *argv],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
         site = next((rootfs / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
         (record,) = site.glob("snowtrain-*.dist-info/RECORD")
         for line in record.read_text().splitlines():
@@ -287,7 +297,7 @@ def build(spec: ImageSpec) -> tuple[Path, bool]:
         _copy_tree(deps, layout)  # blobs are content-addressed: sharing them is safe
         app = work / "app"
         app.mkdir()
-        _app_layer(deps, wheel, app)
+        _app_layer(spec, deps, wheel, app)
         image = f"{layout}:image"
         _run(["umoci", "insert", "--image", image, app, "/"])
         _run(["umoci", "gc", "--layout", layout])

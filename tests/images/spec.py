@@ -24,6 +24,9 @@ class ImageSpec:
     pins: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     env: tuple[str, ...] = field(default_factory=tuple)
+    #: Commands run as user 1000 inside the finished rootfs before it is packaged: an image
+    #: that cannot start its own programs must fail the build, not the e2e test minutes later.
+    smoke: tuple[tuple[str, ...], ...] = ()
 
     def requirements(self) -> list[str]:
         """The project's dependencies + this image's extra, as pip requirement strings."""
@@ -47,6 +50,15 @@ OPERATOR = ImageSpec(
     dockerfile=ROOT / "operator/Dockerfile",
     entrypoint=(f"{VENV}/bin/python", "-m", "snowtrain.operator"),
     env=COMMON_ENV,
+    smoke=(
+        (
+            "python",
+            "-c",
+            "import pathlib, tempfile, snowtrain.operator.__main__, snowtrain.operator.handlers;"
+            " from snowtrain.operator.webhook import self_signed_certificate as cert;"
+            " cert(['snowtrain-webhook.snowtrain-system.svc'], pathlib.Path(tempfile.mkdtemp()))",
+        ),
+    ),
 )
 
 TRAINER = ImageSpec(
@@ -57,6 +69,10 @@ TRAINER = ImageSpec(
     pins=("torch==2.13.0",),
     entrypoint=(f"{VENV}/bin/python", "-m", "snowtrain.trainer"),
     env=(*COMMON_ENV, "HF_HUB_OFFLINE=1", "TOKENIZERS_PARALLELISM=false"),
+    smoke=(
+        ("python", "-m", "snowtrain.trainer", "--help"),
+        ("python", "-m", "snowtrain.serve", "--help"),
+    ),
 )
 
 IMAGES = {s.name: s for s in (OPERATOR, TRAINER)}
