@@ -308,7 +308,11 @@ def test_operator_killed_mid_reconcile_restarts_without_duplicates(
 
 def test_delete_garbage_collects_children(api: Api, operator_process: Any) -> None:
     api.create(ftj("doomed", "sleep"))
-    api.wait_phase("doomed", {"Running"}, timeout=60)
+    api.wait(
+        "a pod of the Job",
+        lambda: api.core.list_namespaced_pod(api.ns, label_selector="snowtrain.io/job=doomed").items,
+        timeout=60,
+    )  # fmt: skip
     api.custom.delete_namespaced_custom_object(GROUP, VERSION, api.ns, "finetunejobs", "doomed")
     api.wait("Job garbage-collected", lambda: not api.jobs("doomed"), timeout=60)
     api.wait(
