@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,39 +38,9 @@ STAMP = "build-stamp.json"
 REFLECT2_SRC = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 KUBE_PKG = "k8s.io/kubernetes"
 
-#: A pause (sandbox) program: the kubelet needs a local "pause" image because no registry is
-#: reachable. It sleeps until SIGINT/SIGTERM and reaps orphans, like upstream's pause.c.
-PAUSE_GO = """\
-package main
-
-import (
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	chld := make(chan os.Signal, 16)
-	signal.Notify(chld, syscall.SIGCHLD)
-	for {
-		select {
-		case <-sigs:
-			os.Exit(0)
-		case <-chld:
-			for {
-				pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
-				if pid <= 0 || err != nil {
-					break
-				}
-			}
-		}
-	}
-}
-"""
-
 ALL_BINARIES = (*paths.KUBE_BINARIES, "pause")
+PAUSE_SRC = "kubernetes-1.20.2/build/pause/linux/pause.c"
+PAUSE_VERSION = "3.4.1"
 
 
 def _log(msg: str) -> None:
@@ -87,7 +58,7 @@ def is_built() -> bool:
         return False
     if data.get("recipe") != RECIPE or data.get("version") != paths.KUBE_VERSION:
         return False
-    return all(paths.binary(b).exists() for b in ALL_BINARIES)
+    return all(paths.binary(b).exists() for b in paths.KUBE_BINARIES)
 
 
 def build_times() -> dict[str, float]:
@@ -248,12 +219,32 @@ def _timed(seconds: dict[str, float], name: str, fn: Callable[[], object]) -> No
     _log(f"{name}: {seconds[name]} s")
 
 
+def build_pause(src_dir: Path) -> Path:
+    """Upstream's sandbox program (build/pause/linux/pause.c), static, with Debian's gcc.
+
+    No registry is reachable, so the "pause" image is built locally. It must be upstream's:
+    it sleeps in pause(), exits on SIGINT/SIGTERM and reaps orphans as PID 1.
+    """
+    out = paths.binary("pause")
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tarball = fetch_source(src_dir)
+    with tempfile.TemporaryDirectory(prefix="snowtrain-pause-") as tmp:
+        subprocess.run(["tar", "-xzf", str(tarball), "-C", tmp, PAUSE_SRC], check=True)
+        cc = ["gcc", "-Os", "-Wall", "-static", f"-DVERSION=v{PAUSE_VERSION}", "-o", str(out)]
+        subprocess.run([*cc, str(Path(tmp) / PAUSE_SRC)], check=True)
+    subprocess.run(["strip", str(out)], check=True)
+    return out
+
+
 def build(force: bool = False, keep_tree: bool = False) -> dict[str, float]:
     """Build every binary into paths.bin_dir(); a warm cache returns at once.
 
     Returns the seconds each step took ({} when the cache was warm).
     """
     if not force and is_built():
+        build_pause(paths.kube_cache() / "src")
         return {}
     with locks.exclusive(paths.cache_root() / ".build.lock", "Kubernetes build"):
         if not force and is_built():
@@ -295,18 +286,7 @@ def _build(keep_tree: bool) -> dict[str, float]:
             "-o", str(target), f"{KUBE_PKG}/cmd/{name}",
         ]  # fmt: skip
         _timed(seconds, name, lambda cmd=cmd: subprocess.run(cmd, cwd=tree, env=env, check=True))
-    pause_src = tools / "pause.go"
-    pause_src.write_text(PAUSE_GO)
-    _timed(
-        seconds,
-        "pause",
-        lambda: subprocess.run(
-            ["go", "build", "-ldflags", "-s -w", "-o", str(out / "pause"), str(pause_src)],
-            cwd=tools,
-            env=env,
-            check=True,
-        ),
-    )
+    _timed(seconds, "pause", lambda: build_pause(cache / "src"))
     seconds["total"] = round(time.monotonic() - total, 1)
     (cache / STAMP).write_text(
         json.dumps({"recipe": RECIPE, "version": paths.KUBE_VERSION, "seconds": seconds}, indent=2)

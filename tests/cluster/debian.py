@@ -25,6 +25,9 @@ PACKAGES = (
     "openssl",
     "umoci",
     "busybox-static",
+    # upstream's pause.c, compiled static for the sandbox image
+    "gcc",
+    "libc6-dev",
 )
 
 SRC_LIST = Path("/etc/apt/sources.list.d/snowtrain-src.sources")

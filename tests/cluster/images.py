@@ -34,7 +34,7 @@ from pathlib import Path
 from tests.cluster import debian, paths
 
 #: The sandbox image (kubelet --pod-infra-container-image, containerd sandbox_image).
-PAUSE_IMAGE = f"localhost/snowtrain/pause:{paths.KUBE_VERSION}"
+PAUSE_IMAGE = "localhost/snowtrain/pause:3.4.1"
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -182,7 +182,7 @@ def build_busybox(tag: str) -> Path:
 
 
 def build_pause() -> Path:
-    """The sandbox image from the Go pause binary built with the cluster."""
+    """The sandbox image: upstream's pause.c, built by tests.cluster.build."""
     out = tarball_for(PAUSE_IMAGE)
     if out.exists():
         return out

@@ -157,6 +157,15 @@ def _node_ready(api: Api) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
+def _sa_has_token(api: Api) -> bool:
+    """1.20 admits pods only once the token controller attached a Secret to the SA."""
+    try:
+        status, sa = api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+    except OSError:
+        return False
+    return status == 200 and bool(sa.get("secrets"))
+
+
 # ---------------------------------------------------------------------------- start
 
 
@@ -430,8 +439,8 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
         _wait("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
         patch_fake_gpus(api)
         _wait(
-            "default ServiceAccount",
-            lambda: api.ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            "default ServiceAccount token",
+            lambda: _sa_has_token(api),
             60,
             lay,
             "kube-controller-manager",
