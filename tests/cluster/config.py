@@ -8,6 +8,7 @@ carry the reason (FACTS.md §1).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,8 @@ from tests.cluster import images, paths
 from tests.cluster.pki import Pki
 
 NODE_NAME = "localhost"
-BRIDGE = "snowtrain0"
-CNI_NETWORK = "snowtrain"
-POD_SUBNET = "10.244.0.0/24"
 SERVICE_RANGE = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-#: Each cgroup v1 hierarchy gets a child of this name; pods live below it (kubelet
-#: --cgroup-root), so `down` can remove exactly our cgroups.
-CGROUP_ROOT = "snowtrain"
 
 
 @dataclass(frozen=True)
@@ -33,6 +28,33 @@ class Layout:
     """Paths inside the cluster state dir."""
 
     root: Path
+
+    @property
+    def suffix(self) -> str:
+        """'' for the default cluster; a short hash of the state dir for any other, so a
+        second cluster (e.g. the up/down test's) shares no bridge, subnet or cgroup."""
+        if self.root.resolve() == (paths.cache_root() / "cluster").resolve():
+            return ""
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:6]
+
+    @property
+    def bridge(self) -> str:
+        return f"st-{self.suffix}" if self.suffix else "snowtrain0"
+
+    @property
+    def cni_network(self) -> str:
+        return f"snowtrain-{self.suffix}" if self.suffix else "snowtrain"
+
+    @property
+    def pod_subnet(self) -> str:
+        third = 1 + int(self.suffix, 16) % 250 if self.suffix else 0
+        return f"10.244.{third}.0/24"
+
+    @property
+    def cgroup_root(self) -> str:
+        """Each cgroup v1 hierarchy gets a child of this name; pods live below it (kubelet
+        --cgroup-root), so `down` removes exactly this cluster's cgroups and processes."""
+        return self.cni_network
 
     @property
     def pki(self) -> Pki:
@@ -177,17 +199,17 @@ def cni_conflist(lay: Layout) -> dict[str, object]:
     nothing is routed off the machine (FACTS §1). Pods needing the host use hostNetwork."""
     return {
         "cniVersion": "0.4.0",
-        "name": CNI_NETWORK,
+        "name": lay.cni_network,
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": BRIDGE,
+                "bridge": lay.bridge,
                 "isGateway": False,
                 "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": lay.pod_subnet}]],
                     "dataDir": str(lay.cni_ipam),
                 },
             }
@@ -220,7 +242,7 @@ def kubelet_config(lay: Layout, port: int, healthz_port: int) -> dict[str, objec
         },
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{CGROUP_ROOT}",
+        "cgroupRoot": f"/{lay.cgroup_root}",
         "failSwapOn": False,
         # Do not install iptables chains on the host (no kube-proxy here anyway).
         "makeIPTablesUtilChains": False,

@@ -295,10 +295,10 @@ def _cgroup_hierarchies() -> list[Path]:
     return found
 
 
-def _prepare_cgroups() -> None:
+def _prepare_cgroups(lay: Layout) -> None:
     """Create /snowtrain in every hierarchy (kubelet requires --cgroup-root to exist)."""
     for hier in _cgroup_hierarchies():
-        d = hier / config.CGROUP_ROOT
+        d = hier / lay.cgroup_root
         d.mkdir(exist_ok=True)
         if (hier / "cpuset.cpus").exists():
             # A new cpuset cgroup starts empty and would refuse tasks.
@@ -433,7 +433,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
         crd_names = apply_crds(cluster, crds) if crds is not None else []
         _start_controller_manager(lay)
         _start_scheduler(lay)
-        _prepare_cgroups()
+        _prepare_cgroups(lay)
         _start_containerd(lay)
         _start_kubelet(lay, ports)
         _wait("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
@@ -466,10 +466,10 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
 # ----------------------------------------------------------------------------- stop
 
 
-def _cgroup_pids() -> set[int]:
+def _cgroup_pids(lay: Layout) -> set[int]:
     pids: set[int] = set()
     for hier in _cgroup_hierarchies():
-        root = hier / config.CGROUP_ROOT
+        root = hier / lay.cgroup_root
         if root.is_dir():
             for procs_file in root.rglob("cgroup.procs"):
                 with contextlib.suppress(OSError):
@@ -477,10 +477,10 @@ def _cgroup_pids() -> set[int]:
     return pids
 
 
-def _kill_pod_processes() -> None:
+def _kill_pod_processes(lay: Layout) -> None:
     """SIGKILL everything in our pod cgroups (containers, not the daemons)."""
     for _ in range(50):
-        pids = _cgroup_pids()
+        pids = _cgroup_pids(lay)
         if not pids:
             return
         for pid in pids:
@@ -526,9 +526,9 @@ def _unmount_all(root: Path) -> None:
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
 
 
-def _remove_cgroups() -> None:
+def _remove_cgroups(lay: Layout) -> None:
     for hier in _cgroup_hierarchies():
-        root = hier / config.CGROUP_ROOT
+        root = hier / lay.cgroup_root
         if not root.is_dir():
             continue
         dirs = sorted(
@@ -541,13 +541,13 @@ def _remove_cgroups() -> None:
                 d.rmdir()
 
 
-def _remove_network() -> None:
-    if Path(f"/sys/class/net/{config.BRIDGE}").exists():
-        subprocess.run(["ip", "link", "delete", config.BRIDGE], capture_output=True)
+def _remove_network(lay: Layout) -> None:
+    if Path(f"/sys/class/net/{lay.bridge}").exists():
+        subprocess.run(["ip", "link", "delete", lay.bridge], capture_output=True)
     # libcni caches results per network name under /var/lib/cni (not configurable in 1.6).
     for cache in (Path("/var/lib/cni/results"), Path("/var/lib/cni")):
         if cache.is_dir():
-            for f in cache.glob(f"{config.CNI_NETWORK}-*"):
+            for f in cache.glob(f"{lay.cni_network}-*"):
                 f.unlink(missing_ok=True)
 
 
@@ -562,7 +562,7 @@ def _down(lay: Layout) -> list[str]:
     stopped = []
     if procs.stop("kubelet", lay.run):
         stopped.append("kubelet")
-    _kill_pod_processes()
+    _kill_pod_processes(lay)
     if procs.pid_of("containerd", lay.run) is not None:
         _remove_containers(lay)
     for name in reversed(COMPONENTS[:-1]):
@@ -571,11 +571,11 @@ def _down(lay: Layout) -> list[str]:
     # Shims re-parent to init and outlive containerd; ours carry our socket path.
     for pid in procs.pids_with_arg(str(lay.containerd_sock)):
         procs.stop_pid(pid, timeout=5)
-    _kill_pod_processes()
+    _kill_pod_processes(lay)
     if lay.root.exists():
         _unmount_all(lay.root)
-    _remove_cgroups()
-    _remove_network()
+    _remove_cgroups(lay)
+    _remove_network(lay)
     for d in (
         lay.run,
         lay.etcd_data,
