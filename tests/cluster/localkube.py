@@ -285,12 +285,14 @@ def _start_scheduler(lay: Layout) -> None:
     )
 
 
-def _cgroup_hierarchies() -> list[Path]:
-    """Mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd)."""
+def _cgroup_hierarchies(unified: bool = False) -> list[Path]:
+    """Mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd), plus with `unified`
+    the hybrid-mode cgroup2 mount, where runc mirrors the pod cgroups too."""
+    types = {"cgroup", "cgroup2"} if unified else {"cgroup"}
     found = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         fields = line.split()
-        if fields[2] == "cgroup":
+        if fields[2] in types:
             found.append(Path(fields[1]))
     return found
 
@@ -468,7 +470,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
 
 def _cgroup_pids(lay: Layout) -> set[int]:
     pids: set[int] = set()
-    for hier in _cgroup_hierarchies():
+    for hier in _cgroup_hierarchies(unified=True):
         root = hier / lay.cgroup_root
         if root.is_dir():
             for procs_file in root.rglob("cgroup.procs"):
@@ -527,7 +529,7 @@ def _unmount_all(root: Path) -> None:
 
 
 def _remove_cgroups(lay: Layout) -> None:
-    for hier in _cgroup_hierarchies():
+    for hier in _cgroup_hierarchies(unified=True):
         root = hier / lay.cgroup_root
         if not root.is_dir():
             continue
@@ -584,6 +586,7 @@ def _down(lay: Layout) -> list[str]:
         lay.containerd / "opt",
         lay.cni_ipam,
         lay.state_json,
+        Path(f"{lay.containerd_sock}.ttrpc"),
     ):
         if d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
