@@ -23,7 +23,7 @@ def _pod(name: str, image: str, command: str, gpus: int = 0) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "main",
         "image": image,
-        "imagePullPolicy": "Never",
+        "imagePullPolicy": "IfNotPresent",  # local tag on our node; pulled elsewhere
         "command": ["/bin/sh", "-c", command],
         "securityContext": {"runAsUser": 1000},
     }
