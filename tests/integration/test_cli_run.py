@@ -124,6 +124,7 @@ def test_run_trains_serves_and_answers(tmp_path, tiny_classifier_dir):
             output.append(line)
             if match := re.match(r"Serving sentiment-minilm at (http://\S+)", line):
                 base_url = match.group(1)
+            if line.startswith("curl -s"):  # printed once the server is ready
                 break
         text = "".join(output)
         assert base_url == f"http://127.0.0.1:{port}", text
