@@ -10,10 +10,17 @@ and runs here. Modules, one job each:
 - ``paths``: where binaries, build trees and cluster state live.
 - ``debian``: the Debian packages and the deb-src entry the build needs.
 - ``build``: fetch the source package, apply the three known fixes, compile, cache by version.
-- ``pki``: the openssl CA and certificates of the control plane.
+- ``pki``: the CA and certificates of the control plane (identities are cert subjects).
+- ``config``: state-dir layout, kubeconfigs, containerd/CNI/kubelet configuration.
 - ``procs``: start and stop daemons through PID files (stop only what we started).
+- ``locks``: serialise builds and up/down across concurrent test sessions.
+- ``kubeapi``: the few raw API calls bring-up needs (readiness, node status patch).
 - ``localkube``: ``up`` / ``down`` / ``is_up`` / ``status`` of the cluster.
 - ``images``: OCI images without a Docker engine (umoci) imported into the node's containerd.
+- ``cli``: the ``python -m tests.cluster`` commands.
+
+Python: ``from tests.cluster import localkube; c = localkube.up(crds_dir=...)`` returns a
+``Cluster`` with ``.kubeconfig``; ``localkube.down()``; ``localkube.is_up()``.
 
 Command line: ``python -m tests.cluster build|up|down|status|kubeconfig|image-build|...``.
 """

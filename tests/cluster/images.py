@@ -5,17 +5,24 @@ tree (a "rootfs") with Debian's `umoci`, written as an OCI image-layout tarball,
 with `ctr -n k8s.io images import`. Pods then use a local tag with `imagePullPolicy: Never`
 or `IfNotPresent`.
 
-Building the real trainer image later (owned by another helper), with this module::
+Building the real trainer image (owned by another helper) with this module, Debian-only and
+without a Docker engine: make a rootfs with debootstrap, install Python packages *inside* it
+(chroot, so the venv points at the rootfs's own python3.11), then package it::
 
-    debootstrap --variant=minbase --include=python3.11,python3-venv,ca-certificates \\
+    apt-get install -y debootstrap
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
         bookworm /tmp/trainer-rootfs http://deb.debian.org/debian
-    python3.11 -m venv /tmp/trainer-rootfs/opt/venv   # or chroot + pip inside the rootfs
-    chroot /tmp/trainer-rootfs /opt/venv/bin/pip install /src/snowtrain[trainer] \\
-        torch==2.13.0                                  # pinned: the local CPU wheel
-    python -m tests.cluster image-build --rootfs /tmp/trainer-rootfs \\
-        --tag snowtrain/trainer:dev --entrypoint /opt/venv/bin/python \\
-        --entrypoint -m --entrypoint snowtrain.trainer --env HF_HUB_OFFLINE=1 \\
-        --user 1000 --workdir /workspace
+    chroot /tmp/trainer-rootfs python3 -m venv /opt/venv
+    cp -r . /tmp/trainer-rootfs/src          # the snowtrain checkout
+    chroot /tmp/trainer-rootfs /opt/venv/bin/pip install torch==2.13.0 '/src[trainer]'
+    rm -rf /tmp/trainer-rootfs/src /tmp/trainer-rootfs/var/cache/apt/archives/*.deb
+    python -m tests.cluster image-build --rootfs /tmp/trainer-rootfs \
+        --tag snowtrain/trainer:dev --entrypoint /opt/venv/bin/python \
+        --entrypoint -m --entrypoint snowtrain.trainer --env HF_HUB_OFFLINE=1 \
+        --env PATH=/opt/venv/bin:/usr/bin:/bin --user 1000 --workdir /workspace
+
+(pin torch: an unpinned one pulls a multi-GB CUDA build; add a uid-1000 user to the rootfs's
+/etc/passwd). Pods then use `image: snowtrain/trainer:dev` with `imagePullPolicy: IfNotPresent`.
 
 `image-build` writes the tarball next to the cache and imports it when the cluster is up;
 `image-import TARBALL` imports any OCI/Docker archive (e.g. from `docker save` elsewhere).

@@ -5,13 +5,15 @@ node's (fake) `nvidia.com/gpu` capacity exactly like a GPU node's."""
 from __future__ import annotations
 
 import json
+import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-pytestmark = pytest.mark.cluster
+from tests.cluster import images
 
 FAKE_TRAINER = (
     'echo \'{"step": 1, "loss": 2.5}\'; echo \'{"step": 2, "loss": 1.25}\'; '
@@ -68,6 +70,51 @@ def _require_gpus(core: client.CoreV1Api, at_least: int) -> None:
         pytest.skip(f"cluster advertises {total} nvidia.com/gpu, test needs {at_least}")
 
 
+@pytest.mark.parametrize(
+    ("ref", "resolved"),
+    [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("snowtrain/trainer:dev", "docker.io/snowtrain/trainer:dev"),
+        ("localhost/snowtrain/pause:3.4.1", "localhost/snowtrain/pause:3.4.1"),
+        ("registry.example:5000/team/op", "registry.example:5000/team/op:latest"),
+    ],
+)
+def test_image_names_resolve_like_the_kubelet(ref: str, resolved: str) -> None:
+    # ctr must store the name the kubelet asks containerd for, or pods never find the image.
+    assert images.normalize(ref) == resolved
+
+
+def test_image_build_writes_a_named_oci_layout_with_its_config(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "app").mkdir(parents=True)
+    (rootfs / "app" / "run.sh").write_text("echo hi\n")
+    out = images.build_oci(
+        rootfs,
+        "snowtrain/trainer:dev",
+        tmp_path / "img.tar",
+        entrypoint=["/bin/sh", "/app/run.sh"],
+        env=["HF_HUB_OFFLINE=1"],
+        user="1000",
+        workdir="/app",
+    )
+
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        index = json.load(tar.extractfile("index.json"))
+        manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{manifest_digest}"))
+        config = json.load(tar.extractfile(f"blobs/sha256/{manifest['config']['digest'][7:]}"))
+    assert "oci-layout" in names
+    annotations = index["manifests"][0]["annotations"]
+    assert annotations["io.containerd.image.name"] == "docker.io/snowtrain/trainer:dev"
+    assert config["config"]["Entrypoint"] == ["/bin/sh", "/app/run.sh"]
+    assert "HF_HUB_OFFLINE=1" in config["config"]["Env"]
+    assert config["config"]["User"] == "1000"
+    assert config["config"]["WorkingDir"] == "/app"
+    assert len(manifest["layers"]) == 1
+
+
+@pytest.mark.cluster
 def test_pod_from_locally_built_image_runs_and_its_logs_come_back(
     kube_api: client.ApiClient, namespace: str, busybox_image: str
 ) -> None:
@@ -86,6 +133,7 @@ def test_pod_from_locally_built_image_runs_and_its_logs_come_back(
     assert json.loads(terminated.message) == {"phase": "done"}
 
 
+@pytest.mark.cluster
 def test_nonzero_exit_is_reported_with_its_code(
     kube_api: client.ApiClient, namespace: str, busybox_image: str
 ) -> None:
@@ -99,6 +147,7 @@ def test_nonzero_exit_is_reported_with_its_code(
     assert "boom" in core.read_namespaced_pod_log("crash", namespace)
 
 
+@pytest.mark.cluster
 def test_pod_requesting_a_gpu_is_scheduled_and_runs(
     kube_api: client.ApiClient, namespace: str, busybox_image: str
 ) -> None:
@@ -113,6 +162,7 @@ def test_pod_requesting_a_gpu_is_scheduled_and_runs(
     assert core.read_namespaced_pod_log("gpu-1", namespace).strip() == "gpu ok"
 
 
+@pytest.mark.cluster
 def test_pod_requesting_more_gpus_than_any_node_has_stays_pending(
     kube_api: client.ApiClient, namespace: str, busybox_image: str
 ) -> None:
