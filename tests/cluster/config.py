@@ -190,6 +190,7 @@ state = "{lay.containerd_state}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
+        Root = "{lay.containerd_state / "runc"}"
         SystemdCgroup = false
 """
 

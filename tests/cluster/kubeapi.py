@@ -51,7 +51,7 @@ class Api:
     def ok(self, path: str) -> bool:
         """True when GET path answers 200; False on any error (not up yet)."""
         try:
-            status, _ = self.request("GET", path, timeout=3.0)
+            status, _ = self.request("GET", path, timeout=10.0)
         except OSError:
             return False
         return status == 200

@@ -126,6 +126,11 @@ def running_components(lay: Layout | None = None) -> dict[str, int]:
     return found
 
 
+def is_running(lay: Layout | None = None) -> bool:
+    """Every daemon of ours is alive (no API call: cheap, and true while it is busy)."""
+    return len(running_components(lay)) == len(COMPONENTS)
+
+
 def is_up(lay: Layout | None = None) -> bool:
     """All daemons alive, the apiserver ready and the node Ready."""
     lay = lay or config.default_layout()
@@ -407,13 +412,25 @@ def _lock_path(lay: Layout) -> Path:
 
 def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     crds = Path(crds_dir) if crds_dir else None
-    existing = current(lay)
-    if existing is not None:
+    state = _read_state(lay)
+    if state is not None and is_running(lay):
+        # Never restart a running cluster others may be using because it answers slowly
+        # (a loaded 2-core machine): wait for it instead.
+        existing = _cluster_from_state(lay, state)
+        api = Api(existing.server, lay.pki)
+        _wait(
+            "the running cluster",
+            lambda: api.ok("/readyz") and _node_ready(api),
+            120,
+            lay,
+            "kube-apiserver",
+        )
         if crds is not None:
             apply_crds(existing, crds)
         return existing
-    if running_components(lay):
-        _log("a previous cluster is partly running; tearing it down first")
+    if running_components(lay) or state is not None or lay.run.exists():
+        # Part of a previous cluster survived (crash, killed session): clear it first.
+        _log("cleaning up the remains of a previous cluster first")
         _down(lay)
     build.build()
     debian.ensure_packages()
