@@ -588,7 +588,7 @@ def _down(lay: Layout) -> list[str]:
         if procs.stop(name, lay.run, timeout=15):
             stopped.append(name)
     # Shims re-parent to init and outlive containerd; ours carry our socket path.
-    for pid in procs.pids_with_arg(str(lay.containerd_sock)):
+    for pid in procs.shim_pids(str(lay.containerd_sock)):
         procs.stop_pid(pid, timeout=5)
     _kill_pod_processes(lay)
     if lay.root.exists():
@@ -617,7 +617,7 @@ def status(lay: Layout | None = None) -> dict[str, object]:
     lay = lay or config.default_layout()
     comps = running_components(lay)
     rss = {name: procs.rss_kib(pid) // 1024 for name, pid in comps.items()}
-    shims = procs.pids_with_arg(str(lay.containerd_sock))
+    shims = procs.shim_pids(str(lay.containerd_sock))
     state = _read_state(lay) or {}
     return {
         "up": is_up(lay),

@@ -7,6 +7,7 @@ never mistaken for our daemon and `down` cannot kill anything it did not start.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -106,22 +107,26 @@ def stop(name: str, run_dir: Path, timeout: float = 10.0) -> bool:
     return pid is not None
 
 
-def pids_with_arg(needle: str) -> list[int]:
-    """Processes whose command line contains `needle` (e.g. our private containerd socket).
+def shim_pids(containerd_address: str) -> list[int]:
+    """containerd shims serving the containerd listening on `containerd_address`.
 
-    containerd shims re-parent to init and outlive containerd; they carry the socket address
-    of the containerd that started them, which identifies ours precisely.
+    Shims re-parent to init and outlive containerd; their argv carries
+    `-address <socket>` of the containerd that started them, which identifies ours exactly.
     """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if needle.encode() in cmdline and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
+        if not argv or not argv[0].endswith(b"containerd-shim-runc-v2"):
+            continue
+        for flag, value in itertools.pairwise(argv):
+            if flag == b"-address" and value == containerd_address.encode():
+                found.append(int(entry.name))
+                break
     return found
 
 
