@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +228,23 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
             f'snowtrain_rejected_requests_total{{reason="queue_full"}} {len(rejected)}.0' in metrics
         )
         assert "snowtrain_queue_depth 0.0" in metrics
+
+
+def test_a_client_leaving_mid_stream_stops_its_generation(base: str) -> None:
+    def generated() -> float:
+        for line in httpx.get(f"{base}/metrics").text.splitlines():
+            if line.startswith("snowtrain_generated_tokens_total "):
+                return float(line.split()[1])
+        raise AssertionError("no snowtrain_generated_tokens_total")
+
+    before = generated()
+    body = {"prompt": "once upon a time", "max_tokens": 300, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as resp:
+        lines = resp.iter_lines()
+        received = [line for _, line in zip(range(6), lines, strict=False)]
+    assert any(line.startswith("data: ") for line in received)
+    deadline = time.monotonic() + 30
+    while generated() == before:
+        assert time.monotonic() < deadline, "the abandoned generation never finished"
+        time.sleep(0.05)
+    assert 1 <= generated() - before < 300

@@ -418,10 +418,20 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
                     yield "data: " + json.dumps(chunk(index, "", result.finish_reason)) + "\n\n"
                 yield "data: [DONE]\n\n"
             finally:
-                for it, fut in zip(items, futures, strict=True):
-                    it.cancelled.set()  # client went away: stop generating for it
-                    fut.cancel()
                 account(done)
+                for it, fut in zip(items, futures, strict=True):
+                    if not fut.done():
+                        # The client went away: its rows stop at the next decoding step
+                        # (queued ones after one step), and the tokens they did generate
+                        # still count once the batch returns.
+                        it.cancelled.set()
+                        fut.add_done_callback(
+                            lambda f: (
+                                account([f.result()])
+                                if not f.cancelled() and f.exception() is None
+                                else None
+                            )
+                        )
 
         return EventSourceResponse(stream(), headers={"Cache-Control": "no-cache"})
 
