@@ -446,16 +446,26 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     for comp in ("controller-manager", "scheduler", "kubelet"):
         config.write_kubeconfig(lay.component_kubeconfig(comp), server, keys, comp)
     cluster = Cluster(lay.kubeconfig, server, lay.root, lay.containerd_sock, ports)
+    stages: dict[str, float] = {}
+
+    def mark(stage: str) -> None:
+        stages[stage] = round(time.monotonic() - started, 1)
+
     try:
         _start_etcd(lay, ports)
+        mark("etcd")
         api = _start_apiserver(lay, ports)
+        mark("apiserver_ready")
         crd_names = apply_crds(cluster, crds) if crds is not None else []
+        mark("crds_established")
         _start_controller_manager(lay)
         _start_scheduler(lay)
         _prepare_cgroups(lay)
         _start_containerd(lay)
+        mark("containerd")
         _start_kubelet(lay, ports)
         _wait("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
+        mark("node_ready")
         patch_fake_gpus(api)
         _wait(
             "default ServiceAccount token",
@@ -464,6 +474,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
             lay,
             "kube-controller-manager",
         )
+        mark("sa_token")
     except BaseException:
         _log("bring-up failed; logs are in " + str(lay.logs))
         _down(lay)
@@ -474,6 +485,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
                 "ports": ports,
                 "crds": crd_names,
                 "up_seconds": round(time.monotonic() - started, 1),
+                "up_stages_seconds": stages,
             },
             indent=2,
         )
@@ -628,5 +640,6 @@ def status(lay: Layout | None = None) -> dict[str, object]:
         "total_rss_mib": sum(rss.values()),
         "ports": state.get("ports", {}),
         "up_seconds": state.get("up_seconds"),
+        "up_stages_seconds": state.get("up_stages_seconds"),
         "build_seconds": build.build_times(),
     }
