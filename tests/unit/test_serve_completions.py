@@ -248,3 +248,27 @@ def test_a_client_leaving_mid_stream_stops_its_generation(base: str) -> None:
         assert time.monotonic() < deadline, "the abandoned generation never finished"
         time.sleep(0.05)
     assert 1 <= generated() - before < 300
+
+
+def test_end_of_text_ends_a_completion_as_stop(tiny_causal_lm_dir: Path, tmp_path: Path) -> None:
+    """A model that always predicts EOS (id 0 here) stops at once with finish_reason stop."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    eos_dir = tmp_path / "eos-lm"
+    eos_dir.mkdir()
+    for f in tiny_causal_lm_dir.iterdir():
+        (eos_dir / f.name).write_bytes(f.read_bytes())
+    weights = load_file(eos_dir / "model.safetensors")
+    # GPT-2's LM head is tied to wte and has no bias: make EOS win through the final norm.
+    weights["transformer.ln_f.weight"] = torch.zeros_like(weights["transformer.ln_f.weight"])
+    weights["transformer.ln_f.bias"] = torch.zeros_like(weights["transformer.ln_f.bias"])
+    weights["transformer.ln_f.bias"][0] = 1.0
+    weights["transformer.wte.weight"] = torch.zeros_like(weights["transformer.wte.weight"])
+    weights["transformer.wte.weight"][0, 0] = 100.0
+    save_file(weights, eos_dir / "model.safetensors", metadata={"format": "pt"})
+    with running_server(eos_dir) as url:
+        body = complete(url, prompt="hello", max_tokens=20, temperature=0).json()
+    (choice,) = body["choices"]
+    assert (choice["text"], choice["finish_reason"]) == ("", "stop")
+    assert body["usage"]["completion_tokens"] == 0

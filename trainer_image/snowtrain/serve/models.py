@@ -132,7 +132,8 @@ class CompletionModel:
         )
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else cfg.eos_token_id
-        self.eos_token_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos else [])
+        ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+        self.eos_token_ids: set[int] = {int(i) for i in ids}  # id 0 is a valid EOS
         if self.tokenizer.pad_token_id is None:  # GPT-2 style: pad with EOS (masked anyway)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.predict([CompletionItem("warm up", max_tokens=1, temperature=0)])
