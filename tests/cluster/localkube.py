@@ -52,6 +52,8 @@ class Cluster:
     containerd_address: Path
     ports: dict[str, int] = field(default_factory=dict)
     node_name: str = config.NODE_NAME
+    #: True when this `up` call started the daemons (False: it was already running).
+    started: bool = False
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the version-matched kubectl against this cluster."""
@@ -445,7 +447,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     config.write_kubeconfig(lay.kubeconfig, server, keys, "admin")
     for comp in ("controller-manager", "scheduler", "kubelet"):
         config.write_kubeconfig(lay.component_kubeconfig(comp), server, keys, comp)
-    cluster = Cluster(lay.kubeconfig, server, lay.root, lay.containerd_sock, ports)
+    cluster = Cluster(lay.kubeconfig, server, lay.root, lay.containerd_sock, ports, started=True)
     stages: dict[str, float] = {}
 
     def mark(stage: str) -> None:
@@ -492,6 +494,47 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     )
     _log(f"up in {time.monotonic() - started:.1f} s; kubeconfig {lay.kubeconfig}")
     return cluster
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def _leases(lay: Layout) -> Path:
+    return lay.root / "leases"
+
+
+def acquire_lease(lay: Layout | None = None) -> Path:
+    """Record that this process uses the cluster (test sessions share one cluster).
+
+    A session that started the cluster stops it at its end only when no other live process
+    holds a lease, so it never pulls the cluster from under a concurrent session.
+    """
+    lay = lay or config.default_layout()
+    d = _leases(lay)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / str(os.getpid())
+    procs.write_pidfile(path, os.getpid())
+    return path
+
+
+def release_lease(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def other_users(lay: Layout | None = None) -> int:
+    """Live processes other than this one holding a lease."""
+    lay = lay or config.default_layout()
+    d = _leases(lay)
+    if not d.is_dir():
+        return 0
+    count = 0
+    for path in d.iterdir():
+        pid = procs.pid_of(path.name, d, suffix="")
+        if pid is None:
+            path.unlink(missing_ok=True)
+        elif pid != os.getpid():
+            count += 1
+    return count
 
 
 # ----------------------------------------------------------------------------- stop

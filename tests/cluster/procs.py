@@ -49,13 +49,18 @@ def start(
             env=env,
             close_fds=True,
         )
-    (run_dir / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+    write_pidfile(run_dir / f"{name}.pid", proc.pid)
     return proc.pid
 
 
-def pid_of(name: str, run_dir: Path) -> int | None:
-    """The live pid recorded for NAME, or None (no file, dead, or pid reused)."""
-    path = run_dir / f"{name}.pid"
+def write_pidfile(path: Path, pid: int) -> None:
+    """Record pid with its start time (so a recycled pid is never taken for it)."""
+    path.write_text(f"{pid} {_start_time(pid)}\n")
+
+
+def pid_of(name: str, run_dir: Path, suffix: str = ".pid") -> int | None:
+    """The live pid recorded in run_dir/NAME.pid, or None (no file, dead, or pid reused)."""
+    path = run_dir / f"{name}{suffix}"
     try:
         pid_s, started = path.read_text().split()
     except (OSError, ValueError):
