@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster import images
+from tests.cluster import images, procs
 
 FAKE_TRAINER = (
     'echo \'{"step": 1, "loss": 2.5}\'; echo \'{"step": 2, "loss": 1.25}\'; '
@@ -112,6 +112,23 @@ def test_image_build_writes_a_named_oci_layout_with_its_config(tmp_path: Path) -
     assert config["config"]["User"] == "1000"
     assert config["config"]["WorkingDir"] == "/app"
     assert len(manifest["layers"]) == 1
+
+
+def test_daemons_are_stopped_through_their_pid_files_only(tmp_path: Path) -> None:
+    run, logs = tmp_path / "run", tmp_path / "logs"
+    pid = procs.start("sleeper", ["sleep", "60"], run, logs)
+    assert procs.pid_of("sleeper", run) == pid
+
+    # A PID file whose process start time does not match (a recycled pid) is not ours.
+    (run / "stranger.pid").write_text(f"{pid} 1\n")
+    assert procs.pid_of("stranger", run) is None
+    assert procs.stop("stranger", run) is False
+    assert procs.alive(pid)
+
+    assert procs.stop("sleeper", run, timeout=5) is True
+    assert not procs.alive(pid)
+    assert not (run / "sleeper.pid").exists()
+    assert procs.stop("sleeper", run) is False  # idempotent
 
 
 @pytest.mark.cluster
