@@ -632,6 +632,27 @@ def down(lay: Layout | None = None) -> list[str]:
         return _down(lay)
 
 
+def _remove_pod_logs(lay: Layout) -> None:
+    """Delete /var/log/pods entries (fixed path in kubelet 1.20) of this kubelet's pods only.
+
+    The kubelet keeps one directory per pod UID under its root dir, so those UIDs name
+    exactly the log directories and /var/log/containers links that this cluster created.
+    """
+    pods_dir = lay.kubelet_root / "pods"
+    uids = {p.name for p in pods_dir.iterdir()} if pods_dir.is_dir() else set()
+    if not uids:
+        return
+    log_root = Path("/var/log/pods")
+    ours = [d for d in log_root.glob("*_*") if d.name.rsplit("_", 1)[-1] in uids]
+    links = Path("/var/log/containers")
+    if links.is_dir():
+        for link in links.iterdir():
+            if link.is_symlink() and any(str(d) in os.readlink(link) for d in ours):
+                link.unlink(missing_ok=True)
+    for d in ours:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _down(lay: Layout) -> list[str]:
     stopped = []
     if procs.stop("kubelet", lay.run):
@@ -650,6 +671,7 @@ def _down(lay: Layout) -> list[str]:
         _unmount_all(lay.root)
     _remove_cgroups(lay)
     _remove_network(lay)
+    _remove_pod_logs(lay)
     for d in (
         lay.run,
         lay.etcd_data,
