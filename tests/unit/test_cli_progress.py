@@ -103,3 +103,23 @@ def test_summary_table_shows_metrics_time_and_model(tmp_path):
     for text in ("Succeeded", "0.2500", "91.2%", "120", "2700", "93 s", "loss_curve.png"):
         assert text in out
     assert "perplexity" not in out
+
+
+def test_demo_request_fits_the_model(tiny_classifier_dir, tiny_causal_lm_dir):
+    from snowtrain.cli.serving import demo_request, model_task
+
+    assert model_task(tiny_classifier_dir) == "classification"
+    classify = demo_request("classification", "m")
+    assert classify.path == "/v1/models/m:predict" and classify.body["instances"]
+    complete = demo_request(model_task(tiny_causal_lm_dir), "m")
+    assert complete.path == "/v1/completions" and complete.body["model"] == "m"
+    assert (
+        demo_request("pretrain", "m").body["prompt"]
+        != demo_request("causal-lm", "m").body["prompt"]
+    )
+    # The printed curl is valid shell: the JSON body survives quoting.
+    import shlex
+
+    words = shlex.split(classify.curl("http://127.0.0.1:8080"))
+    assert words[2] == "http://127.0.0.1:8080/v1/models/m:predict"
+    assert json.loads(words[-1]) == classify.body

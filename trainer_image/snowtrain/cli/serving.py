@@ -29,6 +29,7 @@ DEMO_PROMPT = (
     "Summarize the support ticket in one line.\nTicket: Hi, this is Sam (order #40213). "
     "I was charged twice for the monthly plan. Please help, I need a refund.\nSummary:"
 )
+DEMO_CORPUS_PROMPT = "Forecast for Alderford:"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -49,21 +50,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def model_task(model_dir: Path) -> str:
-    """classification or completion, decided as the server does (contracts §1)."""
+    """classification, causal-lm or pretrain, decided as the server does (contracts §1)."""
     try:
         task = json.loads((model_dir / "snowtrain.json").read_text()).get("task")
     except (OSError, json.JSONDecodeError):
         task = None
-    if task == "classification":
-        return "classification"
-    if task in ("causal-lm", "pretrain"):
-        return "completion"
+    if task in ("classification", "causal-lm", "pretrain"):
+        return task
     archs = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
-    return (
-        "classification"
-        if any(a.endswith("ForSequenceClassification") for a in archs)
-        else "completion"
-    )
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "classification"
+    return "causal-lm"
 
 
 @dataclass(frozen=True)
@@ -81,11 +78,13 @@ class DemoRequest:
 
 
 def demo_request(task: str, name: str) -> DemoRequest:
+    """A request that suits the model: a review to classify, a ticket to summarise (the
+    example prompt/completion table), or the start of a paragraph like the example corpus."""
     if task == "classification":
         return DemoRequest(f"/v1/models/{name}:predict", {"instances": [DEMO_TEXT]})
+    prompt = DEMO_PROMPT if task == "causal-lm" else DEMO_CORPUS_PROMPT
     return DemoRequest(
-        "/v1/completions",
-        {"model": name, "prompt": DEMO_PROMPT, "max_tokens": 32, "temperature": 0},
+        "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 32, "temperature": 0}
     )
 
 
