@@ -12,11 +12,9 @@ under the state dir, removes the bridge, IPAM state and cgroups. Both are idempo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster import build, config, debian, images, locks, paths, pki, procs
+from tests.cluster import build, config, debian, host, images, locks, paths, pki, procs
 from tests.cluster.config import Layout
 from tests.cluster.kubeapi import Api
 
@@ -292,30 +290,6 @@ def _start_scheduler(lay: Layout) -> None:
     )
 
 
-def _cgroup_hierarchies(unified: bool = False) -> list[Path]:
-    """Mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd), plus with `unified`
-    the hybrid-mode cgroup2 mount, where runc mirrors the pod cgroups too."""
-    types = {"cgroup", "cgroup2"} if unified else {"cgroup"}
-    found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[2] in types:
-            found.append(Path(fields[1]))
-    return found
-
-
-def _prepare_cgroups(lay: Layout) -> None:
-    """Create /snowtrain in every hierarchy (kubelet requires --cgroup-root to exist)."""
-    for hier in _cgroup_hierarchies():
-        d = hier / lay.cgroup_root
-        d.mkdir(exist_ok=True)
-        if (hier / "cpuset.cpus").exists():
-            # A new cpuset cgroup starts empty and would refuse tasks.
-            for f in ("cpuset.cpus", "cpuset.mems"):
-                if not (d / f).read_text().strip():
-                    (d / f).write_text((hier / f).read_text())
-
-
 def _start_containerd(lay: Layout) -> None:
     for d in (lay.containerd_root, lay.containerd_state, lay.containerd / "opt"):
         d.mkdir(parents=True, exist_ok=True)
@@ -462,7 +436,7 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
         mark("crds_established")
         _start_controller_manager(lay)
         _start_scheduler(lay)
-        _prepare_cgroups(lay)
+        host.prepare_cgroups(lay)
         _start_containerd(lay)
         mark("containerd")
         _start_kubelet(lay, ports)
@@ -540,91 +514,6 @@ def other_users(lay: Layout | None = None) -> int:
 # ----------------------------------------------------------------------------- stop
 
 
-def _cgroup_pids(lay: Layout) -> set[int]:
-    pids: set[int] = set()
-    for hier in _cgroup_hierarchies(unified=True):
-        root = hier / lay.cgroup_root
-        if root.is_dir():
-            for procs_file in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(x) for x in procs_file.read_text().split())
-    return pids
-
-
-def _kill_pod_processes(lay: Layout) -> None:
-    """SIGKILL everything in our pod cgroups (containers, not the daemons)."""
-    for _ in range(50):
-        pids = _cgroup_pids(lay)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-def _remove_containers(lay: Layout) -> None:
-    """Delete tasks and containers from our containerd so no snapshot stays mounted."""
-    ctr = images.ctr_argv(lay.containerd_sock)
-
-    def ids(*args: str) -> list[str]:
-        res = subprocess.run([*ctr, *args], capture_output=True, text=True, check=False)
-        return res.stdout.split() if res.returncode == 0 else []
-
-    for task in ids("tasks", "ls", "-q"):
-        subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True)
-        subprocess.run([*ctr, "tasks", "delete", "-f", task], capture_output=True)
-    for cid in ids("containers", "ls", "-q"):
-        subprocess.run([*ctr, "containers", "delete", cid], capture_output=True)
-
-
-def _mounts_under(root: Path) -> list[str]:
-    """Mount points below root, deepest first."""
-    prefix = str(root.resolve())
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mnt = line.split()[4].replace("\\040", " ")
-        if mnt == prefix or mnt.startswith(prefix + "/"):
-            found.append(mnt)
-    return sorted(set(found), key=lambda m: m.count("/"), reverse=True)
-
-
-def _unmount_all(root: Path) -> None:
-    for _ in range(5):
-        mounts = _mounts_under(root)
-        if not mounts:
-            return
-        for m in mounts:
-            subprocess.run(["umount", m], capture_output=True, check=False)
-        for m in _mounts_under(root):
-            subprocess.run(["umount", "-l", m], capture_output=True, check=False)
-
-
-def _remove_cgroups(lay: Layout) -> None:
-    for hier in _cgroup_hierarchies(unified=True):
-        root = hier / lay.cgroup_root
-        if not root.is_dir():
-            continue
-        dirs = sorted(
-            (p for p in root.rglob("*") if p.is_dir()),
-            key=lambda p: len(p.parts),
-            reverse=True,
-        )
-        for d in [*dirs, root]:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-def _remove_network(lay: Layout) -> None:
-    if Path(f"/sys/class/net/{lay.bridge}").exists():
-        subprocess.run(["ip", "link", "delete", lay.bridge], capture_output=True)
-    # libcni caches results per network name under /var/lib/cni (not configurable in 1.6).
-    for cache in (Path("/var/lib/cni/results"), Path("/var/lib/cni")):
-        if cache.is_dir():
-            for f in cache.glob(f"{lay.cni_network}-*"):
-                f.unlink(missing_ok=True)
-
-
 def down(lay: Layout | None = None) -> list[str]:
     """Stop everything `up` started and remove its traces; returns the stopped components."""
     lay = lay or config.default_layout()
@@ -632,46 +521,25 @@ def down(lay: Layout | None = None) -> list[str]:
         return _down(lay)
 
 
-def _remove_pod_logs(lay: Layout) -> None:
-    """Delete /var/log/pods entries (fixed path in kubelet 1.20) of this kubelet's pods only.
-
-    The kubelet keeps one directory per pod UID under its root dir, so those UIDs name
-    exactly the log directories and /var/log/containers links that this cluster created.
-    """
-    pods_dir = lay.kubelet_root / "pods"
-    uids = {p.name for p in pods_dir.iterdir()} if pods_dir.is_dir() else set()
-    if not uids:
-        return
-    log_root = Path("/var/log/pods")
-    ours = [d for d in log_root.glob("*_*") if d.name.rsplit("_", 1)[-1] in uids]
-    links = Path("/var/log/containers")
-    if links.is_dir():
-        for link in links.iterdir():
-            if link.is_symlink() and any(str(d) in os.readlink(link) for d in ours):
-                link.unlink(missing_ok=True)
-    for d in ours:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def _down(lay: Layout) -> list[str]:
     stopped = []
     if procs.stop("kubelet", lay.run):
         stopped.append("kubelet")
-    _kill_pod_processes(lay)
+    host.kill_pod_processes(lay)
     if procs.pid_of("containerd", lay.run) is not None:
-        _remove_containers(lay)
+        host.remove_containers(lay)
     for name in reversed(COMPONENTS[:-1]):
         if procs.stop(name, lay.run, timeout=15):
             stopped.append(name)
     # Shims re-parent to init and outlive containerd; ours carry our socket path.
     for pid in procs.shim_pids(str(lay.containerd_sock)):
         procs.stop_pid(pid, timeout=5)
-    _kill_pod_processes(lay)
+    host.kill_pod_processes(lay)
     if lay.root.exists():
-        _unmount_all(lay.root)
-    _remove_cgroups(lay)
-    _remove_network(lay)
-    _remove_pod_logs(lay)
+        host.unmount_all(lay.root)
+    host.remove_cgroups(lay)
+    host.remove_network(lay)
+    host.remove_pod_logs(lay)
     for d in (
         lay.run,
         lay.etcd_data,
