@@ -159,8 +159,8 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
 ) -> None:
     body = ftj(
         "sentiment",
-        steps=8,
-        step_seconds=1.5,
+        steps=20,
+        step_seconds=1,
         resources={"gpusPerNode": 1, "memory": "64Mi", "cpu": "100m"},
         output={"volumeClaimName": model_claim, "path": "sentiment/v1"},
         serving={"replicas": 1, "port": 8080},
@@ -190,12 +190,16 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     # A real pod runs; the status shows progress while it does.
     running = api.wait_phase("sentiment", {"Running"}, timeout=60)
     assert condition(running, "Running")["status"] == "True"
-    progress = api.wait(
-        "progress between 0 and 100",
-        lambda: (p := api.status("sentiment").get("progress")) and 0 < p.get("percent", 0) < 100 and p,
-        timeout=30,
+    live = api.wait(
+        "progress while Running",
+        lambda: (s := api.status("sentiment")).get("phase") == "Running"
+        and (s.get("progress") or {}).get("percent", 0) > 0
+        and s,
+        timeout=40,
     )  # fmt: skip
-    assert progress["totalSteps"] == 8
+    progress = live["progress"]
+    assert progress["totalSteps"] == 20
+    assert 0 < progress["step"] <= 20
     assert api.status("sentiment")["metrics"]["trainLoss"] > 0
 
     done = api.wait_phase("sentiment", {"Succeeded", "Failed"}, timeout=90)
