@@ -155,7 +155,11 @@ def test_namespaced_values_grant_nothing_cluster_wide_on_workloads() -> None:
     docs = helm_template(*NAMESPACED_VALUES)
     (cluster_role,) = by_kind(docs, "ClusterRole")
     groups = {g for rule in cluster_role["rules"] for g in rule["apiGroups"]}
-    assert groups == {"apiextensions.k8s.io", "admissionregistration.k8s.io"}
+    assert groups == {"apiextensions.k8s.io", "admissionregistration.k8s.io", ""}
+    core = {
+        r for rule in cluster_role["rules"] if rule["apiGroups"] == [""] for r in rule["resources"]
+    }
+    assert core == {"namespaces"}
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["ml", "team-a"]
     deploy = by_kind(docs, "Deployment")[0]
     assert env_of(deploy)["SNOWTRAIN_NAMESPACES"] == "ml,team-a"

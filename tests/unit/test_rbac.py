@@ -59,6 +59,7 @@ CLIENT_RESOURCES: dict[str, tuple[str, str]] = {
     ),
 }
 VERBS = {
+    "get": "get",  # CustomObjectsApi says get_..., the typed APIs read_...
     "read": "get",
     "list": "list",
     "create": "create",
@@ -68,7 +69,7 @@ VERBS = {
     "delete_collection": "deletecollection",
 }
 CLIENT_METHOD = re.compile(
-    r"^(?P<verb>read|list|create|patch|replace|delete_collection|delete)_"
+    r"^(?P<verb>get|read|list|create|patch|replace|delete_collection|delete)_"
     r"(?:namespaced_)?(?P<res>[a-z_]+?)(?:_for_all_namespaces)?(?:_with_http_info)?$"
 )
 #: Names that match the pattern but are not API calls.
@@ -80,6 +81,9 @@ KOPF_EVENTS: set[Triple] = {("", "events", "create")}
 KOPF_CRD_OBSERVATION: set[Triple] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")
 }
+#: Watching explicit namespaces, kopf lists and watches Namespace objects (it logs a 403 and
+#: falls back to assuming they exist, retrying for minutes on every start, without it).
+KOPF_NAMESPACE_OBSERVATION: set[Triple] = {("", "namespaces", v) for v in ("list", "watch")}
 PEERING_VERBS = ("get", "list", "watch", "patch")
 
 
@@ -204,6 +208,8 @@ def needed(cluster_wide: bool) -> set[Triple]:
     peering = "clusterkopfpeerings" if cluster_wide else "kopfpeerings"
     needs |= {("kopf.dev", peering, v) for v in PEERING_VERBS}
     needs |= KOPF_CRD_OBSERVATION
+    if not cluster_wide:
+        needs |= KOPF_NAMESPACE_OBSERVATION
     if webhook:
         needs |= {
             ("admissionregistration.k8s.io", "validatingwebhookconfigurations", v)
@@ -277,5 +283,5 @@ def test_namespaced_roles_hold_all_workload_permissions() -> None:
     """In namespaced mode only kopf's own cluster-scoped needs are in the ClusterRole."""
     docs = _helm("--set", "watchNamespaces={ml}")
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    cluster_scoped = {"customresourcedefinitions", "validatingwebhookconfigurations"}
+    cluster_scoped = {"customresourcedefinitions", "validatingwebhookconfigurations", "namespaces"}
     assert {r for _, r, _ in granted([cluster_role])} <= cluster_scoped

@@ -46,7 +46,7 @@ calls from the operator's source and fails when these rules grant more, or less.
 {{- define "snowtrain.workloadRules" -}}
 - apiGroups: [snowtrain.io]
   resources: [finetunejobs, pretrainjobs]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [snowtrain.io]
   resources: [finetunejobs/status, pretrainjobs/status]
   verbs: [patch]
@@ -81,6 +81,12 @@ calls from the operator's source and fails when these rules grant more, or less.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+# kopf observes the Namespace objects it was told to watch.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
 {{- if .Values.webhook.enabled }}
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingwebhookconfigurations]
