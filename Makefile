@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv venv-local demo test test-fast lint crds crds-check
+.PHONY: help venv venv-local demo test test-fast lint crds crds-check images
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,11 +43,13 @@ lint: venv ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-crds: venv ## regenerate the CRDs from the API models
+crds: venv ## regenerate the CRDs from the API models (manifests/ and the Helm chart)
 	$(PY) -m snowtrain.api.crd manifests/crds
+	$(PY) charts/snowtrain/hack/sync_crds.py
 
 crds-check: venv
 	$(PY) -m snowtrain.api.crd --check manifests/crds
+	$(PY) charts/snowtrain/hack/sync_crds.py --check
 
 test-fast: venv ## unit tests only
 	$(VENV)/bin/pytest tests/unit -q
@@ -68,3 +70,6 @@ cluster-up: venv ## start the local cluster with manifests/crds applied (idempot
 
 cluster-down: ## stop the local cluster: no process, mount, cgroup or bridge left behind
 	$(PY) -m tests.cluster down
+
+images: venv ## build the operator and trainer images without Docker (cached) and import them
+	$(PY) -m tests.images operator trainer --import
