@@ -155,6 +155,12 @@ def test_generated_tokens_are_counted_in_metrics(base: str) -> None:
     before = generated()
     usage = complete(base, prompt="hello", max_tokens=5, temperature=0).json()["usage"]
     assert generated() - before == usage["completion_tokens"]
+    tps = [
+        float(line.split()[1])
+        for line in httpx.get(f"{base}/metrics").text.splitlines()
+        if line.startswith("snowtrain_generation_tokens_per_second ")
+    ]
+    assert tps and tps[0] > 0
 
 
 @pytest.mark.parametrize(
@@ -194,7 +200,7 @@ def test_classification_routes_refuse_a_language_model(base: str) -> None:
 def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
     tiny_causal_lm_dir: Path,
 ) -> None:
-    """60 simultaneous requests against room for 2 running + 4 queued: the rest get 429
+    """60 simultaneous requests against room for <= 2 running + 4 queued: the rest get 429
     with Retry-After at once, everything accepted completes, and nothing else happens."""
     with running_server(tiny_causal_lm_dir, max_batch_size=2, max_queue=4, max_wait_ms=0) as url:
 
@@ -215,8 +221,8 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
         codes = [r.status_code for r in responses]
         assert set(codes) <= {200, 429}, codes
         rejected = [r for r in responses if r.status_code == 429]
-        assert len(rejected) >= 30, codes
-        assert codes.count(200) >= 6
+        assert len(rejected) >= 20, codes
+        assert codes.count(200) >= 5  # at least the first batch plus a full queue
         for r in rejected:
             assert r.headers["retry-after"] == "1"
             assert "queue full" in error_message(r)

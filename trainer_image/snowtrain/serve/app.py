@@ -76,7 +76,11 @@ class ServerState:
             max_batch_size=self.settings.max_batch_size,
             max_wait_ms=self.settings.max_wait_ms,
             max_queue=self.settings.max_queue,
-            on_batch=self.metrics.observe_batch,
+            # Runs on the event loop once the worker thread is idle again, so reading the
+            # model's last batch token count here is race-free.
+            on_batch=lambda n, s: self.metrics.observe_batch(
+                n, s, getattr(model, "last_generated_tokens", None)
+            ),
             name=f"model-{self.info.name}",
         )
         await batcher.start()

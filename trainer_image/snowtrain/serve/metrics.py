@@ -62,9 +62,18 @@ class ServerMetrics:
             registry=r,
         )
 
-    def observe_batch(self, size: int, seconds: float) -> None:
+        self.tokens_per_second = Gauge(
+            "snowtrain_generation_tokens_per_second",
+            "Completion tokens per second of the latest batch (what a dashboard shows at a "
+            "glance; rate(snowtrain_generated_tokens_total) is the precise figure).",
+            registry=r,
+        )
+
+    def observe_batch(self, size: int, seconds: float, generated: int | None = None) -> None:
         self.batch_size.observe(size)
         self.batch_latency.observe(seconds)
+        if generated is not None and seconds > 0:
+            self.tokens_per_second.set(generated / seconds)
 
 
 class LatencyMiddleware:

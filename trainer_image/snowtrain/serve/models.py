@@ -119,6 +119,8 @@ class CompletionModel:
         self.info = info
         self.runtime = runtime
         self.model: PreTrainedModel | None = None
+        self.last_generated_tokens = 0
+        """Tokens the latest predict() generated (read by the batch metrics observer)."""
 
     def load(self) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(
@@ -154,6 +156,9 @@ class CompletionModel:
                 done = [exc] * len(idx)
             for i, res in zip(idx, done, strict=True):
                 results[i] = res
+        self.last_generated_tokens = sum(
+            r.completion_tokens for r in results if isinstance(r, Completion)
+        )
         return results
 
     @torch.inference_mode()
