@@ -82,15 +82,23 @@ def test_batching_does_not_change_answers(base: str) -> None:
 
 
 def test_concurrent_requests_are_served_in_shared_batches(base: str) -> None:
+    def batches() -> tuple[float, float]:
+        metrics = httpx.get(f"{base}/metrics").text
+        return (
+            _sample(metrics, "snowtrain_batch_size_count"),
+            _sample(metrics, "snowtrain_batch_size_sum"),
+        )
+
+    count0, items0 = batches()
     with ThreadPoolExecutor(16) as pool:
         codes = list(
             pool.map(lambda i: predict(base, {"instances": [f"text {i}"]}).status_code, range(32))
         )
     assert codes == [200] * 32
-    metrics = httpx.get(f"{base}/metrics").text
-    count = _sample(metrics, "snowtrain_batch_size_count")
-    total = _sample(metrics, "snowtrain_batch_size_sum")
-    assert total / count > 1.5, f"mean batch size {total / count}: requests were not batched"
+    count1, items1 = batches()
+    assert items1 - items0 == 32
+    mean = (items1 - items0) / (count1 - count0)
+    assert mean > 1.5, f"mean batch size {mean}: requests were not batched"
 
 
 def test_v2_infer_matches_v1_predict(base: str) -> None:
