@@ -216,8 +216,16 @@ def test_pretrain_job_model_is_mounted_read_only_for_a_dependent_fine_tune() -> 
     job = parse_job(ftj(baseModel={"pretrainJobRef": {"name": "gpt-small"}}))
     uri = "pvc://models/pretrainjob/ml/gpt-small"
     m = ch.build_training_job(job, SETTINGS, 1, NEW, pretrain_model_uri=uri)
-    (vol,) = [v for v in _pod(m)["volumes"] if v["name"] == "base-model"]
-    assert vol["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    pod = _pod(m)
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["models"]  # one volume per claim: the same claim twice never mounts
+    (trainer,) = [c for c in pod["containers"] if c["name"] == "trainer"]
+    (mount,) = [mt for mt in trainer["volumeMounts"] if mt["mountPath"] == "/mnt/base-model"]
+    assert mount == {"name": "models", "mountPath": "/mnt/base-model", "readOnly": True}
     config = json.loads(ch.build_config_map(job, SETTINGS, uri)["data"]["config.json"])
     assert config["baseModel"] == "/mnt/base-model/pretrainjob/ml/gpt-small"
 

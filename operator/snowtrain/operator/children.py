@@ -343,7 +343,11 @@ def _training_volumes(
         )
         mounts.append({"name": "snowflake", "mountPath": CREDENTIALS_DIR, "readOnly": True})
     base = base_model_location(job, pretrain_model_uri)
-    if base:
+    if base and base.claim == out.claim:
+        # The same claim twice in one pod never mounts (kubelet waits on the second volume
+        # forever): mount the models volume a second time, read-only, instead.
+        mounts.append({"name": "models", "mountPath": BASE_MODEL_MOUNT, "readOnly": True})
+    elif base:
         volumes.append(
             {
                 "name": "base-model",
