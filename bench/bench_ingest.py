@@ -183,7 +183,8 @@ class ParquetSource:
     def iter_batches(self, split: str = "train") -> Any:
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(self.path)
+        # pre_buffer (the default) caches every row group read: memory would grow with the file.
+        pf = pq.ParquetFile(self.path, pre_buffer=False)
         yield from pf.iter_batches(batch_size=self.batch_rows, columns=["text", "label"])
 
 
@@ -204,7 +205,8 @@ def run_tokenize_only(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any
 
     encode = Encoder(tokenizer, special=True, max_len=MAX_LEN)
     n = 0
-    for batch in pq.ParquetFile(args.parquet).iter_batches(args.batch_rows, columns=["text"]):
+    pf = pq.ParquetFile(args.parquet, pre_buffer=False)
+    for batch in pf.iter_batches(args.batch_rows, columns=["text"]):
         n += len(encode.lists(batch.column("text").to_pylist()))
     return {"items": n, "sample": []}
 

@@ -316,7 +316,8 @@ class SnowflakeSource:
             elif self._fraction <= 0:
                 return
             elif self._spill_file is not None:
-                pf = pq.ParquetFile(self._spill_file)
+                # pre_buffer would cache every row group read, growing with the file.
+                pf = pq.ParquetFile(self._spill_file, pre_buffer=False)
                 yield from pf.iter_batches(batch_size=self.cfg.batch_rows)
             else:
                 yield from self._stream(self._from, keep="validation", record=False)
