@@ -17,6 +17,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.fixtures.operator import free_port
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 GROUP, VERSION = "snowtrain.io", "v1alpha1"
@@ -157,13 +159,16 @@ def model_claim(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     api: Api, operator_process: Any, model_claim: str, kubectl: Callable[..., Any], tmp_path: Path
 ) -> None:
+    port = free_port()
     body = ftj(
         "sentiment",
         steps=20,
         step_seconds=1,
         resources={"gpusPerNode": 1, "memory": "64Mi", "cpu": "100m"},
         output={"volumeClaimName": model_claim, "path": "sentiment/v1"},
-        serving={"replicas": 1, "port": 8080},
+        # hostNetwork: the local node has no host route to pod IPs, so the kubelet's HTTP
+        # probes only reach a serving pod on the host network (a user podTemplate override).
+        serving={"replicas": 1, "port": port, "podTemplate": {"spec": {"hostNetwork": True}}},
     )
     api.create(body)
 
@@ -225,7 +230,7 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
         and s,
         timeout=90,
     )  # fmt: skip
-    assert ready["serving"]["endpoint"] == f"http://sentiment-serve.{api.ns}.svc:8080"
+    assert ready["serving"]["endpoint"] == f"http://sentiment-serve.{api.ns}.svc:{port}"
     assert condition(ready, "Ready")["status"] == "True"
     dep = api.apps.read_namespaced_deployment("sentiment-serve", api.ns)
     (server,) = dep.spec.template.spec.containers
@@ -233,7 +238,7 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
         "python", "-m", "snowtrain.serve", "--model-dir", "/mnt/models/sentiment/v1",
     ]  # fmt: skip
     assert server.readiness_probe.http_get.path == "/readyz"
-    assert api.core.read_namespaced_service("sentiment-serve", api.ns).spec.ports[0].port == 8080
+    assert api.core.read_namespaced_service("sentiment-serve", api.ns).spec.ports[0].port == port
     assert kubectl("wait", "-n", api.ns, "--for=condition=Ready", "ftj/sentiment", "--timeout=10s").returncode == 0  # fmt: skip
 
     # An event on every transition.
@@ -244,7 +249,7 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     assert "-> Running" in messages and "Running -> Succeeded" in messages
 
     # A serving edit rolls the Deployment.
-    api.patch_spec("sentiment", {"serving": {"replicas": 2, "port": 8080}})
+    api.patch_spec("sentiment", {"serving": {"replicas": 2, "port": port}})
     api.wait(
         "2 replicas",
         lambda: api.apps.read_namespaced_deployment("sentiment-serve", api.ns).spec.replicas == 2,

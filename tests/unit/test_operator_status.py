@@ -339,3 +339,19 @@ def test_status_patch_nulls_what_is_no_longer_true() -> None:
         "progress": {"percent": 6, "etaSeconds": None},
     }
     assert merge_patch(new, new) == {}
+
+
+def test_a_finished_pod_keeps_the_job_running_until_the_job_completes() -> None:
+    # Between the pod's exit and the Job controller's Complete condition the phase must not
+    # flap back to Queued (a Running -> Queued -> Succeeded event sequence).
+    done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
+    out = st.compute(observed(st.observe_attempt(k8s_job(active=0), [done])))
+    assert out.phase == "Running"
+
+
+def test_a_pod_failure_the_job_will_retry_is_queued_with_its_reason() -> None:
+    crashed = pod("Failed", terminated={"exitCode": 1, "reason": "Error", "message": "boom"})
+    out = st.compute(observed(st.observe_attempt(k8s_job(active=0), [crashed])))
+    assert out.phase == "Queued"
+    assert conds(out.status)["Running"]["reason"] == "Error"
+    assert "retries" in conds(out.status)["Running"]["message"]

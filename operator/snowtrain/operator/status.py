@@ -264,9 +264,12 @@ def observe_attempt(
             if fatal:
                 return AttemptState("failed", reason, message, stuck_since=since, **base)
             return AttemptState("queued", reason, message, stuck_since=since, **base)
-    if pod_failure and pod_failure[0] in RETRYABLE:
+    if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+        # The trainer exited 0; the Job controller marks the Job Complete a moment later.
+        return AttemptState("running", "Running", "the trainer finished; completing", **base)
+    if pod_failure:
         reason, message, code, summary = pod_failure
-        message = f"{message}; retrying from the last checkpoint"
+        message = f"{message}; the Job retries the pod (resuming from the last checkpoint)"
         return AttemptState("queued", reason, message, code, summary, **base)
     if any((p.get("status") or {}).get("phase") == "Pending" for p in pods):
         return AttemptState("queued", "PodPending", "the training pod is starting", **base)
