@@ -178,37 +178,41 @@ def test_run_trains_serves_and_answers(tmp_path, tiny_classifier_dir):
 @pytest.mark.slow
 @pytest.mark.snowflake
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, tiny_classifier_dir):
+    """Ctrl-C during training: the trainer checkpoints (SIGTERM, as on preemption) and the same
+    command resumes from that step instead of starting over."""
     env = _cli_env(tmp_path)
-    job = _tiny_job(tmp_path, tiny_classifier_dir, maxSteps=400, checkpoint={"everySteps": 2})
+    # Checkpoints only on preemption, so the resumed step proves the SIGTERM path.
+    job = _tiny_job(tmp_path, tiny_classifier_dir, maxSteps=40, checkpoint={"everySteps": 1000})
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "snowtrain.cli",
-        "run",
-        str(job),
-        "--output",
-        str(run_dir),
-        "--no-serve",
-    ]
+    args = ["run", str(job), "--output", str(run_dir), "--no-serve"]
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+        [sys.executable, "-m", "snowtrain.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     events = run_dir / "events.jsonl"
     deadline = time.monotonic() + 300
+    # The start event comes once the trainer is in its training phase.
     while time.monotonic() < deadline and proc.poll() is None:
-        if events.exists() and '"checkpoint"' in events.read_text():
+        if events.exists() and '"start"' in events.read_text():
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out
     assert "Run the same command again to resume" in out
+    stopped = [json.loads(line) for line in events.read_text().splitlines()]
+    checkpoint = next(e for e in stopped if e["event"] == "checkpoint")
+    assert 0 < checkpoint["step"] < 40
 
-    again = _run(args[3:], env)
+    again = _run(args, env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert re.search(r"Resuming from the checkpoint at step \d+", again.stdout), again.stdout
-    assert json.loads((run_dir / "model" / "metrics.json").read_text())["steps"] == 400
+    assert f"Resuming from the checkpoint at step {checkpoint['step']}" in again.stdout
+    assert json.loads((run_dir / "model" / "metrics.json").read_text())["steps"] == 40
+    assert (run_dir / "model" / "loss_curve.png").is_file()
 
 
 @pytest.mark.slow
