@@ -236,6 +236,16 @@ class Server:
             time.sleep(0.2)
         raise TimeoutError(f"{self.kind} server not ready")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (all its threads), from /proc.
+
+        On a shared machine the scheduler shares CPU per thread, so a server with 40 busy
+        threads takes more of it than one with 3; requests per CPU-second is the comparison
+        that other tenants' load does not skew.
+        """
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -301,11 +311,18 @@ async def closed_loop(url: str, concurrency: int, duration: float, texts: list[s
 
 
 def summarize(
-    concurrency: int, latencies: list[float], rejected: list[float], errors: int, elapsed: float
+    concurrency: int,
+    latencies: list[float],
+    rejected: list[float],
+    errors: int,
+    elapsed: float,
+    cpu_seconds: float = float("nan"),
 ) -> dict:
     return {
         "concurrency": concurrency,
         "seconds": elapsed,
+        "cpu_seconds": cpu_seconds,
+        "per_cpu_second": len(latencies) / cpu_seconds if cpu_seconds > 0 else float("nan"),
         "latencies": latencies,
         "rejected": rejected,
         "ok": len(latencies),
@@ -322,7 +339,8 @@ def summarize(
 def show(kind: str, r: dict) -> None:
     print(
         f"{kind:>6} c={r['concurrency']:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:8.1f} ms  "
-        f"p99 {r['p99_ms']:8.1f} ms  429s {r['rejected429']:6d}  errors {r['errors']}",
+        f"p99 {r['p99_ms']:8.1f} ms  {r['per_cpu_second']:6.1f} req/CPU-s  "
+        f"429s {r['rejected429']:5d}  errors {r['errors']}",
         flush=True,
     )
 
@@ -335,7 +353,11 @@ def merge(runs: list[dict]) -> dict:
         [x for r in runs for x in r["rejected"]],
         sum(r["errors"] for r in runs),
         sum(r["seconds"] for r in runs),
-    )
+        sum(r["cpu_seconds"] for r in runs),
+    ) | {
+        "batches": sum(r["batches"] for r in runs),
+        "batched_items": sum(r["batched_items"] for r in runs),
+    }
 
 
 def compare(
@@ -350,22 +372,37 @@ def compare(
         for c in levels:
             order = list(servers) if rnd % 2 == 0 else list(reversed(servers))
             for kind in order:
+                cpu = servers[kind].cpu_seconds()
+                batches0, items0 = batch_counters(servers[kind].url)
                 r = asyncio.run(closed_loop(servers[kind].url, c, duration, texts))
+                batches1, items1 = batch_counters(servers[kind].url)
+                r.update(
+                    summarize(
+                        c,
+                        r["latencies"],
+                        r["rejected"],
+                        r["errors"],
+                        r["seconds"],
+                        servers[kind].cpu_seconds() - cpu,
+                    )
+                )
+                r["batches"], r["batched_items"] = batches1 - batches0, items1 - items0
                 runs.setdefault((kind, c), []).append(r)
                 show(f"{kind}", r)
     return {kind: [merge(runs[(kind, c)]) for c in levels] for kind in servers}
 
 
-def mean_batch(url: str) -> float:
-    """Mean items per model batch so far, from the server's own /metrics."""
+def batch_counters(url: str) -> tuple[float, float]:
+    """(batches, items) the server reports in /metrics; (0, 0) for a server without them."""
     import httpx
 
-    values = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(("snowtrain_batch_size_sum ", "snowtrain_batch_size_count ")):
-            name, value = line.split()
+    values = {"snowtrain_batch_size_count": 0.0, "snowtrain_batch_size_sum": 0.0}
+    resp = httpx.get(f"{url}/metrics", timeout=10)
+    for line in resp.text.splitlines() if resp.status_code == 200 else []:
+        name, _, value = line.partition(" ")
+        if name in values:
             values[name] = float(value)
-    return values["snowtrain_batch_size_sum"] / max(1.0, values["snowtrain_batch_size_count"])
+    return values["snowtrain_batch_size_count"], values["snowtrain_batch_size_sum"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.wait_ready()
             results = compare(servers, a.levels, a.rounds, a.duration, texts)
-            batches = mean_batch(servers["ours"].url)
             print("\npooled over rounds:")
             for kind, rows in results.items():
                 for r in rows:
@@ -422,12 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = {
             "concurrency": n["concurrency"],
             "throughput_x": o["rps"] / n["rps"],
+            "per_cpu_second_x": o["per_cpu_second"] / n["per_cpu_second"],
             "p50_x": n["p50_ms"] / o["p50_ms"],
             "p99_x": n["p99_ms"] / o["p99_ms"],
         }
         ratios.append(ratio)
         print(
             f"  c={n['concurrency']:<4} throughput {ratio['throughput_x']:5.2f}x   "
+            f"per CPU-second {ratio['per_cpu_second_x']:5.2f}x   "
             f"p50 {ratio['p50_x']:5.2f}x lower   p99 {ratio['p99_x']:5.2f}x lower"
         )
     no, oo = results["naive-overload"][0], results["ours-overload"][0]
@@ -440,8 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     for rows in results.values():
         for r in rows:
             del r["latencies"], r["rejected"]
-    print(f"ours: {batches:.1f} items per model batch on average over all levels")
-    summary = {"results": results, "ratios": ratios, "threads": a.threads, "meanBatch": batches}
+    print(
+        "ours, mean items per model batch: "
+        + ", ".join(
+            f"c={r['concurrency']}: {r['batched_items'] / max(1, r['batches']):.1f}"
+            for r in results["ours"] + results["ours-overload"]
+        )
+    )
+    summary = {"results": results, "ratios": ratios, "threads": a.threads}
     print(json.dumps(summary))
     return 0
 
