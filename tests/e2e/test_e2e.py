@@ -208,10 +208,15 @@ def _cluster_sized(spec: dict[str, Any], db: SnowflakeDB) -> None:
     spec["data"]["snowflake"]["database"] = db.database
     spec["data"]["snowflake"]["schema"] = db.schema
     spec["resources"].update({"cpu": "500m", "memory": "3Gi"})
+    host_network = {"spec": {"hostNetwork": True}}
     if spec.get("serving"):
-        spec["serving"]["resources"] = {"cpu": "250m", "memory": "1Gi"}
+        # Pod IPs are not routed from the host here, so the kubelet's HTTP probes (and we)
+        # reach a model server only on the host network, on a port free on the host.
+        spec["serving"].update(
+            resources={"cpu": "250m", "memory": "1Gi"}, port=_free_port(), podTemplate=host_network
+        )
     spec["backoffLimit"] = 0
-    spec["podTemplate"] = {"spec": {"hostNetwork": True}}
+    spec["podTemplate"] = host_network
 
 
 def _seed(db: SnowflakeDB) -> None:
@@ -386,7 +391,10 @@ def test_helm_install_finetune_serve_then_pretrain_and_finetune_from_it(
     with (
         timed("finetune: prediction"),
         port_forward(
-            kube_cluster, namespace, f"svc/{obj['status']['serving']['service']}", 8080
+            kube_cluster,
+            namespace,
+            f"svc/{obj['status']['serving']['service']}",
+            spec["serving"]["port"],
         ) as url,
     ):
         answer = _post(f"{url}/v1/models/{name}:predict", {"instances": ["love it"]})
@@ -417,7 +425,7 @@ def test_helm_install_finetune_serve_then_pretrain_and_finetune_from_it(
             "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 32},
             "resources": {"gpusPerNode": 1},
             "output": {"volumeClaimName": CLAIM},
-            "serving": {"enabled": True, "port": 8080},
+            "serving": {"enabled": True},
         },
     }
     _cluster_sized(child["spec"], snowflake_db)
@@ -431,7 +439,10 @@ def test_helm_install_finetune_serve_then_pretrain_and_finetune_from_it(
     with timed("dependent finetune: serving ready"):
         cobj = _wait_serving(kubectl, namespace, "finetunejob", "qa-from-pretrained")
     with port_forward(
-        kube_cluster, namespace, f"svc/{cobj['status']['serving']['service']}", 8080
+        kube_cluster,
+        namespace,
+        f"svc/{cobj['status']['serving']['service']}",
+        child["spec"]["serving"]["port"],
     ) as url:
         completion = _post(
             f"{url}/v1/completions",
