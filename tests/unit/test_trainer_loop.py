@@ -84,7 +84,15 @@ def tiny_bert() -> torch.nn.Module:
 def tiny_gpt2() -> torch.nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=64, n_embd=64, n_layer=2, n_head=2, n_positions=64)
+    config = GPT2Config(
+        vocab_size=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return GPT2LMHeadModel(config)
 
 
