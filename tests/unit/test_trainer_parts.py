@@ -203,3 +203,13 @@ def test_lora_export_writes_merged_weights_and_the_adapter(tmp_path, tiny_lm_and
     merged = AutoModelForCausalLM.from_pretrained(out)
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
+
+
+def test_mfu_of_gpt2_small_on_an_h100():
+    """nanoGPT's yardstick: 124M params at 600k tokens/s on an H100 SXM is ~45% MFU."""
+    from snowtrain.trainer.metrics import mfu, peak_flops
+
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("Some Future GPU") is None
+    assert mfu(124_000_000, 600_000, 989e12) == pytest.approx(0.451, abs=1e-3)

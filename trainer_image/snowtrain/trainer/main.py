@@ -45,13 +45,19 @@ class SignalGuard:
         self.requested = False
 
     def install(self) -> None:
+        # SIGINT (Ctrl-C in local mode) means the same as a pod's SIGTERM: save and stop.
         signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         if self.phase == "prepare":
-            raise Preempted("SIGTERM received before training started")
-        log.warning("SIGTERM received during %s; stopping at the next safe point", self.phase)
+            raise Preempted(f"{signal.Signals(signum).name} received before training started")
+        log.warning(
+            "%s received during %s; stopping at the next safe point",
+            signal.Signals(signum).name,
+            self.phase,
+        )
 
 
 @dataclass
@@ -75,7 +81,11 @@ def run(config: TrainerConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    from transformers.utils import logging as hf_logging
+
     from .distributed import init_world, shutdown
+
+    hf_logging.disable_progress_bar()  # bars are noise in pod logs; progress is our events
 
     world = init_world()
     reporter = Reporter(config.progress.interval_seconds, enabled=world.is_main, redactor=redactor)
