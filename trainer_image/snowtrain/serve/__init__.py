@@ -11,6 +11,7 @@ Modules: `settings` (command-line options), `model_dir` (which task a directory 
 `runtime` (device, dtype, CPU threads), `models` (ClassifierModel / CompletionModel with
 load/predict), `generation` (per-row stop strings and streaming inside one batched
 generate), `batcher` (dynamic batching with a bounded queue), `schemas` (request bodies),
-`errors` (one JSON error shape), `metrics` (Prometheus), `app` (routes), `__main__` (CLI,
-graceful SIGTERM).
+`errors` (one JSON error shape), `metrics` (Prometheus), `state` (what routes share:
+model, batcher, lifecycle, limits), `kserve` and `completions` (protocol routes), `app`
+(health, metrics, listing; wires it all), `__main__` (CLI, graceful SIGTERM).
 """

@@ -23,7 +23,7 @@ from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
 from snowtrain.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
-    from snowtrain.serve.app import ServerState
+    from snowtrain.serve.state import ServerState
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,0 +1,179 @@
+"""OpenAI-compatible `POST /v1/completions`, with server-sent events when `stream` is set.
+
+Each prompt is one batcher item. For streaming, the worker thread hands each new piece of
+text to this request's asyncio queue (`call_soon_threadsafe`), so a stream shares batches
+with every other request; status errors (400/429/503) are answered before the stream starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from fastapi.sse import EventSourceResponse
+
+from snowtrain.serve.batcher import NotAccepting
+from snowtrain.serve.errors import ApiError, error_body
+from snowtrain.serve.generation import Completion, CompletionItem
+from snowtrain.serve.model_dir import Task
+from snowtrain.serve.models import CompletionModel
+from snowtrain.serve.schemas import CompletionRequest
+from snowtrain.serve.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def completions_router(state: ServerState) -> APIRouter:
+    """`/v1/completions` for a causal LM; on a classifier it answers 400 naming `:predict`."""
+    router = APIRouter()
+    info, settings = state.info, state.settings
+
+    # -- completions ---------------------------------------------------------------------------
+    @router.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Response | dict:
+        state.require(body.model, Task.COMPLETION)
+        prompts = body.prompts()
+        state.check_texts(prompts, "prompt")
+        if body.max_tokens > settings.max_new_tokens:
+            raise ApiError(
+                400,
+                f"max_tokens {body.max_tokens} exceeds this server's limit of "
+                f"{settings.max_new_tokens}",
+            )
+        state.ensure_ready()
+        model = state.model
+        assert isinstance(model, CompletionModel)
+        counts = [model.count_tokens(p) for p in prompts]
+        for i, n in enumerate(counts):
+            if n + body.max_tokens > model.context_length:
+                raise ApiError(
+                    400,
+                    f"prompt[{i}] is {n} tokens and max_tokens is {body.max_tokens}, but the "
+                    f"model's context holds {model.context_length} tokens",
+                )
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def chunk(index: int, text: str, finish: str | None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": info.name,
+                "choices": [
+                    {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+
+        def account(results: Sequence[Completion]) -> None:
+            state.metrics.items.inc(len(results))
+            state.metrics.prompt_tokens.inc(sum(r.prompt_tokens for r in results))
+            state.metrics.generated_tokens.inc(sum(r.completion_tokens for r in results))
+
+        def make_items(on_text: Any = None) -> list[CompletionItem]:
+            return [
+                CompletionItem(
+                    prompt=p,
+                    max_tokens=body.max_tokens,
+                    temperature=body.temperature,
+                    top_p=body.top_p,
+                    stop=body.stops(),
+                    on_text=on_text(i) if on_text else None,
+                )
+                for i, p in enumerate(prompts)
+            ]
+
+        if not body.stream:
+            items = make_items()
+            futures = state.submit_nowait(items)
+            try:
+                results: list[Completion] = list(await asyncio.gather(*futures))
+            except NotAccepting as exc:
+                raise ApiError(503, "server is shutting down") from exc
+            except Exception as exc:
+                log.exception("generation failed")
+                raise ApiError(500, f"generation failed: {type(exc).__name__}") from exc
+            finally:
+                for it, fut in zip(items, futures, strict=True):
+                    it.cancelled.set()
+                    fut.cancel()
+            account(results)
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": info.name,
+                "choices": [
+                    {"text": r.text, "index": i, "logprobs": None, "finish_reason": r.finish_reason}
+                    for i, r in enumerate(results)
+                ],
+                "usage": {
+                    "prompt_tokens": sum(r.prompt_tokens for r in results),
+                    "completion_tokens": sum(r.completion_tokens for r in results),
+                    "total_tokens": sum(r.prompt_tokens + r.completion_tokens for r in results),
+                },
+            }
+
+        # Streaming: the worker thread pushes text pieces into this request's queue.
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
+
+        def on_text(index: int) -> Any:
+            return lambda text: loop.call_soon_threadsafe(events.put_nowait, (index, text))
+
+        items = make_items(on_text)
+        futures = state.submit_nowait(items)  # 429/503 happen here, before the stream starts
+        for i, fut in enumerate(futures):
+            fut.add_done_callback(lambda _f, i=i: events.put_nowait((i, None)))
+
+        async def stream() -> AsyncIterator[str]:
+            pending = len(futures)
+            done: list[Completion] = []
+            try:
+                while pending:
+                    index, text = await events.get()
+                    if text is not None:
+                        yield "data: " + json.dumps(chunk(index, text, None)) + "\n\n"
+                        continue
+                    pending -= 1
+                    fut = futures[index]
+                    if fut.cancelled() or fut.exception() is not None:
+                        exc = None if fut.cancelled() else fut.exception()
+                        msg = (
+                            "server is shutting down"
+                            if isinstance(exc, NotAccepting)
+                            else "generation failed"
+                        )
+                        log.error("stream %s failed: %r", completion_id, exc)
+                        yield "data: " + json.dumps(error_body(500, msg)) + "\n\n"
+                        continue
+                    result = fut.result()
+                    done.append(result)
+                    yield "data: " + json.dumps(chunk(index, "", result.finish_reason)) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                account(done)
+                for it, fut in zip(items, futures, strict=True):
+                    if not fut.done():
+                        # The client went away: its rows stop at the next decoding step
+                        # (queued ones after one step), and the tokens they did generate
+                        # still count once the batch returns.
+                        it.cancelled.set()
+                        fut.add_done_callback(
+                            lambda f: (
+                                account([f.result()])
+                                if not f.cancelled() and f.exception() is None
+                                else None
+                            )
+                        )
+
+        return EventSourceResponse(stream(), headers={"Cache-Control": "no-cache"})
+
+    return router

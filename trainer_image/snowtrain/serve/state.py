@@ -1,0 +1,146 @@
+"""What every route shares: the model, its batcher, the metrics, and the lifecycle.
+
+Routes validate and size-check requests, then hand items to the DynamicBatcher through this
+object and wait; they never touch the model directly. It also owns the answers that do not
+depend on the protocol: 404 for a name this server does not serve, 413 for oversize input,
+503 while loading or draining, 429 when the queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from snowtrain.serve.batcher import DynamicBatcher, NotAccepting, QueueFull
+from snowtrain.serve.errors import ApiError
+from snowtrain.serve.metrics import ServerMetrics
+from snowtrain.serve.model_dir import ModelInfo, Task
+from snowtrain.serve.models import ClassifierModel, CompletionModel, build_model
+from snowtrain.serve.runtime import choose_runtime
+from snowtrain.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class ServerState:
+    """What the routes share: the model, its batcher, metrics, and the lifecycle flags."""
+
+    def __init__(self, settings: ServeSettings, info: ModelInfo) -> None:
+        self.settings = settings
+        self.info = info
+        self.metrics = ServerMetrics()
+        self.model: ClassifierModel | CompletionModel | None = None
+        self.batcher: DynamicBatcher[Any, Any] | None = None
+        self.ready = False
+        self.draining = False
+        self.load_error: str | None = None
+        self.metrics.queue_depth.set_function(
+            lambda: self.batcher.queued if self.batcher is not None else 0
+        )
+
+    def begin_drain(self) -> None:
+        """SIGTERM: report not ready and refuse new work; accepted work still completes."""
+        self.draining = True
+        if self.batcher is not None:
+            self.batcher.stop_accepting()
+
+    async def load(self) -> None:
+        try:
+            runtime = choose_runtime(self.settings.device, self.settings.threads)
+            model = build_model(self.info, runtime)
+            await asyncio.to_thread(model.load)
+        except Exception as exc:
+            log.exception("loading %s failed", self.info.path)
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            return
+        batcher: DynamicBatcher[Any, Any] = DynamicBatcher(
+            model.predict,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue=self.settings.max_queue,
+            # Runs on the event loop once the worker thread is idle again, so reading the
+            # model's last batch token count here is race-free.
+            on_batch=lambda n, s: self.metrics.observe_batch(
+                n, s, getattr(model, "last_generated_tokens", None)
+            ),
+            name=f"model-{self.info.name}",
+        )
+        await batcher.start()
+        self.model, self.batcher = model, batcher
+        if self.draining:
+            batcher.stop_accepting()
+        self.ready = True
+        log.info("model %s (%s) ready on %s", self.info.name, self.info.task, runtime.device)
+
+    # -- helpers used by the routes ------------------------------------------------------
+    def require(self, name: str | None, task: Task) -> None:
+        """404 for a name this server does not serve; 400 when the model has another task."""
+        if name is not None and name != self.info.name:
+            raise ApiError(404, f"model {name!r} not found; this server serves {self.info.name!r}")
+        if task is not self.info.task:
+            other = (
+                "POST /v1/completions"
+                if self.info.task is Task.COMPLETION
+                else f"POST /v1/models/{self.info.name}:predict or /v2/models/{self.info.name}/infer"
+            )
+            raise ApiError(
+                400, f"model {self.info.name!r} is a {self.info.task} model; use {other}"
+            )
+
+    def check_texts(self, texts: Sequence[str], field: str) -> None:
+        s = self.settings
+        if len(texts) > s.max_instances:
+            raise ApiError(
+                413,
+                f"{field} has {len(texts)} items; this server accepts at most {s.max_instances}",
+            )
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ApiError(400, f"{field}[{i}] is empty")
+            if len(text) > s.max_input_chars:
+                raise ApiError(
+                    413,
+                    f"{field}[{i}] is {len(text)} characters; the limit is {s.max_input_chars}",
+                )
+
+    def ensure_ready(self) -> None:
+        """503 while the model is loading, failed to load, or the server is draining."""
+        if self.load_error is not None:
+            raise ApiError(503, "model failed to load")
+        if not self.ready or self.batcher is None:
+            raise ApiError(503, "model is still loading", {"Retry-After": "1"})
+        if self.draining:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "server is shutting down")
+
+    def submit_nowait(self, items: Sequence[Any]) -> list[asyncio.Future[Any]]:
+        """Enqueue or answer 503 (loading, draining) / 429 (queue full) right away."""
+        self.ensure_ready()
+        assert self.batcher is not None
+        try:
+            return self.batcher.submit_nowait(items)
+        except QueueFull as exc:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(429, str(exc), {"Retry-After": "1"}) from exc
+        except NotAccepting as exc:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "server is shutting down") from exc
+
+    async def run(self, items: Sequence[Any]) -> list[Any]:
+        futures = self.submit_nowait(items)
+        try:
+            results = await asyncio.gather(*futures)
+        except NotAccepting as exc:
+            raise ApiError(503, "server is shutting down") from exc
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.exception("inference failed")
+            raise ApiError(500, f"inference failed: {type(exc).__name__}") from exc
+        finally:
+            for fut in futures:
+                fut.cancel()  # no-op when done; drops queued items if the client went away
+        self.metrics.items.inc(len(items))
+        return list(results)
