@@ -36,24 +36,35 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> ServeSettings:
     d = ServeSettings(model_dir=Path("."))
     p = argparse.ArgumentParser(
-        prog="python -m snowtrain.serve", description=__doc__.split("\n")[0]
+        prog="python -m snowtrain.serve",
+        description="Serve an exported snowtrain model over HTTP: KServe v1 and Open Inference "
+        "Protocol v2 for classifiers, OpenAI completions for language models.",
     )
     p.add_argument("--model-dir", required=True, type=Path, help="exported model directory")
     p.add_argument("--name", help="served model name (default: snowtrain.json name or dir name)")
     p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
+    p.add_argument("--port", type=_positive, default=d.port)
+    p.add_argument("--max-batch-size", type=_positive, default=d.max_batch_size)
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms)
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help="429 beyond this")
-    p.add_argument("--max-instances", type=int, default=d.max_instances, help="per request")
-    p.add_argument("--max-input-chars", type=int, default=d.max_input_chars, help="per text")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--max-queue", type=_positive, default=d.max_queue, help="429 beyond this")
+    p.add_argument("--max-instances", type=_positive, default=d.max_instances, help="per request")
+    p.add_argument("--max-input-chars", type=_positive, default=d.max_input_chars, help="per text")
+    p.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens)
+    p.add_argument("--max-body-bytes", type=_positive, default=d.max_body_bytes)
     p.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:1")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: CPU quota)")
+    p.add_argument(
+        "--threads", type=_positive, default=None, help="CPU threads (default: CPU quota)"
+    )
     p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
