@@ -233,3 +233,15 @@ def test_epoch_order_shards_like_distributed_sampler():
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0]) | set(shards[1]) == set(range(10))
     assert ranks[0].shard(1) != shards[0]  # a new permutation each epoch
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_half_loaded(tmp_path):
+    from snowtrain.trainer.errors import InvalidConfig
+
+    ckpt = CheckpointManager(tmp_path, every_steps=1)
+    spec = TrainingSpec(max_steps=1, batch_size=4)
+    data = ListDataset(counting_examples(8, 1))
+    kwargs = {"task": "causal-lm", "world": World(), "reporter": quiet(), "checkpoints": ckpt}
+    train(tiny_gpt2(), data, None, ListDataset.collate, spec, **kwargs)
+    with pytest.raises(InvalidConfig, match="delete the checkpoints"):
+        train(tiny_bert(), data, None, ListDataset.collate, spec, **kwargs)

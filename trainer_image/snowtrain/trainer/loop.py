@@ -28,7 +28,7 @@ from snowtrain.api.spec import TrainingSpec
 
 from .checkpoint import CheckpointManager, TrainState, capture_rng, restore_rng, train_state_to
 from .distributed import World, all_reduce_sum, any_rank, barrier
-from .errors import Preempted
+from .errors import InvalidConfig, Preempted
 from .metrics import accuracy, confusion_matrix, macro_f1, perplexity
 from .progress import Reporter
 
@@ -257,7 +257,7 @@ def train(
     latest = checkpoints.latest() if checkpoints else None
     if latest is not None:
         payload = checkpoints.load(latest)  # type: ignore[union-attr]
-        model.load_state_dict(payload["model"], strict=False)
+        _load_weights(model, payload["model"], latest)
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         if precision.scaler is not None and payload.get("scaler"):
@@ -452,6 +452,24 @@ def train(
         resumed_from_step=resumed_from,
         history=history,
     )
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: Any) -> None:
+    """Load checkpoint weights; only frozen parameters (a LoRA base) may be absent."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatch: the config changed under the checkpoint
+        raise InvalidConfig(
+            f"checkpoint {where} does not fit this model; delete the checkpoints to start "
+            f"over ({str(exc).splitlines()[0]})"
+        ) from None
+    missing = sorted(set(result.missing_keys) & trainable)
+    if missing or result.unexpected_keys:
+        raise InvalidConfig(
+            f"checkpoint {where} does not match this model (missing {missing[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}); delete the checkpoints to start over"
+        )
 
 
 def _now() -> str:
