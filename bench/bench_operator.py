@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -193,11 +194,14 @@ def main() -> int:
         result["wall_seconds"] = round(time.monotonic() - t0, 1)
         result["load_average_1m"] = os.getloadavg()[0]
         result["complete_rate_per_s"] = args.complete_rate or "all at once"
+        print(json.dumps(result, indent=2), flush=True)
     finally:
-        delete_jobs(cluster.kubeconfig, ns, timeout=120)
+        try:
+            delete_jobs(cluster.kubeconfig, ns, timeout=120)
+        except Exception as exc:  # cleanup is best effort; the numbers are already out
+            print(f"cleanup: {exc}", file=sys.stderr)
         op.stop()
         core.delete_namespace(ns, propagation_policy="Background")
-    print(json.dumps(result, indent=2))
     return 0
 
 
