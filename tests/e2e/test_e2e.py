@@ -211,9 +211,13 @@ def _cluster_sized(spec: dict[str, Any], db: SnowflakeDB) -> None:
     host_network = {"spec": {"hostNetwork": True}}
     if spec.get("serving"):
         # Pod IPs are not routed from the host here, so the kubelet's HTTP probes (and we)
-        # reach a model server only on the host network, on a port free on the host.
+        # reach a model server only on the host network, on a port free on the host. Half a
+        # shared core loads torch slowly: give the server time before liveness counts.
+        slow_start = {"name": "server", "livenessProbe": {"initialDelaySeconds": 180}}
         spec["serving"].update(
-            resources={"cpu": "250m", "memory": "1Gi"}, port=_free_port(), podTemplate=host_network
+            resources={"cpu": "500m", "memory": "1Gi"},
+            port=_free_port(),
+            podTemplate={"spec": {"hostNetwork": True, "containers": [slow_start]}},
         )
     spec["backoffLimit"] = 0
     spec["podTemplate"] = host_network
