@@ -297,6 +297,18 @@ def test_invalid_spec_without_webhook_fails_once_without_a_crash_loop(
     assert operator_process.proc.poll() is None
 
 
+def test_multi_node_is_refused_with_a_clear_condition_before_1_24(
+    api: Api, operator_process: Any
+) -> None:
+    # The local cluster runs Kubernetes 1.20: no Indexed Jobs.
+    api.create(ftj("ddp", resources={"gpusPerNode": 1, "nodes": 2}))
+    status = api.wait_phase("ddp", {"Failed"}, timeout=30)
+    assert status["failure"]["reason"] == "Unsupported"
+    assert "1.24" in status["failure"]["message"]
+    assert condition(status, "Failed")["reason"] == "Unsupported"
+    assert api.jobs("ddp") == []
+
+
 def test_operator_killed_mid_reconcile_restarts_without_duplicates(
     api: Api, operator_process: Any
 ) -> None:
