@@ -32,15 +32,12 @@ def _type_of(node: dict[str, Any]) -> str:
 
 
 def _bounds(node: dict[str, Any]) -> str:
+    """``>= 1, <= 10`` from OpenAPI v3.0 bounds (exclusive ones are boolean flags there)."""
     parts = []
-    for key, sym in (
-        ("minimum", ">="),
-        ("exclusiveMinimum", ">"),
-        ("maximum", "<="),
-        ("exclusiveMaximum", "<"),
-    ):
-        if key in node:
-            parts.append(f"{sym} {node[key]}")
+    if "minimum" in node:
+        parts.append(f"{'>' if node.get('exclusiveMinimum') else '>='} {node['minimum']}")
+    if "maximum" in node:
+        parts.append(f"{'<' if node.get('exclusiveMaximum') else '<='} {node['maximum']}")
     return ", ".join(parts)
 
 
