@@ -1,8 +1,8 @@
 """Train benchmark: fine-tune samples/s of snowtrain's loop vs a plain Hugging Face Trainer.
 
 Same model, same tokenized data, same batch size, same optimizer settings (AdamW, fp32 on
-CPU, no evaluation, no checkpoints); each side runs ``--repeats`` times, alternating, and the
-best samples/s of each is compared (the machine is shared, so the best run is the least
+CPU, no evaluation, no checkpoints); each side runs ``--repeats`` times, alternating which
+goes first, and the best samples/s of each is compared (the machine is shared, so the best run is the least
 disturbed one). Target: ratio >= 1.0 on CPU (no regression).
 
 On a CUDA machine it also pretrains a GPT-2 "base" preset (~124M parameters) in bf16 with the
@@ -243,8 +243,10 @@ def main() -> None:
             make_rows(tokenizer, args.steps * args.batch_size, args.seq_len), tokenizer.pad_token_id
         )
         runs: dict[str, list[float]] = {"snowtrain": [], "hf_trainer": []}
-        for _ in range(args.repeats):
-            for name, fn in (("snowtrain", ours), ("hf_trainer", hf_trainer)):
+        sides = [("snowtrain", ours), ("hf_trainer", hf_trainer)]
+        for repeat in range(args.repeats):
+            # Alternate who goes first: on a shared machine the load drifts between runs.
+            for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
                 t0 = time.perf_counter()
                 runs[name].append(fn(source, data, args))
                 print(
