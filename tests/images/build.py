@@ -163,7 +163,7 @@ def deps_layout(spec: ImageSpec) -> Path:
     """An OCI layout: base rootfs + /opt/venv with the pinned requirements, one layer."""
     base = base_rootfs()
     reqs = spec.requirements()
-    key = _digest(base.parent.name, reqs, spec.env, spec.entrypoint, UID, 1)
+    key = _digest(base.parent.name, reqs, UID, 2)
     out = cache_dir() / f"deps-{spec.name}-{key}"
     if (out / ".complete").exists():
         return out / "layout"
@@ -197,12 +197,6 @@ def deps_layout(spec: ImageSpec) -> Path:
     _run([umoci, "init", "--layout", layout])
     _run([umoci, "new", "--image", image])
     _run([umoci, "insert", "--image", image, rootfs, "/"])
-    conf = [umoci, "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
-    conf += ["--clear=config.entrypoint", "--clear=config.cmd"]
-    conf += [f"--config.entrypoint={a}" for a in spec.entrypoint]
-    conf += [f"--config.env={e}" for e in spec.env]
-    conf += [f"--config.user={UID}:{UID}", "--config.workingdir=/workspace"]
-    _run(conf)
     (out / ".complete").touch()
     for stale in cache_dir().glob(f"deps-{spec.name}-*"):
         if stale != out:  # an older dependency set: ~1.5 GB each for the trainer
@@ -278,7 +272,7 @@ def source_digest() -> str:
 
 
 def inputs_key(spec: ImageSpec, deps: Path) -> str:
-    return _digest(deps.parent.name, spec.tag, source_digest())
+    return _digest(deps.parent.name, spec.tag, spec.env, spec.entrypoint, source_digest())
 
 
 def build(spec: ImageSpec) -> tuple[Path, bool]:
@@ -300,6 +294,14 @@ def build(spec: ImageSpec) -> tuple[Path, bool]:
         _app_layer(spec, deps, wheel, app)
         image = f"{layout}:image"
         _run(["umoci", "insert", "--image", image, app, "/"])
+        # The container config lives here, not in the deps stage: changing an env var or the
+        # entrypoint must not reinstall torch.
+        conf = ["umoci", "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
+        conf += ["--clear=config.entrypoint", "--clear=config.cmd", "--clear=config.env"]
+        conf += [f"--config.entrypoint={a}" for a in spec.entrypoint]
+        conf += [f"--config.env={e}" for e in spec.env]
+        conf += [f"--config.user={UID}:{UID}", "--config.workingdir=/workspace"]
+        _run(conf)
         _run(["umoci", "gc", "--layout", layout])
         oci._name_index(layout / "index.json", oci.normalize(spec.tag))
         out.parent.mkdir(parents=True, exist_ok=True)

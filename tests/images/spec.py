@@ -68,7 +68,12 @@ TRAINER = ImageSpec(
     dockerfile=ROOT / "trainer_image/Dockerfile",
     pins=("torch==2.13.0",),
     entrypoint=(f"{VENV}/bin/python", "-m", "snowtrain.trainer"),
-    env=(*COMMON_ENV, "HF_HUB_OFFLINE=1", "TOKENIZERS_PARALLELISM=false"),
+    env=(
+        *COMMON_ENV,
+        "HF_HOME=/home/snowtrain/.cache/huggingface",
+        "HF_HUB_OFFLINE=1",
+        "TOKENIZERS_PARALLELISM=false",
+    ),
     smoke=(
         ("python", "-m", "snowtrain.trainer", "--help"),
         ("python", "-m", "snowtrain.serve", "--help"),

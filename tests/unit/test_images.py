@@ -57,3 +57,14 @@ def test_operator_image_has_no_torch() -> None:
     assert "torch" not in reqs
     assert "transformers" not in reqs
     assert "kopf" in reqs
+
+
+def test_same_environment(spec: ImageSpec) -> None:
+    """Same env in both builds (PATH aside: the Dockerfile extends the base image's)."""
+    text = dockerfile(spec)
+    env_lines = " ".join(re.findall(r"^ENV (.+)$", text, re.M))
+    docker_env = dict(re.findall(r"(\w+)=(\S+)", env_lines))
+    for entry in spec.env:
+        name, value = entry.split("=", 1)
+        if name != "PATH":
+            assert docker_env.get(name) == value, name
