@@ -529,10 +529,17 @@ def build_serving_deployment(
             job.spec.resources.gpu_resource_name,
         ),
         "readinessProbe": merge_pod_template(probe, {"httpGet": {"path": "/readyz"}}),
-        "livenessProbe": merge_pod_template(
-            probe,
-            {"httpGet": {"path": "/healthz"}, "initialDelaySeconds": 10, "failureThreshold": 6},
+        # Loading torch and the weights can take minutes on a small CPU limit: the startup
+        # probe gives it 10 minutes, after which liveness takes over with a short fuse.
+        "startupProbe": merge_pod_template(
+            probe, {"httpGet": {"path": "/healthz"}, "failureThreshold": 120}
         ),
+        "livenessProbe": merge_pod_template(
+            probe, {"httpGet": {"path": "/healthz"}, "failureThreshold": 6}
+        ),
+        # Endpoints drop a terminating pod at the same time as it gets SIGTERM: keep serving a
+        # few seconds so in-flight routing settles, then the server drains (--graceful-timeout).
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "volumeMounts": [
             {"name": "scratch", "mountPath": SCRATCH_DIR},
             {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
@@ -545,6 +552,7 @@ def build_serving_deployment(
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": pod_security_context(),
+            "terminationGracePeriodSeconds": 45,
             "containers": [container],
             "volumes": volumes,
         },
