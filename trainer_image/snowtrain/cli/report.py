@@ -102,8 +102,8 @@ def summary_table(
 ) -> Table:
     """The end-of-run table: outcome, metrics, data, wall time and where the model is."""
     table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # paths are copied from here: never cut them short
     table.add_row("outcome", outcome)
     for key, label, fmt in _METRICS:
         value = metrics.get(key)
