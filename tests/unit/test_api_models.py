@@ -22,7 +22,7 @@ FINETUNE = {
             "table": "ANALYTICS.PUBLIC.REVIEWS",
             "columns": {"text": "review_text", "label": "SENTIMENT"},
         },
-        "training": {"epochs": 2, "learningRate": "5e-5", "batchSize": 32},
+        "training": {"epochs": 2, "learningRate": 5e-5, "batchSize": 32},
         "resources": {"gpusPerNode": 1, "memory": "16Gi", "queueName": "team-a"},
         "output": {"volumeClaimName": "models"},
         "serving": {"replicas": 2},
@@ -56,11 +56,17 @@ def errors_of(obj: dict) -> list[str]:
 def test_valid_finetune_parses_with_defaults():
     job = parse_job(FINETUNE)
     assert isinstance(job, FineTuneJob)
-    assert job.spec.training.learning_rate == 5e-5  # a YAML string like "5e-5" is accepted
+    assert job.spec.training.learning_rate == 5e-5
     assert job.spec.training.gradient_accumulation_steps == 1
     assert job.spec.data.validation.fraction == 0.1
     assert job.spec.serving is not None and job.spec.serving.port == 8080
     assert job.to_wire()["spec"]["resources"]["queueName"] == "team-a"
+
+
+def test_learning_rate_written_the_way_pyyaml_reads_it_is_accepted():
+    # PyYAML (YAML 1.1) reads `5e-5` as a string; local mode must still accept it.
+    obj = with_spec(FINETUNE, training={"learningRate": "5e-5"})
+    assert parse_job(obj).spec.training.learning_rate == 5e-5
 
 
 def test_valid_pretrain_parses():

@@ -90,7 +90,10 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         if key not in _ALLOWED:
             continue
         if key == "properties":
-            out[key] = {name: _structural(sub) for name, sub in value.items()}
+            out[key] = {
+                name: _default_nested(sub, _structural(sub), name in node.get("required", ()))
+                for name, sub in value.items()
+            }
         elif key == "items":
             out[key] = _structural(value)
         elif key == "additionalProperties":
@@ -114,6 +117,16 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
     ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
+
+
+def _default_nested(raw: dict[str, Any], node: dict[str, Any], required: bool) -> dict[str, Any]:
+    """Give an optional, non-nullable sub-object ``default: {}`` so the API server fills in its
+    fields' defaults too (it only defaults inside objects that exist). Without this, a spec that
+    omits ``training`` would be stored without any of the training defaults."""
+    nullable = "anyOf" in raw
+    if not required and not nullable and node.get("type") == "object" and node.get("properties"):
+        node = {**node, "default": {}}
+    return node
 
 
 def openapi_schema(model: type[_JobResource]) -> dict[str, Any]:
