@@ -22,25 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from snowtrain.trainer.data.credentials import ENV_VARS
+
 from .errors import UserError
 
 Mode = Literal["auto", "embedded", "env", "connection"]
 
-#: connections.toml key -> trainer environment variable (contracts §3).
+#: connections.toml key -> trainer environment variable (contracts §3): the trainer's own
+#: mapping, plus the snake_case spellings Snowflake's tools use for the key passphrase.
 _TOML_TO_ENV = {
-    "account": "SNOWFLAKE_ACCOUNT",
-    "user": "SNOWFLAKE_USER",
-    "password": "SNOWFLAKE_PASSWORD",
-    "token": "SNOWFLAKE_TOKEN",
-    "role": "SNOWFLAKE_ROLE",
-    "warehouse": "SNOWFLAKE_WAREHOUSE",
-    "database": "SNOWFLAKE_DATABASE",
-    "schema": "SNOWFLAKE_SCHEMA",
-    "host": "SNOWFLAKE_HOST",
-    "port": "SNOWFLAKE_PORT",
-    "protocol": "SNOWFLAKE_PROTOCOL",
-    "private_key_file_pwd": "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
-    "private_key_passphrase": "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+    **{k: v for k, v in ENV_VARS.items() if k not in ("privateKey", "privateKeyPassphrase")},
+    "private_key_file_pwd": ENV_VARS["privateKeyPassphrase"],
+    "private_key_passphrase": ENV_VARS["privateKeyPassphrase"],
 }
 _KEY_FILE_KEYS = ("private_key_file", "private_key_path")
 
