@@ -82,7 +82,10 @@ def test_valid_pretrain_parses():
         (with_spec(FINETUNE, training={"epochs": "three"}), "spec.training.epochs"),
         (with_spec(FINETUNE, training={"learningRate": 5}), "spec.training.learningRate"),
         (with_spec(FINETUNE, task="regression"), "spec.task: unsupported value 'regression'"),
-        (with_spec(FINETUNE, baseModel={}), "spec.baseModel: set exactly one of uri or pretrainJobRef"),
+        (
+            with_spec(FINETUNE, baseModel={}),
+            "spec.baseModel: set exactly one of uri or pretrainJobRef",
+        ),
         (with_spec(FINETUNE, trainig={"epochs": 1}), "spec.trainig: unknown field"),
         (with_spec(FINETUNE, resources={"memory": "lots"}), "spec.resources.memory"),
         (with_spec(PRETRAIN, data={}), "spec.data: set exactly one of table or query"),
@@ -99,7 +102,9 @@ def test_missing_required_field_is_named():
 
 
 def test_unknown_kind_and_api_version():
-    assert errors_of({**FINETUNE, "kind": "TrainJob"})[0].startswith("kind: unknown kind 'TrainJob'")
+    assert errors_of({**FINETUNE, "kind": "TrainJob"})[0].startswith(
+        "kind: unknown kind 'TrainJob'"
+    )
     assert errors_of({**FINETUNE, "apiVersion": "v1"})[0].startswith("apiVersion:")
 
 

@@ -49,4 +49,6 @@ class Preempted(TrainerError):
     exit_code = 75
 
 
-EXIT_CODES = {cls.exit_code: cls.reason for cls in (InvalidConfig, DataError, Unavailable, Preempted)}
+EXIT_CODES = {
+    cls.exit_code: cls.reason for cls in (InvalidConfig, DataError, Unavailable, Preempted)
+}
