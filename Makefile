@@ -55,6 +55,7 @@ test-fast: venv ## unit tests only
 	$(VENV)/bin/pytest tests/unit -q
 
 test: venv ## the whole suite (builds and starts the local cluster on first use)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests -q
 
 docs: venv ## regenerate the README's CR reference from the API models
