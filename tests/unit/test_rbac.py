@@ -20,16 +20,13 @@ from __future__ import annotations
 import ast
 import importlib
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from snowtrain.api import kinds
-from tests.tools.helm import helm
+from tests.unit.test_manifests import helm_template, kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "operator/snowtrain/operator"
@@ -235,21 +232,6 @@ def granted(docs: list[dict[str, Any]]) -> set[Triple]:
     return out
 
 
-def _kustomize() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "manifests")], check=True, capture_output=True, text=True
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def _helm(*args: str) -> list[dict[str, Any]]:
-    out = helm("template", "snowtrain", str(ROOT / "charts/snowtrain"), *args).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
 def _missing_handlers() -> bool:
     return not any(
         isinstance(d, ast.Call) and ast.unparse(d.func).startswith("kopf.on.")
@@ -267,9 +249,9 @@ def _operator_written() -> None:
 @pytest.mark.parametrize(
     ("render", "cluster_wide"),
     [
-        (_kustomize, True),
-        (lambda: _helm(), True),
-        (lambda: _helm("--set", "watchNamespaces={ml}"), False),
+        (kustomize, True),
+        (helm_template, True),
+        (lambda: helm_template("--set", "watchNamespaces={ml}"), False),
     ],
     ids=["kustomize", "helm-cluster-wide", "helm-namespaced"],
 )
@@ -281,7 +263,7 @@ def test_rbac_grants_exactly_what_the_operator_calls(render: Any, cluster_wide: 
 
 def test_namespaced_roles_hold_all_workload_permissions() -> None:
     """In namespaced mode only kopf's own cluster-scoped needs are in the ClusterRole."""
-    docs = _helm("--set", "watchNamespaces={ml}")
+    docs = helm_template("--set", "watchNamespaces={ml}")
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     cluster_scoped = {"customresourcedefinitions", "validatingwebhookconfigurations", "namespaces"}
     assert {r for _, r, _ in granted([cluster_role])} <= cluster_scoped

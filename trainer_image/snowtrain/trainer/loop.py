@@ -278,6 +278,18 @@ def train(
         resumed_from = state.step
         del payload
 
+    def run_eval() -> dict[str, float]:
+        return evaluate(
+            model,
+            eval_data,
+            collate,
+            task=task,
+            batch_size=spec.batch_size,
+            precision=precision,
+            world=world,
+            num_labels=num_labels,
+        )
+
     def save_checkpoint() -> None:
         if checkpoints is None:
             return
@@ -399,16 +411,7 @@ def train(
         if eval_data is not None and (
             last or (spec.eval_every_steps and state.step % spec.eval_every_steps == 0)
         ):
-            last_eval = evaluate(
-                model,
-                eval_data,
-                collate,
-                task=task,
-                batch_size=spec.batch_size,
-                precision=precision,
-                world=world,
-                num_labels=num_labels,
-            )
+            last_eval = run_eval()
             reporter.event("eval", step=state.step, **last_eval)
 
         # -- checkpoint on cadence, at the end, and when asked to stop (SIGTERM)
@@ -424,16 +427,7 @@ def train(
             raise error
 
     if eval_data is not None and not last_eval:  # resumed after the final step: evaluate again
-        last_eval = evaluate(
-            model,
-            eval_data,
-            collate,
-            task=task,
-            batch_size=spec.batch_size,
-            precision=precision,
-            world=world,
-            num_labels=num_labels,
-        )
+        last_eval = run_eval()
     elapsed = time.perf_counter() - session_start
     done_here = state.step - (resumed_from or 0)
     metrics: dict[str, Any] = {
