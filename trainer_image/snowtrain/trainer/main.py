@@ -3,7 +3,8 @@
 ``run`` wires the parts in order — credentials, data profile (fail fast on bad data), model
 and tokenizer, token datasets, the training loop, export — and turns every ending into an
 exit code, a ``done`` event and the termination message the operator reads. It knows nothing
-of Kubernetes.
+of Kubernetes. The token datasets are the one phase that tokenizes in parallel, on the pod's
+CPUs (``cpus.py`` says why only there).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from snowtrain.api.trainer_config import TrainerConfig
 
+from .cpus import cap_tokenizer_threads, parallel_tokenization
 from .errors import DataError, InvalidConfig, Preempted, TrainerError
 from .progress import Reporter, write_termination_message
 from .redact import Redactor, install
@@ -81,6 +83,9 @@ def run(config: TrainerConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # Before anything can start rayon's pool, which reads its size once (see cpus.py).
+    threads = cap_tokenizer_threads()
+    log.info("tokenizing on up to %d threads (RAYON_NUM_THREADS)", threads)
     from transformers.utils import logging as hf_logging
 
     from .distributed import init_world, shutdown
@@ -174,7 +179,8 @@ def _prepare_and_train(
     model, tokenizer = _model_and_tokenizer(config, source, labels, world)
     workdir = Path(tempfile.mkdtemp(prefix="snowtrain-data-"))
     try:
-        train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
+        with parallel_tokenization():  # serial again before training (fork safety)
+            train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
         fingerprint = source.fingerprint.to_wire()
         outcome.data = {k: fingerprint.get(k) for k in ("rows", "queryId", "fingerprint")}
         reporter.event("data", **fingerprint, labels=labels)
