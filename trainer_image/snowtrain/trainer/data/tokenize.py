@@ -1,8 +1,10 @@
 """Arrow batches -> disk-backed token datasets, one batch at a time.
 
-Each batch is tokenized with the fast tokenizer's batch call (Rust, parallel), flattened into
-numpy arrays and appended to a ``StoreWriter``; nothing accumulates across batches, so peak
-memory is one batch however many rows the source streams. The three builders match the three
+Each batch is tokenized with the fast tokenizer's batch call (Rust; on several threads inside
+the trainer's ``parallel_tokenization`` block, see ``snowtrain.trainer.cpus``), flattened into
+numpy arrays and appended to a ``StoreWriter``, while a background thread already fetches the
+next batch from the source (``prefetch``, one batch ahead). Nothing accumulates across
+batches, so peak memory is a few batches however many rows the source streams. The three builders match the three
 tasks: classification (text -> label id), causal-LM fine-tuning (prompt + completion + EOS,
 loss on the completion only) and pretraining (documents packed into fixed-length blocks).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DataError, InvalidConfig
+from .prefetch import prefetch
 from .store import PackedDataset, StoreWriter, TokenDataset
 
 
@@ -116,13 +119,25 @@ def _meta(source: Any, split: str, tokenizer: Any, task: str, **extra: Any) -> d
     return meta
 
 
+Converted = tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]
+
+
 def _build(
-    writer: StoreWriter, batches: Iterator[tuple[Any, ...]], meta: Callable[[], dict[str, Any]]
+    writer: StoreWriter,
+    batches: Iterable[pa.RecordBatch],
+    convert: Callable[[pa.RecordBatch], Converted],
+    meta: Callable[[], dict[str, Any]],
 ) -> Path:
-    """Append every batch, then publish; a failure leaves no partial store behind."""
+    """Convert and append every batch, then publish; a failure leaves no partial store behind.
+
+    The source is read one batch ahead on a thread (``prefetch``), so fetching the next batch
+    overlaps with tokenizing this one; a failure here stops that thread before it propagates.
+    """
     try:
-        for args, extras in batches:
-            writer.append(*args, **extras)
+        with contextlib.closing(prefetch(batches, ahead=1)) as stream:
+            for batch in stream:
+                args, extras = convert(batch)
+                writer.append(*args, **extras)
     except BaseException:
         writer.abort()
         raise
@@ -144,28 +159,27 @@ def build_classification(
     label_col = _column_name(source, "label")
     encode = Encoder(tokenizer, special=True, max_len=max_len)
 
-    def batches() -> Iterator[tuple[Any, ...]]:
-        for batch in source.iter_batches(split):
-            labels = batch.column("label")
-            if not pa.types.is_string(labels.type):
-                labels = pc.cast(labels, pa.string())
-            index = pc.index_in(labels, value_set=value_set)
-            if index.null_count:
-                unknown = pc.filter(labels, pc.is_null(index)).unique().to_pylist()[:10]
-                raise DataError(
-                    f"column {label_col}: {index.null_count} {split} row(s) in this batch have "
-                    f"labels not in the label map: {unknown}",
-                    column=label_col,
-                    bad_rows=index.null_count,
-                )
-            ids, lengths = encode(batch.column("text").to_pylist())
-            yield (ids, lengths), {"label": ids_by_index[index.to_numpy(zero_copy_only=False)]}
+    def convert(batch: pa.RecordBatch) -> Converted:
+        labels = batch.column("label")
+        if not pa.types.is_string(labels.type):
+            labels = pc.cast(labels, pa.string())
+        index = pc.index_in(labels, value_set=value_set)
+        if index.null_count:
+            unknown = pc.filter(labels, pc.is_null(index)).unique().to_pylist()[:10]
+            raise DataError(
+                f"column {label_col}: {index.null_count} {split} row(s) in this batch have "
+                f"labels not in the label map: {unknown}",
+                column=label_col,
+                bad_rows=index.null_count,
+            )
+        ids, lengths = encode(batch.column("text").to_pylist())
+        return (ids, lengths), {"label": ids_by_index[index.to_numpy(zero_copy_only=False)]}
 
     out = Path(workdir) / f"classification-{split}"
     writer = StoreWriter(out, extras={"label": np.int64})
     # meta is computed after the pass, when the source's fingerprint exists.
     meta = partial(_meta, source, split, tokenizer, "classification", max_len=max_len, labels=names)
-    return TokenDataset(_build(writer, batches(), meta))
+    return TokenDataset(_build(writer, source.iter_batches(split), convert, meta))
 
 
 def _join_prompt_completion(
@@ -200,20 +214,19 @@ def build_causal_lm(
     prompt_encoder = Encoder(tokenizer, special=True)
     completion_encoder = Encoder(tokenizer, special=False)
 
-    def batches() -> Iterator[tuple[Any, ...]]:
-        for batch in source.iter_batches(split):
-            ids, lengths, plens = _join_prompt_completion(
-                prompt_encoder.lists(batch.column("prompt").to_pylist()),
-                completion_encoder.lists(batch.column("completion").to_pylist()),
-                eos,
-                max_len,
-            )
-            yield (ids, lengths), {"prompt_length": plens}
+    def convert(batch: pa.RecordBatch) -> Converted:
+        ids, lengths, plens = _join_prompt_completion(
+            prompt_encoder.lists(batch.column("prompt").to_pylist()),
+            completion_encoder.lists(batch.column("completion").to_pylist()),
+            eos,
+            max_len,
+        )
+        return (ids, lengths), {"prompt_length": plens}
 
     out = Path(workdir) / f"causal-lm-{split}"
     writer = StoreWriter(out, extras={"prompt_length": np.int32})
     meta = partial(_meta, source, split, tokenizer, "causal-lm", max_len=max_len)
-    return TokenDataset(_build(writer, batches(), meta))
+    return TokenDataset(_build(writer, source.iter_batches(split), convert, meta))
 
 
 def build_packed(
@@ -223,13 +236,12 @@ def build_packed(
     eos = _eos_id(tokenizer)
     encode = Encoder(tokenizer, special=False)
 
-    def batches() -> Iterator[tuple[Any, ...]]:
-        for batch in source.iter_batches(split):
-            ids, lengths = encode(batch.column("text").to_pylist())
-            ids = np.insert(ids, np.cumsum(lengths), eos)  # EOS after every document
-            yield (ids, lengths + 1), {}
+    def convert(batch: pa.RecordBatch) -> Converted:
+        ids, lengths = encode(batch.column("text").to_pylist())
+        ids = np.insert(ids, np.cumsum(lengths), eos)  # EOS after every document
+        return (ids, lengths + 1), {}
 
     out = Path(workdir) / f"packed-{split}"
     writer = StoreWriter(out)
     meta = partial(_meta, source, split, tokenizer, "pretrain", seq_len=seq_len)
-    return PackedDataset(_build(writer, batches(), meta))
+    return PackedDataset(_build(writer, source.iter_batches(split), convert, meta))

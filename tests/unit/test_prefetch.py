@@ -1,0 +1,145 @@
+"""Reading the source ahead on a thread: order, errors, bounded lookahead, clean early exit."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from snowtrain.trainer.data.prefetch import THREAD_NAME, prefetch
+from snowtrain.trainer.data.tokenize import build_classification
+from snowtrain.trainer.errors import DataError
+
+LABEL2ID = {"negative": 0, "positive": 1}
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_items_arrive_in_order() -> None:
+    def jittery() -> Iterator[int]:
+        for i in range(200):
+            if i % 17 == 0:
+                time.sleep(0.001)
+            yield i
+
+    assert list(prefetch(jittery(), ahead=2)) == list(range(200))
+    assert prefetch_threads() == []
+
+
+def test_source_error_arrives_unchanged_after_the_items_before_it() -> None:
+    error = DataError("column TEXT has NULL values", column="TEXT", bad_rows=3)
+
+    def failing() -> Iterator[int]:
+        yield 0
+        yield 1
+        raise error
+
+    got: list[int] = []
+    with pytest.raises(DataError) as caught:
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [0, 1]
+    assert caught.value is error
+    assert (caught.value.column, caught.value.bad_rows) == ("TEXT", 3)
+    assert prefetch_threads() == []
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+def test_the_producer_stays_at_most_ahead_items_in_front(ahead: int) -> None:
+    pulled = 0
+
+    def counting() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(100):
+            pulled += 1
+            yield i
+
+    with contextlib.closing(prefetch(counting(), ahead=ahead)) as stream:
+        assert next(stream) == 0
+        # While the consumer works on item 0, the next `ahead` items are fetched...
+        wait_for(lambda: pulled == 1 + ahead)
+        time.sleep(0.2)
+        assert pulled == 1 + ahead  # ...and no more.
+        assert next(stream) == 1
+        wait_for(lambda: pulled == 2 + ahead)
+
+
+def test_consumer_failure_stops_the_producer_and_closes_the_source() -> None:
+    closed_on: list[str] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            yield from itertools.count()
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    with (
+        pytest.raises(RuntimeError, match="consumer failed"),
+        contextlib.closing(prefetch(endless(), ahead=2)) as stream,
+    ):
+        for item in stream:
+            if item == 3:
+                raise RuntimeError("consumer failed")
+    # Closed on the producer's thread, before close() returned: nobody uses the source after.
+    assert closed_on == [THREAD_NAME]
+    assert prefetch_threads() == []
+
+
+def test_ahead_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        next(prefetch([1], ahead=0))
+
+
+# -- in the builders ------------------------------------------------------------------------
+
+
+def batch(labels: list[str]) -> pa.RecordBatch:
+    return pa.record_batch({"text": [f"text {i}" for i in range(len(labels))], "label": labels})
+
+
+def test_a_bad_batch_stops_ingest_without_leaking_the_reader(wordpiece_tokenizer, tmp_path):
+    closed = threading.Event()
+
+    class Endless:
+        def iter_batches(self, split="train"):
+            try:
+                yield batch(["negative", "positive"])
+                yield batch(["positive", "furious"])  # not in the label map: the consumer fails
+                while True:
+                    yield batch(["negative"])
+            finally:
+                closed.set()
+
+    with pytest.raises(DataError, match="furious"):
+        build_classification(Endless(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path)
+    assert closed.is_set()
+    assert prefetch_threads() == []
+    assert list(tmp_path.iterdir()) == []  # no partial store
+
+
+def test_a_source_error_reaches_the_trainer_unchanged(wordpiece_tokenizer, tmp_path):
+    error = DataError("column LABEL has NULL values", column="LABEL", bad_rows=1)
+
+    class Failing:
+        def iter_batches(self, split="train"):
+            yield batch(["negative"])
+            raise error
+
+    with pytest.raises(DataError) as caught:
+        build_classification(Failing(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path)
+    assert caught.value is error
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,74 @@
+"""Read an iterator ahead on a background thread, a bounded number of items ahead.
+
+Ingest alternates two kinds of work: the source fetching and decoding the next Arrow batch
+(network reads, Arrow decoding, row hashing -- mostly outside the GIL) and the Rust tokenizer
+encoding the current one (``encode_batch_fast`` releases the GIL). Pulling the source on a
+thread of its own lets the two overlap instead of taking turns.
+
+The lookahead is a semaphore, not a queue bound: a bounded queue lets the producer hold one
+more item in hand while it waits for room, whereas here at most ``ahead`` items exist that
+the consumer has not taken, so memory stays a constant number of batches however long the
+source is. The source's exceptions reach the consumer unchanged, after the items that came
+before them. Closing the generator (``contextlib.closing``, or an exception in the consumer's
+``with`` block) stops the producer and joins it; the source iterator is closed on the
+producer's thread, so its own cleanup (a cursor, a spill file) has finished when ``close``
+returns and nothing else touches the source concurrently afterwards.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_ITEM, _END, _ERROR = "item", "end", "error"
+THREAD_NAME = "snowtrain-prefetch"
+
+
+def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
+    """Yield ``items`` in order, fetched on a thread up to ``ahead`` items before they are used."""
+    if ahead < 1:
+        raise ValueError(f"ahead must be at least 1, not {ahead}")
+    slots = threading.Semaphore(ahead)
+    handoff: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        iterator = None
+        try:
+            iterator = iter(items)
+            while True:
+                slots.acquire()
+                if stop.is_set():
+                    return
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    handoff.put((_END, None))
+                    return
+                handoff.put((_ITEM, item))
+        except BaseException as exc:  # the consumer re-raises it
+            handoff.put((_ERROR, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name=THREAD_NAME, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == _END:
+                return
+            if kind == _ERROR:
+                raise value
+            slots.release()  # the consumer holds this item now: the producer may fetch the next
+            yield value
+    finally:
+        stop.set()
+        slots.release()  # wake a producer waiting for a slot
+        thread.join()
