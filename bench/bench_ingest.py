@@ -16,6 +16,12 @@ The fakesnow server runs in its own process (its memory is "Snowflake", not the 
 Tokenizer: a WordPiece vocabulary trained with ``tokenizers`` on the generated text; both
 variants use the same one, so the ratios measure data handling, not tokenizer choice.
 
+Tokenizer threads: ``seed`` gets the library's default, parallel on rayon's default pool (the
+driver drops ``TOKENIZERS_PARALLELISM`` from the children's environment, e.g. the Makefile's
+``false``); ``ours``, ``ours-parquet`` and ``tokenize-only`` tokenize as the trainer does, in
+``parallel_tokenization`` with the pool capped at the usable CPUs. A ``RAYON_NUM_THREADS`` in
+the environment sizes every variant's pool.
+
     .venv/bin/python -m bench.bench_ingest --rows 100000 1000000
 
 Prints one line per run and a JSON summary with the ratios (seed / ours).
@@ -233,6 +239,7 @@ def child(args: argparse.Namespace) -> None:
     import torch  # noqa: F401
 
     import snowtrain.trainer.data.tokenize  # noqa: F401
+    from snowtrain.trainer.cpus import cap_tokenizer_threads, parallel_tokenization
 
     base_rss_mb = peak_rss_mb()
     start, start_cpu = time.perf_counter(), cpu_seconds()
@@ -242,7 +249,12 @@ def child(args: argparse.Namespace) -> None:
         "ours-parquet": run_ours_parquet,
         "tokenize-only": run_tokenize_only,
     }[args.child]
-    result = run(args, tokenizer)
+    if args.child == "seed":
+        result = run(args, tokenizer)  # the library's default: parallel
+    else:
+        cap_tokenizer_threads()  # as the trainer does (RAYON_NUM_THREADS, if set, wins)
+        with parallel_tokenization():
+            result = run(args, tokenizer)
     wall = time.perf_counter() - start
     cpu = cpu_seconds() - start_cpu
     peak_mb = peak_rss_mb()
@@ -374,6 +386,7 @@ def main() -> None:
                         str(args.batch_rows),
                     ]
                     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+                    env.pop("TOKENIZERS_PARALLELISM", None)  # seed: the default (see top)
                     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                     if out.returncode != 0:
                         print(out.stderr[-3000:], file=sys.stderr)
