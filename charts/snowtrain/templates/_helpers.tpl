@@ -46,7 +46,7 @@ calls from the operator's source and fails when these rules grant more, or less.
 {{- define "snowtrain.workloadRules" -}}
 - apiGroups: [snowtrain.io]
   resources: [finetunejobs, pretrainjobs]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [snowtrain.io]
   resources: [finetunejobs/status, pretrainjobs/status]
   verbs: [patch]
@@ -59,7 +59,7 @@ calls from the operator's source and fails when these rules grant more, or less.
   verbs: [create, delete]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update, delete]

@@ -1,36 +1,59 @@
-"""kopf glue: which events trigger a reconcile. Deliberately thin; the work is in
-:mod:`snowtrain.operator.reconcile` (side effects) and the pure children/status modules.
+"""kopf glue: watch events become keys in the operator's work queue.
 
-- create/resume/update of a FineTuneJob or PretrainJob reconcile it at once;
-- events of its batch Jobs, training pods and serving Deployment reconcile the owner, so a
-  finished Job becomes ``Succeeded`` within a second instead of at the next timer tick;
-- a timer per job refreshes progress from the pod log every ``progress_refresh_seconds``
-  while it is not decided (and notices a referenced PretrainJob finishing).
+Deliberately thin; the work is in :mod:`snowtrain.operator.reconcile` (side effects) and the
+pure children/status modules. kopf watches, elects the active replica (peering), serves the
+liveness probe and the admission webhook; the reconciles run on the work queue's threads:
+
+- a job that is new or whose spec changed (``metadata.generation`` differs from the
+  ``status.observedGeneration`` we wrote) is reconciled first, so a newly applied job gets
+  its Job within moments even when hundreds arrive at once;
+- a job's batch Job finishing comes next (``Succeeded``/``Failed`` within a second);
+- other events of its Jobs, pods and serving Deployment, then periodic resyncs: progress
+  from the pod log every ``progress_refresh_seconds`` while Running (and a look at a
+  referenced PretrainJob while Waiting), other undecided phases every
+  ``IDLE_RECHECK_SECONDS``; jobs listed at startup are resumed the same way.
+
+kopf's own create/update handlers are not used: they keep state in annotations and a
+finalizer on every job, which costs two extra writes (and the watch events they cause) per
+change; our status's observedGeneration already says whether a spec was handled, and
+children are garbage-collected through their owner references.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 import kopf
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 
 from . import children as ch
-from .reconcile import PLURALS, Context, Kube, reconcile
+from .reconcile import PLURALS, Context, Key, Kube, job_key, reconcile
 from .settings import OperatorSettings
+from .workqueue import WorkQueue
 
 log = logging.getLogger("snowtrain.operator")
 
 SETTINGS = OperatorSettings()
 _CTX: Context | None = None
+_QUEUE: WorkQueue[Key] | None = None
 DECIDED = ("Succeeded", "Failed")
 ACTIVE = ("Running", "Waiting")
 IDLE_RECHECK_SECONDS = 30.0
+RESYNC_TICK_SECONDS = 1.0
+ECHO_DELAY_SECONDS = 0.5
+"""How long a child's non-terminal change waits for more (its Job's status, its pod's, a
+moment apart) so they cost one reconcile; the status shows them this much later."""
+
+# Work queue priorities: lower runs first.
+NEW_OR_CHANGED = 0
+CHILD_FINISHED = 1
+CHILD_CHANGED = 2
+RESYNC = 3
 
 
 def _load_kube_config() -> client.ApiClient:
@@ -38,30 +61,28 @@ def _load_kube_config() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # One connection per worker thread (plus the event poster): urllib3 discards connections
+    # beyond the pool size (default 5 x CPUs), and every request past it pays a new TLS
+    # handshake, on our side and the API server's.
+    configuration.connection_pool_maxsize = SETTINGS.max_workers + 4
+    return client.ApiClient(configuration)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """kopf settings: progress in annotations (status is ours), watch timeouts, workers."""
-    global _CTX
-    prefix = "kopf.snowtrain.io"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
+    """kopf settings (watch timeouts, peering, webhook); start the work queue and resync."""
+    global _CTX, _QUEUE
     # kopf watches can stall silently; bounded server/client timeouts re-establish them.
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = SETTINGS.watch_connect_timeout
-    settings.execution.max_workers = SETTINGS.max_workers
     settings.posting.level = logging.WARNING
     settings.peering.name = SETTINGS.peering_name
     settings.peering.priority = SETTINGS.peering_priority
     settings.peering.mandatory = False
     if SETTINGS.standalone:
         settings.peering.standalone = True
-    # An invalid spec becomes Failed/InvalidSpec inside reconcile; other errors are transient.
     settings.networking.request_timeout = 30
     if SETTINGS.webhook_enabled:
         from .webhook import configure_admission
@@ -69,6 +90,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_admission(settings, SETTINGS)
     kube = Kube(_load_kube_config())
     _CTX = Context(kube=kube, settings=SETTINGS, caps=kube.capabilities())
+    # An invalid spec becomes Failed/InvalidSpec inside reconcile; API errors are retried
+    # with backoff by the queue.
+    _QUEUE = WorkQueue(_reconcile_key, SETTINGS.max_workers)
+    _QUEUE.start()
+    threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
     log.info(
         "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s, Indexed Jobs %s",
         _CTX.caps.major,
@@ -83,44 +109,46 @@ def ctx() -> Context:
     return _CTX
 
 
-def _run(body: Any, force_logs: bool = False) -> None:
-    try:
-        reconcile(ctx(), dict(body), force_logs=force_logs)
-    except ApiException as exc:
-        raise kopf.TemporaryError(
-            f"Kubernetes API error {exc.status} {exc.reason}", delay=5
-        ) from None
+def queue() -> WorkQueue[Key]:
+    assert _QUEUE is not None, "the startup handler has not run"
+    return _QUEUE
 
 
-for _kind in (FineTuneJob, PretrainJob):
-    _plural = _kind.PLURAL
-
-    @kopf.on.resume(GROUP, VERSION, _plural, id="resume")
-    @kopf.on.create(GROUP, VERSION, _plural, id="create")
-    @kopf.on.update(GROUP, VERSION, _plural, id="update")
-    def on_change(body: kopf.Body, **_: Any) -> None:
-        """Any spec change (and startup, and creation) reconciles at once."""
-        _run(body, force_logs=True)
-
-    @kopf.timer(GROUP, VERSION, _plural, interval=SETTINGS.progress_refresh_seconds,
-                initial_delay=SETTINGS.progress_refresh_seconds)  # fmt: skip
-    def refresh(body: kopf.Body, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
-        """Progress from the pod log while Running, and a look at the referenced PretrainJob
-        while Waiting. Other phases change through their children's events; they are
-        re-checked only every IDLE_RECHECK_SECONDS (an Unschedulable pod's timeout). Decided
-        jobs need nothing."""
-        phase = status.get("phase")
-        if phase in DECIDED:
-            return
-        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
-        last = ctx().last_reconciled.get(key, 0.0)
-        if phase not in ACTIVE and time.monotonic() - last < IDLE_RECHECK_SECONDS:
-            return
-        _run(body)
+@kopf.on.cleanup()
+def stop(**_: Any) -> None:
+    """Let running reconciles finish (each is short) before kopf exits."""
+    if _QUEUE is not None:
+        _QUEUE.stop()
 
 
-def _owner_changed(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any) -> None:
-    """A child changed: reconcile its owner (found from the child's labels)."""
+def _reconcile_key(key: Key, force_logs: bool) -> None:
+    reconcile(ctx(), key, force_logs=force_logs)
+
+
+async def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A FineTuneJob/PretrainJob was listed, added or changed (or deleted)."""
+    raw = dict(body)  # a plain dict over the object as the API sent it
+    key = job_key(raw)
+    meta, status = raw.get("metadata") or {}, raw.get("status") or {}
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        ctx().forget(key)
+        queue().forget(key)
+        return
+    ctx().remember(raw)
+    if status.get("observedGeneration") != meta.get("generation"):
+        queue().add(key, NEW_OR_CHANGED, True)  # new, or its spec changed
+    elif type is None:
+        queue().add(key, RESYNC, True)  # listed at (re)start: resume it
+    # Otherwise only status/metadata changed: our own write, or labels. Nothing to do.
+    if raw.get("kind") == PretrainJob.KIND and status.get("phase") in DECIDED:
+        for other, other_body in ctx().known():
+            waiting = (other_body.get("status") or {}).get("phase") == "Waiting"
+            if other[0] == FineTuneJob.KIND and other[1] == key[1] and waiting:
+                queue().add(other, CHILD_CHANGED)
+
+
+async def on_child_event(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any) -> None:
+    """A child changed: queue its owner (found from the child's labels)."""
     labels = meta.get("labels") or {}
     kind = labels.get(ch.LABEL_KIND)
     name = labels.get(ch.LABEL_JOB) or labels.get(ch.LABEL_SERVING)
@@ -128,21 +156,37 @@ def _owner_changed(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any)
         return
     if type == "ADDED" or (body.get("kind") == "Pod" and type == "DELETED"):
         # We created it (the creating reconcile saw it); a new pod also shows in its Job's
-        # status, and a deleted pod is garbage collection. Skipping these halves the work
-        # when hundreds of jobs start at once.
+        # status, and a deleted pod is garbage collection.
         return
-    owner = {"kind": kind, "apiVersion": f"{GROUP}/{VERSION}",
-             "metadata": {"name": name, "namespace": meta.get("namespace")}}  # fmt: skip
     terminal = body.get("kind") == "Job" and any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (body.get("status") or {}).get("conditions") or []
     )
-    try:
-        reconcile(ctx(), owner, force_logs=terminal)
-    except ApiException as exc:
-        log.warning("reconcile of %s %s after a child event failed: %s", kind, name, exc.reason)
+    key = (kind, str(meta.get("namespace")), name)
+    if terminal:
+        queue().add(key, CHILD_FINISHED, True)
+    else:
+        queue().add_after(key, ECHO_DELAY_SECONDS, CHILD_CHANGED)
 
 
-kopf.on.event("batch", "v1", "jobs", labels={ch.LABEL_JOB: kopf.PRESENT})(_owner_changed)
-kopf.on.event("", "v1", "pods", labels={ch.LABEL_JOB: kopf.PRESENT})(_owner_changed)
-kopf.on.event("apps", "v1", "deployments", labels={ch.LABEL_SERVING: kopf.PRESENT})(_owner_changed)
+def _resync_forever() -> None:
+    """Queue undecided jobs that are due a look: progress from the pod log while Running,
+    the referenced PretrainJob while Waiting, timeouts (an Unschedulable pod) otherwise."""
+    while True:
+        time.sleep(RESYNC_TICK_SECONDS)
+        now = time.monotonic()
+        for key, body in ctx().known():
+            phase = (body.get("status") or {}).get("phase")
+            if phase in DECIDED:
+                continue
+            last = ctx().last_reconciled.get(key)
+            every = SETTINGS.progress_refresh_seconds if phase in ACTIVE else IDLE_RECHECK_SECONDS
+            if last is not None and now - last >= every:
+                queue().add(key, RESYNC)
+
+
+for _kind in (FineTuneJob, PretrainJob):
+    kopf.on.event(GROUP, VERSION, _kind.PLURAL)(on_job_event)
+kopf.on.event("batch", "v1", "jobs", labels={ch.LABEL_JOB: kopf.PRESENT})(on_child_event)
+kopf.on.event("", "v1", "pods", labels={ch.LABEL_JOB: kopf.PRESENT})(on_child_event)
+kopf.on.event("apps", "v1", "deployments", labels={ch.LABEL_SERVING: kopf.PRESENT})(on_child_event)

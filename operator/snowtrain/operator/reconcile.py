@@ -3,8 +3,9 @@
 Level-based and idempotent: children are found by label before anything is created, names
 are deterministic (a second create answers 409 and is ignored), and status is recomputed from
 what is observed. Killing the operator at any point and re-running this converges to the
-same children, never duplicates. The calls are blocking (kubernetes client); kopf runs them in
-its thread pool, and a per-job lock serialises reconciles of the same job.
+same children, never duplicates. The calls are blocking (kubernetes client); the operator's
+work queue (:mod:`snowtrain.operator.workqueue`) runs them on its threads, one reconcile per
+job at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,34 +56,77 @@ class Kube:
         return ch.Capabilities.from_version(info.major, info.minor)
 
 
+Key = tuple[str, str, str]
+"""(kind, namespace, name) of a FineTuneJob or PretrainJob."""
+
+
+def job_key(body: dict[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+
+
+def _resource_version(body: dict[str, Any]) -> int | None:
+    rv = (body.get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
 @dataclass
 class Context:
-    """What every reconcile needs: clients, settings, server capabilities, throttling memory."""
+    """What every reconcile needs: clients, settings, server capabilities, and the newest
+    version of every job seen (from watch events and from our own status writes)."""
 
     kube: Kube
     settings: OperatorSettings
     caps: ch.Capabilities
-    locks: defaultdict[tuple[str, str, str], threading.Lock] = field(
-        default_factory=lambda: defaultdict(threading.Lock)
-    )
-    last_log_read: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    queued: dict[tuple[str, str, str], bool] = field(default_factory=dict)
-    last_reconciled: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    last_log_read: dict[Key, float] = field(default_factory=dict)
+    last_reconciled: dict[Key, float] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
+    events: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
+    )
+
+    def remember(self, body: dict[str, Any]) -> None:
+        """Keep ``body`` unless a newer version of the job is known already.
+
+        A reconcile reads the job from here instead of the API server. Our own status write
+        returns the written object, which arrives here before its watch event: without the
+        version check, the late event would hand the next reconcile the status from before
+        that write (and it would announce the same phase transition twice). The API server's
+        resourceVersion is an etcd revision; were it ever not a number, newest-arrival wins.
+        """
+        key = job_key(body)
+        with self.guard:
+            old = self.jobs.get(key)
+            new_rv, old_rv = _resource_version(body), old and _resource_version(old)
+            if old is None or new_rv is None or old_rv is None or new_rv >= old_rv:
+                self.jobs[key] = body
+
+    def forget(self, key: Key) -> None:
+        with self.guard:
+            self.jobs.pop(key, None)
+        self.last_log_read.pop(key, None)
+        self.last_reconciled.pop(key, None)
+
+    def known(self) -> list[tuple[Key, dict[str, Any]]]:
+        with self.guard:
+            return list(self.jobs.items())
 
 
 def _ok_exists(exc: ApiException) -> bool:
     return exc.status == 409
 
 
-def _create(fn, namespace: str, body: dict[str, Any]) -> None:
-    """Create, treating 409 Already Exists as success (idempotent re-runs)."""
+def _create(fn, namespace: str, body: dict[str, Any]) -> bool:
+    """Create; False when it exists already (409: an idempotent re-run)."""
     try:
-        fn(namespace, body, _preload_content=False)
+        send(fn, namespace, body)
         log.info("created %s %s/%s", body["kind"], namespace, body["metadata"]["name"])
+        return True
     except ApiException as exc:
         if not _ok_exists(exc):
             raise
+        return False
 
 
 def _get_or_none(fn, *args: Any) -> Any:
@@ -94,6 +138,19 @@ def _get_or_none(fn, *args: Any) -> Any:
         raise
 
 
+def send(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Call a kubernetes-client method whose answer we do not need.
+
+    Unparsed (``_preload_content=False``), but drained and handed back to the connection
+    pool: an unread response keeps its connection, so the next request would open a new
+    one and pay a TLS handshake on both ends (it was a third of the operator's CPU when
+    hundreds of jobs were created at once).
+    """
+    response = fn(*args, _preload_content=False, **kwargs)
+    response.drain_conn()
+    response.release_conn()
+
+
 def raw(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a kubernetes-client method and return the JSON the API sent, as plain dicts.
 
@@ -103,6 +160,7 @@ def raw(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """
     response = fn(*args, _preload_content=False, **kwargs)
     data = response.data
+    response.release_conn()  # back to the pool (a no-op when the full read did it already)
     return json.loads(data) if data else None
 
 
@@ -129,38 +187,40 @@ def _attempt_of(job: dict[str, Any]) -> int:
         return 0
 
 
-def _selector(labels: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+def _list(fn: Any, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Children by label, served from the API server's watch cache (``resourceVersion=0``).
 
-
-def reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool = False) -> st.Outcome | None:
-    """Reconcile one FineTuneJob/PretrainJob ``body`` (as read from the API).
-
-    Requests coalesce: while one reconcile of a job waits for the lock, further requests
-    for that job return at once (None) -- the waiting one reads the job and its children
-    fresh when it runs, so it covers them. A burst of child events costs one or two
-    reconciles, not one each.
+    A quorum read would scan every object of the kind in the namespace in etcd, per
+    reconcile: with hundreds of jobs that is quadratic work for the control plane. The
+    cache may trail etcd by moments; creates are idempotent (deterministic names, 409), and
+    the watch event of any change we miss triggers another reconcile.
     """
-    meta = body.get("metadata") or {}
-    key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    return raw(fn, namespace, label_selector=selector, resource_version="0")["items"]
+
+
+def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome | None:
+    """Reconcile the FineTuneJob/PretrainJob ``key``; None when it is gone or being deleted.
+
+    The caller (the work queue) runs one reconcile per key at a time. The job itself comes
+    from the context (kept current by watch events and our own writes); only a job not seen
+    yet is read from the API server.
+    """
+    ctx.last_reconciled[key] = time.monotonic()
     with ctx.guard:
-        if key in ctx.queued:
-            ctx.queued[key] = ctx.queued[key] or force_logs
-            return None
-        ctx.queued[key] = force_logs
-    with ctx.locks[key]:
-        with ctx.guard:
-            force_logs = ctx.queued.pop(key)
-        ctx.last_reconciled[key] = time.monotonic()
-        # Re-read under the lock: a reconcile that waited must see the status the previous
-        # one wrote, or it would fire the same phase-transition event twice.
-        fresh = _get_or_none(
+        body = ctx.jobs.get(key)
+    if body is None:
+        body = _get_or_none(
             ctx.kube.custom.get_namespaced_custom_object,
             GROUP, VERSION, key[1], PLURALS[key[0]], key[2],
         )  # fmt: skip
-        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
-            return st.Outcome(body.get("status") or {})
-        return _reconcile(ctx, fresh, force_logs=force_logs)
+        if body is None:
+            ctx.forget(key)
+            return None
+        ctx.remember(body)
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return _reconcile(ctx, body, force_logs=force_logs)
 
 
 def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Outcome:
@@ -199,7 +259,10 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             obs.unsupported = str(exc)
 
     labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind}
-    jobs = raw(kube.batch.list_namespaced_job, ns, label_selector=_selector(labels))["items"]
+    # A job we never wrote a status for gets its first attempt without a look for Jobs:
+    # the first reconcile of every job applied in a burst saves a request, and the Job
+    # create answers 409 if a reconcile before a crash made it (then it is read).
+    jobs = _list(kube.batch.list_namespaced_job, ns, labels) if old_status else []
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
@@ -237,7 +300,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         obs.job_name = current["metadata"]["name"]
         pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
-        pods = raw(kube.core.list_namespaced_pod, ns, label_selector=_selector(pod_labels))["items"]
+        pods = _list(kube.core.list_namespaced_pod, ns, pod_labels)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     elif current is not None:
         obs.job_name = current["metadata"]["name"]
@@ -269,8 +332,10 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
 
     patch = merge_patch(old_status, outcome.status)
     if patch:
-        kube.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
+        ctx.remember(
+            kube.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
+            )
         )
     if outcome.phase != old_status.get("phase"):
         _emit_event(ctx, body, old_status.get("phase"), outcome)
@@ -282,10 +347,13 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
     ref = job.spec.base_model.pretrain_job_ref
     assert ref is not None
     ns = job.metadata.namespace or "default"
-    ptj = _get_or_none(
-        ctx.kube.custom.get_namespaced_custom_object,
-        GROUP, VERSION, ns, "pretrainjobs", ref.name,
-    )  # fmt: skip
+    with ctx.guard:
+        ptj = ctx.jobs.get(("PretrainJob", ns, ref.name))
+    if ptj is None:  # not watched (another namespace's operator) or not seen yet
+        ptj = _get_or_none(
+            ctx.kube.custom.get_namespaced_custom_object,
+            GROUP, VERSION, ns, "pretrainjobs", ref.name,
+        )  # fmt: skip
     if ptj is None:
         obs.base_waiting = f"waiting for PretrainJob {ref.name} (not found yet)"
         return None
@@ -326,8 +394,10 @@ def _start_attempt(
     if job.spec.resources.nodes > 1:
         _create(ctx.kube.core.create_namespaced_service, ns, ch.build_workers_service(job))
     manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
-    _create(ctx.kube.batch.create_namespaced_job, ns, manifest)
-    return manifest
+    if _create(ctx.kube.batch.create_namespaced_job, ns, manifest):
+        return manifest
+    # It existed (a reconcile before a crash created it): observe the real one.
+    return raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
 
 
 def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -461,7 +531,12 @@ def _emit_event(
         "lastTimestamp": now,
         "count": 1,
     }
-    try:
-        ctx.kube.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
-    except (ApiException, ValueError) as exc:  # an event is best-effort, never a failure
-        log.warning("cannot post event for %s: %s", meta["name"], exc)
+
+    def post() -> None:
+        try:
+            send(ctx.kube.core.create_namespaced_event, meta["namespace"], event)
+        except (ApiException, ValueError) as exc:  # an event is best-effort, never a failure
+            log.warning("cannot post event for %s: %s", meta["name"], exc)
+
+    # Off the reconcile's path: the next job's reconcile need not wait for this one's Event.
+    ctx.events.submit(post)

@@ -1,0 +1,140 @@
+"""The operator's work queue: urgent keys first, one reconcile per key at a time, bursts
+coalesced, failures retried; and the job cache that spares a read per reconcile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from snowtrain.operator.reconcile import Context
+from snowtrain.operator.workqueue import WorkQueue
+
+
+class Recorder:
+    """A handler that records calls; blocks on `gate` while set up to."""
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.fail_times = fail_times
+        self.lock = threading.Lock()
+        self.running: set[str] = set()
+        self.overlap = False
+
+    def __call__(self, key: str, flag: bool) -> None:
+        with self.lock:
+            self.overlap |= key in self.running
+            self.running.add(key)
+        self.started.set()
+        self.gate.wait(5)
+        with self.lock:
+            self.running.discard(key)
+            self.calls.append((key, flag))
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise ApiException(status=500, reason="etcd leader changed")
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_urgent_keys_run_first_and_a_burst_costs_one_run() -> None:
+    rec = Recorder()
+    q: WorkQueue[str] = WorkQueue(rec, workers=1)
+    # Queue before starting: the order the single worker takes them is the queue's order.
+    for key in ("echo-1", "echo-2", "echo-1", "echo-1"):
+        q.add(key, priority=2)
+    q.add("new-job", priority=0, flag=True)
+    q.add("echo-2", priority=1)  # became more urgent: moves ahead of echo-1
+    assert len(q) == 3
+    q.start()
+    wait_for(lambda: len(rec.calls) == 3)
+    q.stop()
+    assert rec.calls == [("new-job", True), ("echo-2", False), ("echo-1", False)]
+
+
+def test_a_key_added_while_running_runs_again_after_never_concurrently() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    q: WorkQueue[str] = WorkQueue(rec, workers=4)
+    q.start()
+    q.add("job", priority=2)
+    assert rec.started.wait(5)
+    for _ in range(5):  # events while the reconcile runs: it may have read the old state
+        q.add("job", priority=2, flag=True)
+    rec.gate.set()
+    wait_for(lambda: len(rec.calls) == 2)
+    time.sleep(0.05)
+    q.stop()
+    assert rec.calls == [("job", False), ("job", True)]
+    assert not rec.overlap
+
+
+def test_failures_are_retried_with_backoff_until_they_succeed() -> None:
+    rec = Recorder(fail_times=2)
+    q: WorkQueue[str] = WorkQueue(rec, workers=1, base_delay=0.05, max_delay=1)
+    q.start()
+    started = time.monotonic()
+    q.add("job", priority=0, flag=True)
+    wait_for(lambda: len(rec.calls) == 3)
+    elapsed = time.monotonic() - started
+    time.sleep(0.2)
+    q.stop()
+    # Two retries after 0.05 s and 0.1 s; the flag (read the logs) survives the retries.
+    assert rec.calls == [("job", True)] * 3
+    assert elapsed >= 0.15
+
+
+def test_add_after_delays_the_key() -> None:
+    rec = Recorder()
+    q: WorkQueue[str] = WorkQueue(rec, workers=1)
+    q.start()
+    q.add_after("later", 0.2, priority=3)
+    q.add("now", priority=3)
+    wait_for(lambda: len(rec.calls) == 1)
+    assert rec.calls == [("now", False)]
+    assert q.pending("later") is False  # not queued until due
+    wait_for(lambda: len(rec.calls) == 2)
+    q.stop()
+    assert rec.calls[1] == ("later", False)
+
+
+def test_delayed_echoes_of_one_change_fold_into_one_run() -> None:
+    rec = Recorder()
+    q: WorkQueue[str] = WorkQueue(rec, workers=2)
+    q.start()
+    for _ in range(5):  # a Job's status, its pod's, ... within the delay
+        q.add_after("job", 0.1, priority=2)
+        time.sleep(0.01)
+    q.add_after("job", 0.1, priority=1, flag=True)
+    wait_for(lambda: len(rec.calls) == 1)
+    time.sleep(0.3)
+    q.stop()
+    assert rec.calls == [("job", True)]
+
+
+def _job(rv: str, phase: str) -> dict[str, Any]:
+    return {
+        "kind": "FineTuneJob",
+        "metadata": {"namespace": "ml", "name": "a", "resourceVersion": rv},
+        "status": {"phase": phase},
+    }
+
+
+def test_the_job_cache_keeps_the_newest_version() -> None:
+    ctx = Context(kube=None, settings=None, caps=None)  # type: ignore[arg-type]
+    ctx.remember(_job("10", "Pending"))
+    ctx.remember(_job("12", "Running"))  # our own status write's answer
+    ctx.remember(_job("11", "Pending"))  # the watch event of an earlier change, late
+    assert ctx.known() == [(("FineTuneJob", "ml", "a"), _job("12", "Running"))]
+    ctx.forget(("FineTuneJob", "ml", "a"))
+    assert ctx.known() == []
