@@ -181,8 +181,7 @@ def operator_release(
     finally:
         logs = kubectl("logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator")
         print(logs.stdout[-4000:])
-        # Jobs first, while the operator runs: it removes its finalizers (a job left behind
-        # without the operator would keep the namespace Terminating forever).
+        # Jobs first: the operator puts no finalizers on them, so this never waits for it.
         kubectl("delete", "finetunejobs,pretrainjobs", "--all", "-n", namespace, "--timeout=90s")
         helm("uninstall", release, "--kubeconfig", str(kube_cluster.kubeconfig), "-n", namespace)
         kubectl("delete", "kopfpeering", release, "-n", namespace, "--ignore-not-found")
