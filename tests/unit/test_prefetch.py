@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -96,6 +97,33 @@ def test_consumer_failure_stops_the_producer_and_closes_the_source() -> None:
                 raise RuntimeError("consumer failed")
     # Closed on the producer's thread, before close() returned: nobody uses the source after.
     assert closed_on == [THREAD_NAME]
+    assert prefetch_threads() == []
+
+
+def test_a_signal_during_the_first_fetch_stops_at_once() -> None:
+    """The first fetch (where a query runs) is on the caller's thread, which gets signals:
+    the trainer's SIGTERM handler must not wait for a long query to finish."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stop
+
+    def slow_query() -> Iterator[int]:
+        time.sleep(10)
+        yield 0
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    start = time.monotonic()
+    try:
+        with pytest.raises(Stop):
+            list(prefetch(slow_query()))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 5
     assert prefetch_threads() == []
 
 

@@ -1,7 +1,7 @@
 """Read an iterator ahead on a background thread, a bounded number of items ahead.
 
 Ingest alternates two kinds of work: the source fetching and decoding the next Arrow batch
-(network reads, Arrow decoding, row hashing -- mostly outside the GIL) and the Rust tokenizer
+(network reads, Arrow decoding, row hashing -- much of it outside the GIL) and the Rust tokenizer
 encoding the current one (``encode_batch_fast`` releases the GIL). Pulling the source on a
 thread of its own lets the two overlap instead of taking turns.
 
@@ -13,19 +13,30 @@ before them. Closing the generator (``contextlib.closing``, or an exception in t
 ``with`` block) stops the producer and joins it; the source iterator is closed on the
 producer's thread, so its own cleanup (a cursor, a spill file) has finished when ``close``
 returns and nothing else touches the source concurrently afterwards.
+
+The first item is fetched on the caller's thread. For a query source that is where the query
+runs, possibly for minutes, and only the main thread sees signals: SIGTERM there still stops
+the trainer at once. Later, a SIGTERM waits for the in-flight fetch (one batch) before
+``close`` returns.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _ITEM, _END, _ERROR = "item", "end", "error"
 THREAD_NAME = "snowtrain-prefetch"
+
+
+def _close(iterator: Iterator[Any]) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
@@ -36,10 +47,8 @@ def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
     handoff: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     stop = threading.Event()
 
-    def produce() -> None:
-        iterator = None
+    def produce(iterator: Iterator[T]) -> None:
         try:
-            iterator = iter(items)
             while True:
                 slots.acquire()
                 if stop.is_set():
@@ -53,13 +62,19 @@ def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
         except BaseException as exc:  # the consumer re-raises it
             handoff.put((_ERROR, exc))
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+            _close(iterator)
 
-    thread = threading.Thread(target=produce, name=THREAD_NAME, daemon=True)
-    thread.start()
+    iterator = iter(items)
+    thread: threading.Thread | None = None
     try:
+        try:
+            first = next(iterator)  # on the caller's thread: see the module docstring
+        except StopIteration:
+            return
+        thread = threading.Thread(target=produce, args=(iterator,), name=THREAD_NAME, daemon=True)
+        thread.start()
+        yield first
+        del first  # held for the whole pass otherwise
         while True:
             kind, value = handoff.get()
             if kind == _END:
@@ -69,6 +84,9 @@ def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
             slots.release()  # the consumer holds this item now: the producer may fetch the next
             yield value
     finally:
-        stop.set()
-        slots.release()  # wake a producer waiting for a slot
-        thread.join()
+        if thread is None:
+            _close(iterator)
+        else:
+            stop.set()
+            slots.release()  # wake a producer waiting for a slot
+            thread.join()
