@@ -157,15 +157,3 @@ def test_cpu_quota_of_a_container_caps_threads(tmp_path: Path) -> None:
     assert usable_cpus(tmp_path) == min(2, cpus)
     (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit
     assert usable_cpus(tmp_path) == cpus
-
-
-def test_length_groups_bound_padding_and_cover_every_text() -> None:
-    from snowtrain.serve.models import length_groups
-
-    lengths = [50, 10, 45, 12, 36, 40, 30]
-    groups = length_groups(lengths)
-    assert groups == [[0, 2, 5, 4], [6], [3, 1]]
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        assert min(lengths[i] for i in g) >= 0.7 * max(lengths[i] for i in g)
-    assert length_groups([7] * 32) == [list(range(32))]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -25,6 +26,14 @@ from transformers import (
 )
 
 from snowtrain.serve.generation import Completion, CompletionItem, RowTracker
+from snowtrain.serve.grouping import (
+    DEFAULT_COST,
+    ForwardCost,
+    calibration_shapes,
+    fit_forward_cost,
+    measure,
+    optimal_groups,
+)
 from snowtrain.serve.model_dir import ModelInfo, Task
 from snowtrain.serve.runtime import Runtime
 
@@ -49,7 +58,12 @@ class Classification:
 
 
 class ClassifierModel:
-    """Sequence classifier: texts in, the most likely label and every label's probability out."""
+    """Sequence classifier: texts in, the most likely label and every label's probability out.
+
+    A batch is tokenized once, split into forward passes by `optimal_groups` under a cost
+    model measured at load (`grouping`), and each pass's tensors are padded with numpy
+    straight from the token lists (`pad_rows`), the same tensors `tokenizer.pad` builds.
+    """
 
     task = Task.CLASSIFICATION
 
@@ -58,9 +72,13 @@ class ClassifierModel:
         self.runtime = runtime
         self.labels: list[str] = list(info.labels or [])
         self.model: PreTrainedModel | None = None
+        self.forward_cost: ForwardCost = DEFAULT_COST
 
     def load(self) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(self.info.path)
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no padding token, so batches cannot be padded")
+        self.pad_values = padding_values(self.tokenizer)
         self.model = _load_weights(AutoModelForSequenceClassification, self.info, self.runtime)
         n = self.model.config.num_labels
         if len(self.labels) != n:
@@ -72,38 +90,95 @@ class ClassifierModel:
             )
         )
         self.predict(["warm up"])  # first-call allocations happen now, not in a request
+        self.forward_cost = self.calibrate()
+
+    def calibrate(self) -> ForwardCost:
+        """Fit the forward cost model to a few timed passes of this model on this device.
+
+        The passes go through the same code as a request (padding, forward, softmax, copy
+        out), so the per-forward constant covers all of a group's fixed cost.
+        """
+        ids = self.tokenizer("warm up " * 512, truncation=True, max_length=self.max_length)
+        enc = {k: list(v) for k, v in ids.items()}
+
+        def run(n: int, length: int) -> None:
+            row = {k: v[:length] for k, v in enc.items()}
+            self._forward({k: [v] * n for k, v in row.items()}, list(range(n)))
+
+        shapes = [
+            (n, min(length, len(enc["input_ids"])))
+            for n, length in calibration_shapes(self.max_length)
+        ]
+        self._forward({k: [v[:8]] for k, v in enc.items()}, [0])  # warm-up, untimed
+        samples = measure(run, shapes)
+        cost = fit_forward_cost(samples)
+        if cost is None:
+            log.warning(
+                "forward cost calibration unusable (%s); using the default cost model: %s",
+                ", ".join(f"{n}x{length}: {s * 1e3:.1f} ms" for n, length, s in samples),
+                DEFAULT_COST.describe(),
+            )
+            return DEFAULT_COST
+        log.info("length grouping cost model, measured: %s", cost.describe())
+        return cost
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Classification]:
         assert self.model is not None, "load() first"
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        lengths = [len(ids) for ids in enc["input_ids"]]
         out: list[Classification | None] = [None] * len(texts)
-        for group in length_groups([len(ids) for ids in enc["input_ids"]]):
-            batch = self.tokenizer.pad(
-                {k: [v[i] for i in group] for k, v in enc.items()}, return_tensors="pt"
-            ).to(self.runtime.device)
-            probs = self.model(**batch).logits.float().softmax(dim=-1).cpu().tolist()
-            for i, row in zip(group, probs, strict=True):
+        for group in optimal_groups(lengths, self.forward_cost):
+            for i, row in zip(group, self._forward(enc, group), strict=True):
                 best = max(range(len(row)), key=row.__getitem__)
                 out[i] = Classification(self.labels[best], dict(zip(self.labels, row, strict=True)))
         return out  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def _forward(self, enc: Mapping[str, Sequence[Sequence[int]]], rows: Sequence[int]) -> list:
+        """Probabilities of `rows` of the tokenized batch, run as one padded forward pass."""
+        assert self.model is not None, "load() first"
+        batch = pad_rows(enc, rows, self.pad_values, self.tokenizer.padding_side)
+        batch = {k: v.to(self.runtime.device) for k, v in batch.items()}
+        return self.model(**batch).logits.float().softmax(dim=-1).cpu().tolist()
 
-def length_groups(lengths: Sequence[int], min_ratio: float = 0.7) -> list[list[int]]:
-    """Split a batch into runs of similar length, longest first.
 
-    Padding a 10-token text to the 50 tokens of its batch-mate costs 5x its compute: a
-    group only admits texts at least `min_ratio` as long as its longest, which bounds the
-    padded share of every forward pass while keeping groups large enough to batch well.
+def padding_values(tokenizer: Any) -> dict[str, int]:
+    """What `tokenizer.pad` fills each model input with beyond a text's end."""
+    return {
+        "input_ids": int(tokenizer.pad_token_id),
+        "attention_mask": 0,
+        "token_type_ids": int(tokenizer.pad_token_type_id),
+        "special_tokens_mask": 1,
+    }
+
+
+def pad_rows(
+    enc: Mapping[str, Sequence[Sequence[int]]],
+    rows: Sequence[int],
+    pad_values: Mapping[str, int],
+    side: str = "right",
+) -> dict[str, torch.Tensor]:
+    """`rows` of a tokenized (unpadded) batch as int64 tensors padded to their longest.
+
+    Equal to `tokenizer.pad({k: [enc[k][i] for i in rows]}, return_tensors="pt")`, without
+    its per-item Python dict handling; `side` is the tokenizer's `padding_side`.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and lengths[i] >= min_ratio * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    ids = enc["input_ids"]
+    length = max(len(ids[i]) for i in rows)
+    out: dict[str, torch.Tensor] = {}
+    for key, seqs in enc.items():
+        if key not in pad_values:
+            raise KeyError(f"no padding value known for tokenizer output {key!r}")
+        arr = np.full((len(rows), length), pad_values[key], dtype=np.int64)
+        for r, i in enumerate(rows):
+            seq = seqs[i]
+            if side == "left":
+                arr[r, length - len(seq) :] = seq
+            else:
+                arr[r, : len(seq)] = seq
+        out[key] = torch.from_numpy(arr)
+    return out
 
 
 class PromptTooLong(ValueError):
