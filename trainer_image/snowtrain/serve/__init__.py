@@ -7,11 +7,15 @@ Serves one exported model directory (contracts §1) over HTTP:
 - causal LM: OpenAI `POST /v1/completions` (`stream: true` for server-sent events);
 - both: `GET /v1/models`, `GET /v1/models/{name}`, `/healthz`, `/readyz`, `/metrics`.
 
+Opt-in `--quantize int8` runs the model's nn.Linear layers as dynamic int8 on CPU (refused on
+CUDA); see `runtime`.
+
 Modules: `settings` (command-line options), `model_dir` (which task a directory holds),
-`runtime` (device, dtype, CPU threads), `models` (ClassifierModel / CompletionModel with
-load/predict), `generation` (per-row stop strings and streaming inside one batched
-generate), `batcher` (dynamic batching with a bounded queue), `schemas` (request bodies),
-`errors` (one JSON error shape), `metrics` (Prometheus), `state` (what routes share:
-model, batcher, lifecycle, limits), `kserve` and `completions` (protocol routes), `app`
-(health, metrics, listing; wires it all), `__main__` (CLI, graceful SIGTERM).
+`runtime` (device, dtype, CPU threads, int8 quantization), `models` (ClassifierModel /
+CompletionModel with load/predict), `grouping` (a classifier batch split into padded forward
+passes of least measured cost), `generation` (per-row stop strings and streaming inside one
+batched generate), `batcher` (dynamic batching with a bounded queue), `schemas` (request
+bodies), `errors` (one JSON error shape), `metrics` (Prometheus), `state` (what routes
+share: model, batcher, lifecycle, limits), `kserve` and `completions` (protocol routes),
+`app` (health, metrics, listing; wires it all), `__main__` (CLI, graceful SIGTERM).
 """

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
-from snowtrain.serve.settings import ServeSettings
+from snowtrain.serve.settings import QUANTIZE_CHOICES, ServeSettings
 
 if TYPE_CHECKING:
     from snowtrain.serve.state import ServerState
@@ -65,28 +65,39 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
     p.add_argument(
         "--threads", type=_positive, default=None, help="CPU threads (default: CPU quota)"
     )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        default=d.quantize,
+        help="int8: dynamic int8 quantization of nn.Linear layers, CPU only (faster, scores "
+        "differ slightly); default none",
+    )
     p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(
         level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return ServeSettings(
-        model_dir=a.model_dir,
-        name=a.name,
-        host=a.host,
-        port=a.port,
-        max_batch_size=a.max_batch_size,
-        max_wait_ms=a.max_wait_ms,
-        max_queue=a.max_queue,
-        max_instances=a.max_instances,
-        max_input_chars=a.max_input_chars,
-        max_new_tokens=a.max_new_tokens,
-        max_body_bytes=a.max_body_bytes,
-        device=a.device,
-        threads=a.threads,
-        graceful_timeout_s=a.graceful_timeout,
-    )
+    try:
+        return ServeSettings(
+            model_dir=a.model_dir,
+            name=a.name,
+            host=a.host,
+            port=a.port,
+            max_batch_size=a.max_batch_size,
+            max_wait_ms=a.max_wait_ms,
+            max_queue=a.max_queue,
+            max_instances=a.max_instances,
+            max_input_chars=a.max_input_chars,
+            max_new_tokens=a.max_new_tokens,
+            max_body_bytes=a.max_body_bytes,
+            device=a.device,
+            threads=a.threads,
+            graceful_timeout_s=a.graceful_timeout,
+            quantize=a.quantize,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:

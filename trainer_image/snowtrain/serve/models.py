@@ -35,20 +35,24 @@ from snowtrain.serve.grouping import (
     optimal_groups,
 )
 from snowtrain.serve.model_dir import ModelInfo, Task
-from snowtrain.serve.runtime import Runtime
+from snowtrain.serve.runtime import Runtime, quantize_int8
 
 log = logging.getLogger(__name__)
 
 
 def _load_weights(cls: Any, info: ModelInfo, runtime: Runtime) -> PreTrainedModel:
-    """Load with SDPA attention where the architecture has it, in the runtime's dtype."""
+    """Load with SDPA attention where the architecture has it, in the runtime's dtype, then
+    quantize when the runtime says so (`--quantize int8`, CPU only)."""
     kwargs: dict[str, Any] = {"dtype": runtime.dtype}
     try:
         model = cls.from_pretrained(info.path, attn_implementation="sdpa", **kwargs)
     except (ValueError, ImportError) as exc:  # architecture without an SDPA implementation
         log.warning("SDPA attention unavailable (%s); using the default", exc)
         model = cls.from_pretrained(info.path, **kwargs)
-    return model.to(runtime.device).eval()
+    model = model.to(runtime.device).eval()
+    if runtime.quantize == "int8":
+        model = quantize_int8(model)
+    return model
 
 
 @dataclass(frozen=True)

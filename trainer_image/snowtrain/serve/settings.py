@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+QUANTIZE_CHOICES = ("none", "int8")
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -30,3 +32,16 @@ class ServeSettings:
     device: str = "auto"
     threads: int | None = None
     graceful_timeout_s: float = 30.0
+    quantize: str = "none"
+    """"int8": dynamic int8 quantization of the model's nn.Linear layers (CPU only)."""
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise ValueError(
+                f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {self.quantize!r}"
+            )
+        if self.quantize != "none" and self.device.startswith("cuda"):
+            raise ValueError(
+                f"--quantize {self.quantize} runs on CPU only; use --device cpu (or auto on a "
+                "machine without a GPU) or --quantize none"
+            )

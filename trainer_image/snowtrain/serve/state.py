@@ -48,7 +48,9 @@ class ServerState:
 
     async def load(self) -> None:
         try:
-            runtime = choose_runtime(self.settings.device, self.settings.threads)
+            runtime = choose_runtime(
+                self.settings.device, self.settings.threads, self.settings.quantize
+            )
             model = build_model(self.info, runtime)
             await asyncio.to_thread(model.load)
         except Exception as exc:
@@ -72,7 +74,13 @@ class ServerState:
         if self.draining:
             batcher.stop_accepting()
         self.ready = True
-        log.info("model %s (%s) ready on %s", self.info.name, self.info.task, runtime.device)
+        log.info(
+            "model %s (%s) ready on %s (quantize %s)",
+            self.info.name,
+            self.info.task,
+            runtime.device,
+            runtime.quantize,
+        )
 
     # -- helpers used by the routes ------------------------------------------------------
     def require(self, name: str | None, task: Task) -> None:
