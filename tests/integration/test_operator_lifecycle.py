@@ -348,6 +348,26 @@ def test_delete_garbage_collects_children(api: Api, operator_process: Any) -> No
     )  # fmt: skip
 
 
+def test_a_job_deletes_while_the_operator_is_down(api: Api, operator_process: Any) -> None:
+    # No finalizers: deleting never waits for the operator (an uninstalled or crashed one
+    # would otherwise keep the job, and its namespace, Terminating forever).
+    api.create(ftj("orphan", "sleep"))
+    api.wait("its Job", lambda: api.jobs("orphan"), timeout=60)
+    operator_process.kill()
+    api.custom.delete_namespaced_custom_object(GROUP, VERSION, api.ns, "finetunejobs", "orphan")
+
+    def gone() -> bool:
+        try:
+            api.get("orphan")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    api.wait("the job gone", gone, timeout=30)
+    api.wait("Job garbage-collected", lambda: not api.jobs("orphan"), timeout=60)
+    operator_process.start()  # the fixture's teardown expects it running
+
+
 def test_suspend_then_resume_starts_a_new_attempt(api: Api, operator_process: Any) -> None:
     # Kubernetes 1.20 has no Job.spec.suspend: suspend deletes the attempt, resume starts the
     # next one (which restores from the checkpoint on the model volume).
