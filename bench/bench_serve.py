@@ -16,6 +16,12 @@ requests keep a bounded p99 and the rest are refused at once with 429, while the
 server's p99 grows with the backlog.
 
     .venv/bin/python -m bench.bench_serve [--duration 5] [--rounds 3] [--threads 2]
+        [--quantize int8]
+
+``--quantize int8`` adds a third server, ours with ``--quantize int8``, measured in the same
+alternation and reported on rows of its own (``ours-int8``); the headline ours/naive ratios
+stay fp32 against fp32, since int8 changes the scores slightly and the naive server has no
+such option.
 
 Both servers stay up for the whole run, idle while the other is measured, and the
 measurements alternate level by level and round by round so that a change in the load of
@@ -338,7 +344,7 @@ def summarize(
 
 def show(kind: str, r: dict) -> None:
     print(
-        f"{kind:>6} c={r['concurrency']:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:8.1f} ms  "
+        f"{kind:>9} c={r['concurrency']:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:8.1f} ms  "
         f"p99 {r['p99_ms']:8.1f} ms  {r['per_cpu_second']:6.1f} req/CPU-s  "
         f"429s {r['rejected429']:5d}  errors {r['errors']}",
         flush=True,
@@ -405,6 +411,26 @@ def batch_counters(url: str) -> tuple[float, float]:
     return values["snowtrain_batch_size_count"], values["snowtrain_batch_size_sum"]
 
 
+def show_ratios(naive: list[dict], ours: list[dict]) -> list[dict]:
+    """Print and return ours/naive throughput, per-CPU-second and latency ratios per level."""
+    ratios = []
+    for n, o in zip(naive, ours, strict=True):
+        ratio = {
+            "concurrency": n["concurrency"],
+            "throughput_x": o["rps"] / n["rps"],
+            "per_cpu_second_x": o["per_cpu_second"] / n["per_cpu_second"],
+            "p50_x": n["p50_ms"] / o["p50_ms"],
+            "p99_x": n["p99_ms"] / o["p99_ms"],
+        }
+        ratios.append(ratio)
+        print(
+            f"  c={n['concurrency']:<4} throughput {ratio['throughput_x']:5.2f}x   "
+            f"per CPU-second {ratio['per_cpu_second_x']:5.2f}x   "
+            f"p50 {ratio['p50_x']:5.2f}x lower   p99 {ratio['p99_x']:5.2f}x lower"
+        )
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -414,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overload", type=int, default=256, help="clients in the overload phase")
     p.add_argument("--overload-queue", type=int, default=32, help="ours: --max-queue there")
     p.add_argument("--model-dir", type=Path, help="serve this classifier instead of MiniLM")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: also measure ours with --quantize int8, reported separately",
+    )
     a = p.parse_args(argv)
 
     texts = sentences()
@@ -424,18 +456,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs",
             flush=True,
         )
-        servers = {
-            "naive": Server("naive", model_dir, a.threads),
-            "ours": Server("ours", model_dir, a.threads),
-        }
+        kinds: dict[str, tuple[str, ...]] = {"naive": (), "ours": ()}
+        if a.quantize != "none":
+            kinds[f"ours-{a.quantize}"] = ("--quantize", a.quantize)
+        servers: dict[str, Server] = {}
         try:
-            for server in servers.values():
-                server.wait_ready()
+            # One at a time: ours times a few forward passes at load to calibrate how it
+            # splits batches, which another server loading on the same cores would skew.
+            for kind, extra in kinds.items():
+                servers[kind] = Server(kind, model_dir, a.threads, *extra)
+                servers[kind].wait_ready()
             results = compare(servers, a.levels, a.rounds, a.duration, texts)
             print("\npooled over rounds:")
             for kind, rows in results.items():
                 for r in rows:
                     show(kind, r)
+            for kind in [k for k in servers if k not in ("naive", "ours")]:
+                servers.pop(kind).stop()  # the overload phase is naive vs ours (fp32) only
             print(f"\noverload: {a.overload} clients", flush=True)
             results["naive-overload"] = compare(
                 {"naive": servers["naive"]}, [a.overload], 1, a.duration, texts
@@ -453,21 +490,12 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     print("\nours / naive:")
-    ratios = []
-    for n, o in zip(results["naive"], results["ours"], strict=True):
-        ratio = {
-            "concurrency": n["concurrency"],
-            "throughput_x": o["rps"] / n["rps"],
-            "per_cpu_second_x": o["per_cpu_second"] / n["per_cpu_second"],
-            "p50_x": n["p50_ms"] / o["p50_ms"],
-            "p99_x": n["p99_ms"] / o["p99_ms"],
-        }
-        ratios.append(ratio)
-        print(
-            f"  c={n['concurrency']:<4} throughput {ratio['throughput_x']:5.2f}x   "
-            f"per CPU-second {ratio['per_cpu_second_x']:5.2f}x   "
-            f"p50 {ratio['p50_x']:5.2f}x lower   p99 {ratio['p99_x']:5.2f}x lower"
-        )
+    ratios = show_ratios(results["naive"], results["ours"])
+    quantized = f"ours-{a.quantize}"
+    quantized_ratios = None
+    if quantized in results:
+        print(f"\n{quantized} / naive (scores differ slightly from fp32; not the headline):")
+        quantized_ratios = show_ratios(results["naive"], results[quantized])
     no, oo = results["naive-overload"][0], results["ours-overload"][0]
     print(
         f"\noverload, {a.overload} clients: naive p99 {no['p99_ms']:.0f} ms (max "
@@ -486,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     summary = {"results": results, "ratios": ratios, "threads": a.threads}
+    if quantized_ratios is not None:
+        summary[f"ratios_{a.quantize}"] = quantized_ratios
     print(json.dumps(summary))
     return 0
 
