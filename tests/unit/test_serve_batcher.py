@@ -59,6 +59,37 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
     assert 0.025 <= asyncio.run(main()) < 1.0
 
 
+def _two_requests_50ms_apart(more_coming: bool) -> list[list[int]]:
+    """Batches formed when a second request arrives 50 ms after the first (max wait 2 s)."""
+    model = Doubler()
+
+    async def main() -> None:
+        b = DynamicBatcher(
+            model, max_batch_size=8, max_wait_ms=2000, max_queue=10,
+            more_coming=lambda items: more_coming,
+        )  # fmt: skip
+        await b.start()
+
+        async def later() -> list[int]:
+            await asyncio.sleep(0.05)
+            return await b.submit([2])
+
+        assert await asyncio.gather(b.submit([1]), later()) == [[2], [4]]
+        await b.close()
+
+    asyncio.run(main())
+    return model.batches
+
+
+def test_a_batch_waits_for_requests_that_are_on_their_way() -> None:
+    assert _two_requests_50ms_apart(more_coming=True) == [[1, 2]]
+
+
+def test_a_lone_request_starts_at_once_when_nobody_else_is_coming() -> None:
+    # The server says "nobody else": the first request does not sit out the 2 s max wait.
+    assert _two_requests_50ms_apart(more_coming=False) == [[1], [2]]
+
+
 def test_full_queue_refuses_whole_requests_and_never_grows_past_the_bound() -> None:
     model = Doubler(delay=0.2)
 

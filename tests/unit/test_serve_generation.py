@@ -7,7 +7,6 @@ batch's token ids. Tokens here are character codes so expected text is easy to r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 from snowtrain.serve.generation import CompletionItem, RowTracker, _held_back
 from snowtrain.serve.model_dir import ModelDirError, Task, inspect_model_dir
-from snowtrain.serve.runtime import usable_cpus
 
 EOS = 0
 
@@ -146,14 +144,3 @@ def test_unusable_directories_are_refused_with_the_reason(tmp_path: Path) -> Non
     _dir(tmp_path, {}, {"task": "translation"})
     with pytest.raises(ModelDirError, match="unknown task 'translation'"):
         inspect_model_dir(tmp_path)
-
-
-# -- CPU threads ---------------------------------------------------------------------------
-
-
-def test_cpu_quota_of_a_container_caps_threads(tmp_path: Path) -> None:
-    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
-    cpus = len(os.sched_getaffinity(0))
-    assert usable_cpus(tmp_path) == min(2, cpus)
-    (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit
-    assert usable_cpus(tmp_path) == cpus

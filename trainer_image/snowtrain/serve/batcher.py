@@ -11,6 +11,10 @@ slots or is refused whole (`QueueFull` -> HTTP 429), so memory and latency stay 
 under overload instead of growing with the backlog. `close()` refuses new work
 (`NotAccepting` -> HTTP 503) and waits until everything already accepted has been answered,
 which is what graceful shutdown on SIGTERM needs.
+
+Waiting for company only pays when company is coming: with `more_coming` (the server passes
+"more HTTP requests are being handled than items are in this batch"), a batch starts at once
+when nobody else is on the way, so a lone client does not pay `max_wait_ms` per request.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class DynamicBatcher(Generic[I, R]):
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
+        more_coming: Callable[[int], bool] | None = None,
         name: str = "batcher",
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
@@ -65,6 +70,7 @@ class DynamicBatcher(Generic[I, R]):
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._on_batch = on_batch
+        self._more_coming = more_coming
         self._name = name
         self._queue: asyncio.Queue[_Pending[I, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -166,6 +172,8 @@ class DynamicBatcher(Generic[I, R]):
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
+            if self._more_coming is not None and not self._more_coming(len(batch)):
+                break  # nobody else is on the way: waiting would only add latency
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -27,6 +27,9 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.active_requests = 0
+        """HTTP requests being handled now (the gauge below, readable without the registry);
+        only touched on the event loop."""
         self.requests_in_progress = Gauge(
             "snowtrain_requests_in_progress", "HTTP requests being served.", registry=r
         )
@@ -97,10 +100,12 @@ class LatencyMiddleware:
             await send(message)
 
         self.metrics.requests_in_progress.inc()
+        self.metrics.active_requests += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.requests_in_progress.dec()
+            self.metrics.active_requests -= 1
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.request_latency.labels(path, scope["method"], str(status)).observe(

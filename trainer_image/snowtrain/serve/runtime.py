@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from snowtrain.trainer.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +34,6 @@ class Runtime:
     dtype: torch.dtype
     threads: int | None  # CPU intra-op threads; None on CUDA
     quantize: str = "none"  # "int8": dynamic int8 nn.Linear (CPU only)
-
-
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2/v1 CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    quota: float | None = None
-    try:
-        raw = (cgroup_root / "cpu.max").read_text().split()
-        if raw and raw[0] != "max":
-            quota = int(raw[0]) / int(raw[1])
-    except (OSError, ValueError, IndexError):
-        try:
-            q = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
-            p = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
-            if q > 0 and p > 0:
-                quota = q / p
-        except (OSError, ValueError):
-            pass
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
 
 
 class QuantizeUnsupported(ValueError):
