@@ -59,8 +59,9 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
     assert 0.025 <= asyncio.run(main()) < 1.0
 
 
-def _two_requests_50ms_apart(more_coming: bool) -> list[list[int]]:
-    """Batches formed when a second request arrives 50 ms after the first (max wait 2 s)."""
+def _two_requests_50ms_apart(more_coming: bool, busy_before: bool = False) -> list[list[int]]:
+    """Batches formed when a second request arrives 50 ms after the first (max wait 2 s);
+    with ``busy_before``, after a batch of two (the server was under concurrent load)."""
     model = Doubler()
 
     async def main() -> None:
@@ -69,6 +70,8 @@ def _two_requests_50ms_apart(more_coming: bool) -> list[list[int]]:
             more_coming=lambda items: more_coming,
         )  # fmt: skip
         await b.start()
+        if busy_before:
+            assert await b.submit([7, 8]) == [14, 16]
 
         async def later() -> list[int]:
             await asyncio.sleep(0.05)
@@ -88,6 +91,12 @@ def test_a_batch_waits_for_requests_that_are_on_their_way() -> None:
 def test_a_lone_request_starts_at_once_when_nobody_else_is_coming() -> None:
     # The server says "nobody else": the first request does not sit out the 2 s max wait.
     assert _two_requests_50ms_apart(more_coming=False) == [[1], [2]]
+
+
+def test_under_concurrent_load_a_batch_keeps_waiting_for_the_next_requests() -> None:
+    # Answers just went out to several clients; their next requests are still on the
+    # network, where the server cannot count them.
+    assert _two_requests_50ms_apart(more_coming=False, busy_before=True) == [[7, 8], [1, 2]]
 
 
 def test_full_queue_refuses_whole_requests_and_never_grows_past_the_bound() -> None:

@@ -12,9 +12,12 @@ under overload instead of growing with the backlog. `close()` refuses new work
 (`NotAccepting` -> HTTP 503) and waits until everything already accepted has been answered,
 which is what graceful shutdown on SIGTERM needs.
 
-Waiting for company only pays when company is coming: with `more_coming` (the server passes
+Waiting for company only pays when company is coming. With `more_coming` (the server passes
 "more HTTP requests are being handled than items are in this batch"), a batch starts at once
-when nobody else is on the way, so a lone client does not pay `max_wait_ms` per request.
+when nobody else is on the way and the previous batch was a single item too, so a lone
+client does not pay `max_wait_ms` per request. Under concurrent load the previous batch held
+several items and the wait stays: clients whose answers just went out are about to send
+their next request, and the server cannot see requests still on the network.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class DynamicBatcher(Generic[I, R]):
         self.max_queue = max_queue
         self._on_batch = on_batch
         self._more_coming = more_coming
+        self._last_batch = 0
         self._name = name
         self._queue: asyncio.Queue[_Pending[I, R]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -172,7 +176,8 @@ class DynamicBatcher(Generic[I, R]):
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
-            if self._more_coming is not None and not self._more_coming(len(batch)):
+            alone = self._last_batch <= 1 and self._more_coming is not None
+            if alone and not self._more_coming(len(batch)):
                 break  # nobody else is on the way: waiting would only add latency
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -189,7 +194,7 @@ class DynamicBatcher(Generic[I, R]):
             batch = [p for p in await self._collect() if not p.future.done()]
             if not batch:
                 continue
-            self._running = len(batch)
+            self._running = self._last_batch = len(batch)
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
