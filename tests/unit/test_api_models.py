@@ -89,6 +89,11 @@ def test_valid_pretrain_parses():
         (with_spec(FINETUNE, trainig={"epochs": 1}), "spec.trainig: unknown field"),
         (with_spec(FINETUNE, resources={"memory": "lots"}), "spec.resources.memory"),
         (with_spec(PRETRAIN, data={}), "spec.data: set exactly one of table or query"),
+        (
+            with_spec(FINETUNE, serving={"quantize": "int8", "resources": {"gpus": 1}}),
+            "spec.serving: quantize int8 runs on CPU only",
+        ),
+        (with_spec(FINETUNE, serving={"quantize": "int4"}), "spec.serving.quantize"),
     ],
 )
 def test_invalid_specs_name_the_field(obj, expected):

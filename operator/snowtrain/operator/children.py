@@ -519,6 +519,8 @@ def build_serving_deployment(
             str(serving.max_wait_ms),
             "--max-queue",
             str(serving.max_queue),
+            # Only when asked: an unchanged command keeps existing Deployments from rolling.
+            *(["--quantize", serving.quantize] if serving.quantize != "none" else []),
         ],
         "ports": [{"name": "http", "containerPort": port}],
         "env": _scratch_env(),
