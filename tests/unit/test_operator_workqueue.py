@@ -56,6 +56,7 @@ def test_urgent_keys_run_first_and_a_burst_costs_one_run() -> None:
     q.add("new-job", priority=0, flag=True)
     q.add("echo-2", priority=1)  # became more urgent: moves ahead of echo-1
     assert len(q) == 3
+    assert (q.waiting(0), q.waiting(1), q.waiting(2)) == (1, 2, 3)  # what "a burst" reads
     q.start()
     wait_for(lambda: len(rec.calls) == 3)
     q.stop()

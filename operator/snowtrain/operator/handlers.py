@@ -109,6 +109,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # An invalid spec becomes Failed/InvalidSpec inside reconcile; API errors are retried
     # with backoff by the queue.
     _QUEUE = WorkQueue(_reconcile_key, SETTINGS.max_workers)
+    _CTX.defer_status = _defer_status
     _QUEUE.start()
     threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
     log.info(
@@ -135,6 +136,14 @@ def stop(**_: Any) -> None:
     """Let running reconciles finish (each is short) before kopf exits."""
     if _QUEUE is not None:
         _QUEUE.stop()
+
+
+def _defer_status(key: Key) -> bool:
+    """While other new jobs wait, write this new job's first status after their Jobs."""
+    if queue().waiting(NEW_OR_CHANGED) == 0:
+        return False
+    queue().add(key, CHILD_FINISHED, True)  # runs again once the new jobs are through
+    return True
 
 
 def _reconcile_key(key: Key, force_logs: bool) -> None:

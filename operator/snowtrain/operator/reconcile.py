@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +86,13 @@ class Context:
     events: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
     )
+    started: set[Key] = field(default_factory=set)
+    """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
+    defer_status: Callable[[Key], bool] = lambda key: False
+    """Asked right after a new job's first Job was created: True when other new jobs are
+    waiting, in which case the caller has queued this job again and its status (and
+    Event) are written then. In a burst every job gets its Job before any status write
+    competes with the Job creates on the API server."""
 
     def remember(self, body: dict[str, Any]) -> None:
         """Keep ``body`` unless a newer version of the job is known already.
@@ -105,6 +113,7 @@ class Context:
     def forget(self, key: Key) -> None:
         with self.guard:
             self.jobs.pop(key, None)
+            self.started.discard(key)
         self.last_log_read.pop(key, None)
         self.last_reconciled.pop(key, None)
 
@@ -262,7 +271,9 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     # A job we never wrote a status for gets its first attempt without a look for Jobs:
     # the first reconcile of every job applied in a burst saves a request, and the Job
     # create answers 409 if a reconcile before a crash made it (then it is read).
-    jobs = _list(kube.batch.list_namespaced_job, ns, labels) if old_status else []
+    key = (kind, ns, name)
+    listed = bool(old_status) or key in ctx.started
+    jobs = _list(kube.batch.list_namespaced_job, ns, labels) if listed else []
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
@@ -288,6 +299,9 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     if can_run and first and job is not None:
         by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
         obs.attempt = 1
+        ctx.started.add(key)
+        if not old_status and ctx.defer_status(key):
+            return st.Outcome(old_status)
 
     current = by_attempt.get(obs.attempt)
     if current is not None and job is not None and can_run:

@@ -125,6 +125,11 @@ class WorkQueue(Generic[K]):
         with self._cond:
             return len(self._queued)
 
+    def waiting(self, priority: int) -> int:
+        """Keys queued with this priority or a more urgent one."""
+        with self._cond:
+            return sum(1 for p, _, _ in self._queued.values() if p <= priority)
+
     def pending(self, key: K) -> bool:
         """Whether ``key`` is queued or running (a delayed key is not, until it is due)."""
         with self._cond:
