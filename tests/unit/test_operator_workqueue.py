@@ -103,7 +103,7 @@ def test_add_after_delays_the_key() -> None:
     q.add("now", priority=3)
     wait_for(lambda: len(rec.calls) == 1)
     assert rec.calls == [("now", False)]
-    assert q.pending("later") is False  # not queued until due
+    assert len(q) == 0  # "later" is not queued until it is due
     wait_for(lambda: len(rec.calls) == 2)
     q.stop()
     assert rec.calls[1] == ("later", False)

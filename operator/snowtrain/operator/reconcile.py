@@ -229,7 +229,16 @@ def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome
         ctx.remember(body)
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
-    return _reconcile(ctx, body, force_logs=force_logs)
+    try:
+        return _reconcile(ctx, body, force_logs=force_logs)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        # Something this reconcile read or wrote is gone; most often the job itself, deleted
+        # while we worked (our status write's answer may even have put it back in the
+        # cache after its DELETED event). Drop the cached copy: the next look reads afresh.
+        ctx.forget(key)
+        return None
 
 
 def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Outcome:

@@ -130,11 +130,6 @@ class WorkQueue(Generic[K]):
         with self._cond:
             return sum(1 for p, _, _ in self._queued.values() if p <= priority)
 
-    def pending(self, key: K) -> bool:
-        """Whether ``key`` is queued or running (a delayed key is not, until it is due)."""
-        with self._cond:
-            return key in self._queued or key in self._processing
-
     # -- workers --------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self._workers):

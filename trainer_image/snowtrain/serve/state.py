@@ -67,8 +67,8 @@ class ServerState:
             on_batch=lambda n, s: self.metrics.observe_batch(
                 n, s, getattr(model, "last_generated_tokens", None)
             ),
-            # Other requests in progress (beyond the ones this batch holds) are on their way
-            # to the queue: worth waiting max_wait_ms for. None: start at once.
+            # Requests in progress beyond the ones this batch holds are on their way to the
+            # queue: worth waiting max_wait_ms for (see DynamicBatcher on `more_coming`).
             more_coming=lambda items: self.metrics.active_requests > items,
             name=f"model-{self.info.name}",
         )

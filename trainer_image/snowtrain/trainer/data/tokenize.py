@@ -4,9 +4,10 @@ Each batch is tokenized with the fast tokenizer's batch call (Rust; on several t
 the trainer's ``parallel_tokenization`` block, see ``snowtrain.trainer.cpus``), flattened into
 numpy arrays and appended to a ``StoreWriter``, while a background thread already fetches the
 next batch from the source (``prefetch``, one batch ahead). Nothing accumulates across
-batches, so peak memory is a few batches however many rows the source streams. The three builders match the three
-tasks: classification (text -> label id), causal-LM fine-tuning (prompt + completion + EOS,
-loss on the completion only) and pretraining (documents packed into fixed-length blocks).
+batches, so peak memory is a few batches however many rows the source streams. The three
+builders match the three tasks: classification (text -> label id), causal-LM fine-tuning
+(prompt + completion + EOS, loss on the completion only) and pretraining (documents packed
+into fixed-length blocks).
 """
 
 from __future__ import annotations
