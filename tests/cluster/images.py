@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -127,15 +128,24 @@ def ctr_argv(address: Path) -> list[str]:
     return [debian.require("ctr"), "--address", str(address), "--namespace", "k8s.io"]
 
 
-def import_tarball(tarball: Path, address: Path) -> str:
-    """Import an OCI/Docker archive into the node's containerd; returns ctr's output."""
-    res = subprocess.run(
-        [*ctr_argv(address), "images", "import", "--snapshotter", "overlayfs", str(tarball)],
-        check=True,
-        capture_output=True,
-        text=True,
+def import_tarball(tarball: Path, address: Path, attempts: int = 3) -> str:
+    """Import an OCI/Docker archive into the node's containerd; returns ctr's output.
+
+    Retried: an import can fail transiently while the kubelet's image GC or a concurrent pull
+    holds containerd's content lease. The last failure is raised with ctr's stderr, which
+    ``check=True`` alone would swallow.
+    """
+    argv = [*ctr_argv(address), "images", "import", "--snapshotter", "overlayfs", str(tarball)]
+    for attempt in range(1, attempts + 1):
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode == 0:
+            return res.stdout
+        if attempt < attempts:
+            time.sleep(2 * attempt)
+    raise RuntimeError(
+        f"ctr images import {tarball.name} failed {attempts} times (exit {res.returncode}): "
+        f"{res.stderr.strip()[-2000:]}"
     )
-    return res.stdout
 
 
 def has_image(ref: str, address: Path) -> bool:
