@@ -33,9 +33,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import tarfile
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
