@@ -18,9 +18,8 @@ variants use the same one, so the ratios measure data handling, not tokenizer ch
 
 Tokenizer threads: ``seed`` gets the library's default, parallel on rayon's default pool (the
 driver drops ``TOKENIZERS_PARALLELISM`` from the children's environment, e.g. the Makefile's
-``false``); ``ours``, ``ours-parquet`` and ``tokenize-only`` tokenize as the trainer does, in
-``parallel_tokenization`` with the pool capped at the usable CPUs. A ``RAYON_NUM_THREADS`` in
-the environment sizes every variant's pool.
+``false``); ``ours``, ``ours-parquet`` and ``tokenize-only`` tokenize as the trainer does:
+``serial_tokenizers`` and batches encoded on ``ingest_threads`` threads at once.
 
     .venv/bin/python -m bench.bench_ingest --rows 100000 1000000
 
@@ -204,16 +203,19 @@ def run_ours_parquet(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]
 
 
 def run_tokenize_only(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
-    """The floor: only the Rust tokenizer over the same texts (as ours calls it), discarded."""
+    """The floor: only the tokenizer over the same texts (as ours calls it), discarded."""
     import pyarrow.parquet as pq
 
+    from snowtrain.trainer.cpus import ingest_threads
+    from snowtrain.trainer.data.ordered_map import ordered_map
     from snowtrain.trainer.data.tokenize import Encoder
 
     encode = Encoder(tokenizer, special=True, max_len=MAX_LEN)
-    n = 0
     pf = pq.ParquetFile(args.parquet, pre_buffer=False)
-    for batch in pf.iter_batches(args.batch_rows, columns=["text"]):
-        n += len(encode.lists(batch.column("text").to_pylist()))
+    texts = (
+        b.column("text").to_pylist() for b in pf.iter_batches(args.batch_rows, columns=["text"])
+    )
+    n = sum(len(lengths) for _, lengths in ordered_map(encode, texts, ingest_threads()))
     return {"items": n, "sample": []}
 
 
@@ -239,7 +241,7 @@ def child(args: argparse.Namespace) -> None:
     import torch  # noqa: F401
 
     import snowtrain.trainer.data.tokenize  # noqa: F401
-    from snowtrain.trainer.cpus import cap_tokenizer_threads, parallel_tokenization
+    from snowtrain.trainer.cpus import serial_tokenizers
 
     base_rss_mb = peak_rss_mb()
     start, start_cpu = time.perf_counter(), cpu_seconds()
@@ -249,12 +251,9 @@ def child(args: argparse.Namespace) -> None:
         "ours-parquet": run_ours_parquet,
         "tokenize-only": run_tokenize_only,
     }[args.child]
-    if args.child == "seed":
-        result = run(args, tokenizer)  # the library's default: parallel
-    else:
-        cap_tokenizer_threads()  # as the trainer does (RAYON_NUM_THREADS, if set, wins)
-        with parallel_tokenization():
-            result = run(args, tokenizer)
+    if args.child != "seed":  # the seed keeps the library's default: rayon, parallel
+        serial_tokenizers()  # as the trainer does: ingest's own threads instead
+    result = run(args, tokenizer)
     wall = time.perf_counter() - start
     cpu = cpu_seconds() - start_cpu
     peak_mb = peak_rss_mb()

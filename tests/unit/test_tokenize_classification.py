@@ -119,13 +119,21 @@ def test_rebuild_replaces_the_previous_store(wordpiece_tokenizer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classification-train"]
 
 
-@pytest.mark.parametrize("name", ["wordpiece_tokenizer", "bpe_tokenizer"])
-@pytest.mark.parametrize(("special", "max_len"), [(True, 8), (False, None), (True, None)])
-def test_encoder_matches_the_hugging_face_call(request, name, special, max_len):
+@pytest.mark.parametrize("name", ["wordpiece_tokenizer", "bpe_tokenizer", "roberta_like"])
+@pytest.mark.parametrize(
+    ("special", "max_len"), [(True, 8), (False, None), (True, None), (True, 3), (True, 2)]
+)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_encoder_matches_the_hugging_face_call(request, name, special, max_len, side):
+    """Same ids as the tokenizer's own call, whether the special tokens come from the Rust
+    post-processor or are added in numpy (max_len 2 leaves no room for content: the
+    post-processor's own path)."""
     tok = request.getfixturevalue(name)
-    texts = [t for t in rows(7).column("text").to_pylist()] + ["", "ünïcödé text!"]
+    tok.truncation_side = side
+    texts = [t for t in rows(7).column("text").to_pylist()] + ["", "ünïcödé text!", "word " * 50]
     before = tok.backend_tokenizer.truncation
     ids, lengths = Encoder(tok, special=special, max_len=max_len)(texts)
+    listed = Encoder(tok, special=special, max_len=max_len).lists(texts)
     # The job's truncation lives on a private copy: the caller's tokenizer is unchanged.
     assert tok.backend_tokenizer.truncation == before
     expected = tok(
@@ -133,11 +141,26 @@ def test_encoder_matches_the_hugging_face_call(request, name, special, max_len):
     )["input_ids"]
     assert lengths.tolist() == [len(e) for e in expected]
     assert ids.tolist() == [i for e in expected for i in e]
+    assert listed == expected
 
 
-def test_tokens_reach_disk_batch_by_batch(wordpiece_tokenizer, tmp_path):
-    """Nothing accumulates in memory: a batch is on disk before the source is two batches on
-    (one batch is read ahead while the current one is tokenized)."""
+@pytest.fixture
+def roberta_like(bpe_tokenizer):
+    """A byte-level BPE whose post-processor wraps every text in <s> ... </s> (RoBERTa's)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = bpe_tokenizer.backend_tokenizer
+    backend.add_special_tokens(["<s>", "</s>"])
+    bos, eos = backend.token_to_id("<s>"), backend.token_to_id("</s>")
+    backend.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_tokens_reach_disk_batch_by_batch(wordpiece_tokenizer, tmp_path, threads):
+    """Nothing accumulates in memory: a batch is on disk before the source is ``threads`` + 1
+    batches on (one batch is read ahead while up to ``threads`` are tokenized)."""
     sizes: list[int] = []
 
     class Watching(TableSource):
@@ -147,8 +170,10 @@ def test_tokens_reach_disk_batch_by_batch(wordpiece_tokenizer, tmp_path):
                 sizes.append(partial[0].stat().st_size if partial else -1)
                 yield batch
 
+    source = Watching(rows(100), 10)
     build_classification(
-        Watching(rows(60), 10), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path
+        source, "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path, threads=threads
     )
-    assert len(sizes) == 6 and sizes[0] == 0
-    assert all(sizes[k] > sizes[k - 2] for k in range(2, len(sizes)))
+    window = threads + 1
+    assert len(sizes) == 10 and sizes[0] == 0
+    assert all(sizes[k] > sizes[k - window] for k in range(window, len(sizes)))

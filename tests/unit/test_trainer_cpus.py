@@ -1,4 +1,4 @@
-"""The pod's CPUs and the tokenizer's threads: quota-capped, shared among ranks, ingest only."""
+"""The pod's CPUs and ingest's tokenizer threads: quota-capped, shared among ranks, no rayon."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from snowtrain.trainer.cpus import cap_tokenizer_threads, parallel_tokenization, usable_cpus
-from snowtrain.trainer.data.tokenize import Encoder
+from snowtrain.trainer.cpus import ingest_threads, serial_tokenizers, usable_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,88 +39,75 @@ def test_cgroup_v1_quota_caps_the_cpus(node_of_64_cores: None, tmp_path: Path) -
     assert usable_cpus(tmp_path) == 64
 
 
-def test_tokenizer_threads_follow_the_quota_and_the_ranks_on_the_pod(
+def test_ingest_threads_follow_the_quota_and_the_ranks_on_the_pod(
     node_of_64_cores: None, tmp_path: Path
 ) -> None:
     (tmp_path / "cpu.max").write_text("800000 100000\n")
-    env: dict[str, str] = {}
-    assert cap_tokenizer_threads(env, tmp_path) == 8
-    assert env["RAYON_NUM_THREADS"] == "8"
-    env = {"LOCAL_WORLD_SIZE": "4"}  # torchrun --nproc-per-node 4: the ranks share 8 CPUs
-    assert cap_tokenizer_threads(env, tmp_path) == 2
-    assert env["RAYON_NUM_THREADS"] == "2"
-    env = {"LOCAL_WORLD_SIZE": "16"}
-    assert cap_tokenizer_threads(env, tmp_path) == 1
+    assert ingest_threads({}, tmp_path) == 8
+    # torchrun --nproc-per-node 4: the ranks share 8 CPUs
+    assert ingest_threads({"LOCAL_WORLD_SIZE": "4"}, tmp_path) == 2
+    assert ingest_threads({"LOCAL_WORLD_SIZE": "16"}, tmp_path) == 1
 
 
-def test_users_rayon_setting_wins_unless_rayon_would_read_it_as_every_core(
-    node_of_64_cores: None, tmp_path: Path
+def test_users_ingest_threads_win_unless_not_a_positive_count(
+    node_of_64_cores: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "cpu.max").write_text("400000 100000\n")
-    env = {"RAYON_NUM_THREADS": "1"}  # the way to keep ingest serial
-    assert cap_tokenizer_threads(env, tmp_path) == 1
-    assert env["RAYON_NUM_THREADS"] == "1"
+    assert ingest_threads({"SNOWTRAIN_INGEST_THREADS": "1"}, tmp_path) == 1  # serial ingest
+    assert ingest_threads({"SNOWTRAIN_INGEST_THREADS": "12"}, tmp_path) == 12
     for bad in ("0", "many", ""):
-        env = {"RAYON_NUM_THREADS": bad}
-        assert cap_tokenizer_threads(env, tmp_path) == 4
-        assert env["RAYON_NUM_THREADS"] == "4"
+        assert ingest_threads({"SNOWTRAIN_INGEST_THREADS": bad}, tmp_path) == 4
+    assert "ignoring SNOWTRAIN_INGEST_THREADS='many'" in caplog.text
 
 
-def test_parallel_tokenization_is_off_again_after_the_block_even_on_error() -> None:
-    env = {"TOKENIZERS_PARALLELISM": "false"}  # the image's default
-    with parallel_tokenization(env):
-        assert env["TOKENIZERS_PARALLELISM"] == "true"
-    assert env["TOKENIZERS_PARALLELISM"] == "false"
-    env = {}  # unset: "false" after, so a forked child never tokenizes in parallel
-    with pytest.raises(RuntimeError), parallel_tokenization(env):
-        raise RuntimeError("ingest failed")
+def test_the_trainer_keeps_tokenizers_off_rayons_pool() -> None:
+    env = {"TOKENIZERS_PARALLELISM": "true"}  # a user's shell
+    serial_tokenizers(env)
+    assert env == {"TOKENIZERS_PARALLELISM": "false"}
+    env = {}
+    serial_tokenizers(env)  # unset would let the bindings go parallel
     assert env == {"TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.mark.parametrize("name", ["wordpiece_tokenizer", "bpe_tokenizer"])
-@pytest.mark.parametrize(("special", "max_len"), [(True, 12), (False, None)])
-def test_parallel_encoding_gives_the_same_tokens(
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-    special: bool,
-    max_len: int | None,
-) -> None:
-    tok = request.getfixturevalue(name)
-    words = ["the", "movie", "was", "great", "and", "I", "loved", "it", "ünïcödé!", "?"]
-    texts = [" ".join(words[i % 7 : i % 7 + i % 5]) * (1 + i % 3) for i in range(3000)]
-    encode = Encoder(tok, special=special, max_len=max_len)
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    serial_ids, serial_lengths = encode(texts)
-    with parallel_tokenization():
-        ids, lengths = encode(texts)
-    assert lengths.tolist() == serial_lengths.tolist()
-    assert ids.tolist() == serial_ids.tolist()
+def test_ingest_starts_no_rayon_threads(tmp_path: Path) -> None:
+    """Threads that tokenize are ours; the Rust side starts no pool (fork-safe, quota-safe).
 
-
-def test_the_tokenizer_pool_never_exceeds_the_cap(tmp_path: Path) -> None:
-    """End to end through rayon, in a fresh process (the pool is sized once per process)."""
-    (tmp_path / "cpu.max").write_text("100000 100000\n")  # 1 CPU
+    In a fresh process (a pool lives for the process): a 2-thread ingest of a few thousand
+    texts leaves only the interpreter's own threads behind, where a parallel encode would
+    leave rayon's.
+    """
     script = textwrap.dedent(
-        f"""
+        """
         import os
-        from pathlib import Path
+        import sys
+        import time
+        import pyarrow as pa
         from tokenizers import Tokenizer, models, pre_tokenizers
-        from snowtrain.trainer.cpus import cap_tokenizer_threads, parallel_tokenization
+        from transformers import PreTrainedTokenizerFast
+        from snowtrain.trainer.cpus import serial_tokenizers
+        from snowtrain.trainer.data.tokenize import build_packed
 
-        cap = cap_tokenizer_threads(cgroup_root=Path({str(tmp_path)!r}))
-        tok = Tokenizer(models.WordLevel({{"a": 0, "b": 1, "?": 2}}, unk_token="?"))
+        class Source:
+            def iter_batches(self, split="train"):
+                yield from pa.table({"text": ["a b a b c"] * 20000}).to_batches(1000)
+
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+        serial_tokenizers()
+        tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, "?": 2, "</s>": 3}, unk_token="?"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="?")
         before = len(os.listdir("/proc/self/task"))
-        with parallel_tokenization():
-            tok.encode_batch_fast(["a b a b c"] * 5000)
-        print(cap, len(os.listdir("/proc/self/task")) - before)
+        ds = build_packed(Source(), "train", hf, 8, sys.argv[1], threads=2)
+        # A joined thread's task can outlive join() by a moment; rayon's pool never leaves.
+        deadline = time.monotonic() + 5
+        while len(os.listdir("/proc/self/task")) > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(len(ds), len(os.listdir("/proc/self/task")) - before)
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
     out = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    cap, pool_threads = map(int, out.stdout.split())
-    assert (cap, pool_threads) == (1, 1)
+    blocks, leftover_threads = map(int, out.stdout.split())
+    assert blocks == 20000 * 6 // 8 and leftover_threads == 0

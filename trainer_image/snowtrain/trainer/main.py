@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from snowtrain.api.trainer_config import TrainerConfig
 
-from .cpus import cap_tokenizer_threads, parallel_tokenization
+from .cpus import ingest_threads, serial_tokenizers
 from .errors import DataError, InvalidConfig, Preempted, TrainerError
 from .progress import Reporter, write_termination_message
 from .redact import Redactor, install
@@ -83,9 +83,8 @@ def run(config: TrainerConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    # Before anything can start rayon's pool, which reads its size once (see cpus.py).
-    threads = cap_tokenizer_threads()
-    log.info("tokenizing on up to %d threads (RAYON_NUM_THREADS)", threads)
+    serial_tokenizers()  # before any encode: ingest brings its own threads (cpus.py)
+    log.info("tokenizing on %d threads", ingest_threads())
     from transformers.utils import logging as hf_logging
 
     from .distributed import init_world, shutdown
@@ -179,8 +178,7 @@ def _prepare_and_train(
     model, tokenizer = _model_and_tokenizer(config, source, labels, world)
     workdir = Path(tempfile.mkdtemp(prefix="snowtrain-data-"))
     try:
-        with parallel_tokenization():  # serial again before training (fork safety)
-            train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
+        train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
         fingerprint = source.fingerprint.to_wire()
         outcome.data = {k: fingerprint.get(k) for k in ("rows", "queryId", "fingerprint")}
         reporter.event("data", **fingerprint, labels=labels)
