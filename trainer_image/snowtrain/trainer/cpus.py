@@ -6,14 +6,15 @@ This module imports nothing heavy (no torch), so the model server can use it too
 
 Tokenizer threads. Ingest encodes batches on ``ingest_threads`` Python threads, each running
 the Rust tokenizer serially on its own batch (``encode_batch_fast`` releases the GIL), rather
-than one batch at a time on rayon's pool (``TOKENIZERS_PARALLELISM=true``). Measured on 2
-cores, 200k ~100-char rows: 2.73 s against 3.05 s for rayon, because a thread's Python-side
-work (building the text list, flattening ids) overlaps another thread's encoding instead of
-leaving the pool idle. It also keeps rayon out of the process altogether: its pool is sized
-once, from the node's core count on older builds (64 threads against a limit of 4), and a
-forked child inherits none of its threads and deadlocks on the next parallel encode. So
-``TOKENIZERS_PARALLELISM=false`` holds everywhere -- the image, the Makefile, the test
-harness and local mode set it -- and ``serial_tokenizers`` makes the trainer sure of it.
+than one batch at a time on rayon's pool (``TOKENIZERS_PARALLELISM=true``). Speed is the
+same on 2 cores (205k ~100-char rows, median of 6 interleaved runs: 4.55 s on two threads,
+4.73 s on rayon) -- a thread's Python-side work (the text list, flattening ids) overlaps
+another's encoding, where rayon's pool idles through it -- and rayon stays out of the
+process altogether: its pool is sized once, from the node's core count on older builds (64
+threads against a limit of 4), and a forked child inherits none of its threads and
+deadlocks on its next parallel encode. So ``TOKENIZERS_PARALLELISM=false`` holds everywhere
+-- the image, the Makefile, the test harness and local mode set it -- and
+``serial_tokenizers`` makes the trainer sure of it.
 
 ``ingest_threads`` is the usable CPUs shared among the torchrun ranks on the pod (they
 ingest at the same time); ``SNOWTRAIN_INGEST_THREADS`` overrides it, 1 keeps ingest serial.
