@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
+from snowtrain.trainer.data.ordered_map import THREAD_NAME as INGEST_THREAD
 from snowtrain.trainer.data.prefetch import THREAD_NAME, prefetch
 from snowtrain.trainer.data.tokenize import build_classification
 from snowtrain.trainer.errors import DataError
@@ -170,4 +171,39 @@ def test_a_source_error_reaches_the_trainer_unchanged(wordpiece_tokenizer, tmp_p
     with pytest.raises(DataError) as caught:
         build_classification(Failing(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path)
     assert caught.value is error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_threaded_ingest_stops_it_cleanly(wordpiece_tokenizer, tmp_path):
+    """SIGTERM before training raises Preempted in the main thread, wherever it waits (here:
+    on a tokenizer thread's result). Ingest stops, its threads are gone, nothing is left."""
+    closed = threading.Event()
+
+    class Stop(Exception):
+        pass
+
+    class Endless:
+        def iter_batches(self, split="train"):
+            try:
+                while True:
+                    yield batch(["negative", "positive"] * 500)
+            finally:
+                closed.set()
+
+    def handler(signum, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Stop):
+            build_classification(
+                Endless(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path, threads=2
+            )
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert closed.is_set()
+    assert prefetch_threads() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(INGEST_THREAD)]
     assert list(tmp_path.iterdir()) == []
