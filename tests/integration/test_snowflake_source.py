@@ -331,3 +331,36 @@ def test_pretrain_corpus_from_the_emulator(snowflake_db, bpe_tokenizer, tmp_path
     assert len(train) >= 10 and len(val) >= 1
     assert fp.rows + fp.validation_rows == 50
     assert train.meta["data"]["rows"] == fp.rows
+
+
+def test_the_training_query_runs_while_the_caller_does_other_work(snowflake_db):
+    """Submitted before the model loads, read by the next train pass: the rows are those
+    the query saw when it ran (the table is dropped before the pass starts here)."""
+    snowflake_db.seed_table("REVIEWS", sentiment(90))
+    with source(snowflake_db, validation={"fraction": 0.2}) as plain:
+        plain.profile("classification")
+        expected = read(plain, "train")
+        expected_fp = plain.fingerprint
+    with source(snowflake_db, validation={"fraction": 0.2}) as early:
+        early.profile("classification")
+        early.start_training_query()
+        deadline = time.monotonic() + 30
+        while not early._early_query.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        snowflake_db.execute("DROP TABLE REVIEWS")
+        got = read(early, "train")
+        assert got.equals(expected)
+        assert early.fingerprint.content_sha256 == expected_fp.content_sha256
+        assert read(early, "validation").num_rows == expected_fp.validation_rows
+        with pytest.raises(DataError, match="does not exist"):
+            read(early, "train")  # a second pass queries again: the table is gone now
+
+
+def test_an_early_training_query_fails_where_a_late_one_would(snowflake_db):
+    snowflake_db.seed_table("REVIEWS", sentiment(30))
+    with source(snowflake_db) as src:
+        src.profile("classification")
+        snowflake_db.execute("DROP TABLE REVIEWS")
+        src.start_training_query()  # no error here: the query runs on its own thread
+        with pytest.raises(DataError, match="does not exist"):
+            read(src, "train")

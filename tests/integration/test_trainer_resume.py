@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
 from tests.integration.trainer_run import (
     finish,
+    minilm_dir,
     run_trainer,
     sentiment_table,
     start_trainer,
@@ -106,3 +108,23 @@ def test_sigterm_saves_a_checkpoint_and_exits_preempted(seeded, tmp_path):
         ]
         == step
     )
+
+
+def test_sigterm_while_the_model_loads_and_the_query_runs_stops_at_once(seeded, tmp_path):
+    """The data query runs on its own thread while the base model (MiniLM) loads; SIGTERM
+    then still ends the trainer promptly as Preempted, with nothing exported."""
+    db, _ = seeded
+    config, env = make_config(db, tmp_path, minilm_dir()), trainer_env(db, tmp_path)
+    proc = start_trainer(config, env, tmp_path)
+    log = tmp_path / "stderr.log"
+    deadline = time.monotonic() + 120
+    while "data query submitted" not in log.read_text() and proc.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    run = finish(proc, tmp_path, timeout=60)
+    assert run.returncode == 75, run.stderr[-3000:]
+    assert time.monotonic() - started < 30  # not waiting for ingest or training to finish
+    assert run.termination["outcome"] == "Preempted"
+    assert not (tmp_path / "model").exists()

@@ -174,6 +174,9 @@ def _prepare_and_train(
 
     profile = source.profile(config.task)
     labels = profile.labels if config.task == "classification" else None
+    if config.task != "pretrain":  # a PretrainJob reads the data first to train its tokenizer
+        source.start_training_query()
+        log.info("data query submitted; loading the base model meanwhile")
     seed_everything(config.training.seed)
     model, tokenizer = _model_and_tokenizer(config, source, labels, world)
     workdir = Path(tempfile.mkdtemp(prefix="snowtrain-data-"))

@@ -19,8 +19,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +55,24 @@ _NOT_FOUND_ERRNOS = frozenset({2003, 2043})
 def row_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Stable 64-bit hash per value (pandas' SipHash with its fixed key: same across runs)."""
     return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
+
+
+def in_background(fn: Callable[[], Any], name: str) -> Future[Any]:
+    """Run ``fn`` on a daemon thread; its result or exception arrives in the Future.
+
+    Not an executor: its worker threads are joined at interpreter exit, so a preempted
+    trainer would wait for a query it no longer needs; a daemon thread ends with the process.
+    """
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # delivered to whoever takes the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def held_out(key_hashes: np.ndarray, fraction: float) -> np.ndarray:
@@ -100,6 +120,7 @@ class SnowflakeSource:
         self._validation_rows: int | None = None
         self._spill_dir: Path | None = None
         self._spill_file: Path | None = None
+        self._early_query: Future[Any] | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -147,8 +168,23 @@ class SnowflakeSource:
         except sf_errors.Error as exc:
             raise Unavailable(f"{what} failed: {describe_error(exc, self._secrets())}") from None
 
+    def start_training_query(self) -> None:
+        """Submit the training pass's query now, on a thread; the next ``train`` pass reads it.
+
+        The trainer calls this before it loads the base model: a warehouse may take as long
+        to sort a large table as the node takes to read a large checkpoint, and neither needs
+        to wait for the other. Its errors surface where they always have, in
+        ``iter_batches("train")``, and a SIGTERM meanwhile still stops the trainer at once.
+        """
+        if self._early_query is None:
+            sql, params = self._select(self._from, ordered=True)
+            self._early_query = in_background(
+                lambda: self._run(sql, params, what="data query"), name="snowtrain-data-query"
+            )
+
     def close(self) -> None:
         """Close our own connection and delete the validation spill."""
+        self._early_query = None  # a query still running ends with the connection
         if self._owns_conn and self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -378,8 +414,12 @@ class SnowflakeSource:
     def _stream(
         self, src: str, *, keep: Literal["train", "validation", "all"], record: bool
     ) -> Iterator[pa.RecordBatch]:
-        sql, params = self._select(src, ordered=True)
-        cur = self._run(sql, params, what="data query")
+        if keep == "train" and self._early_query is not None:
+            early, self._early_query = self._early_query, None
+            cur = early.result()
+        else:
+            sql, params = self._select(src, ordered=True)
+            cur = self._run(sql, params, what="data query")
         query_id = getattr(cur, "sfqid", None)
         fraction = self._fraction if keep != "all" else 0.0
         sha = hashlib.sha256()
