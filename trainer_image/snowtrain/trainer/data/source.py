@@ -57,7 +57,7 @@ def row_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
 
 
-def in_background(fn: Callable[[], Any], name: str) -> Future[Any]:
+def _in_background(fn: Callable[[], Any], name: str) -> Future[Any]:
     """Run ``fn`` on a daemon thread; its result or exception arrives in the Future.
 
     Not an executor: its worker threads are joined at interpreter exit, so a preempted
@@ -178,7 +178,7 @@ class SnowflakeSource:
         """
         if self._early_query is None:
             sql, params = self._select(self._from, ordered=True)
-            self._early_query = in_background(
+            self._early_query = _in_background(
                 lambda: self._run(sql, params, what="data query"), name="snowtrain-data-query"
             )
 
