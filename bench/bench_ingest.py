@@ -420,7 +420,6 @@ def main() -> None:
                 line["wall_seed_over_tokenizer_alone"] = round(
                     by["seed"]["wall_s"] / by["tokenize-only"]["wall_s"], 2
                 )
-            if "tokenize-only" in by:
                 line["overhead_cpu_s_seed"] = round(
                     by["seed"]["cpu_s"] - by["tokenize-only"]["cpu_s"], 1
                 )

@@ -52,9 +52,16 @@ def test_items_carry_tokens_and_label_ids(wordpiece_tokenizer, tmp_path):
     assert ds.meta["labels"] == ["negative", "neutral", "positive"]
 
 
-def test_batch_size_does_not_change_the_store(wordpiece_tokenizer, tmp_path):
+@pytest.mark.parametrize("threads", [1, 4])
+def test_batch_size_and_threads_do_not_change_the_store(wordpiece_tokenizer, tmp_path, threads):
     a = build_classification(
-        TableSource(rows(23), 3), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path / "a"
+        TableSource(rows(23), 3),
+        "train",
+        wordpiece_tokenizer,
+        LABEL2ID,
+        32,
+        tmp_path / "a",
+        threads=threads,
     )
     b = build_classification(
         TableSource(rows(23), 1000), "train", wordpiece_tokenizer, LABEL2ID, 32, tmp_path / "b"

@@ -142,13 +142,17 @@ class Encoder:
             return
         side = getattr(tokenizer, "truncation_side", "right")
         self._backend = _private_copy(backend, max_len, side)
-        affixes = _constant_affixes(_private_copy(backend, None, side)) if special else None
+        if not special:
+            return
+        content = _private_copy(backend, None, side)  # untruncated: the probe must fit
+        affixes = _constant_affixes(content)
         if affixes is None:
             return
         added = len(affixes[0]) + len(affixes[1])
-        if max_len is not None and max_len <= added:
-            return
-        content = _private_copy(backend, None if max_len is None else max_len - added, side)
+        if max_len is not None:
+            if max_len <= added:
+                return
+            content.enable_truncation(max_len - added, direction=side)
         content.post_processor = None
         reference, self._backend = self._backend, content
         self._affixes = affixes
