@@ -4,6 +4,7 @@ Variants, each run in its own subprocess so peak RSS (``ru_maxrss``) is its own:
 
 - ``seed``: the seed's sketch -- iterate the cursor row by row into a Python list,
   ``datasets.Dataset.from_list``, ``.map`` a batched tokenize, ``set_format("torch")``.
+- ``seed-tcmalloc``: the same on tcmalloc, to show how much of the ratio the allocator is.
 - ``ours``: the trainer's path -- ``SnowflakeSource.profile`` (aggregate checks), then
   ``build_classification`` for the train and the hashed validation split (Arrow batches,
   batch tokenize, memory-mapped store). It does strictly more work than ``seed``.
@@ -20,6 +21,11 @@ Tokenizer threads: ``seed`` gets the library's default, parallel on rayon's defa
 driver drops ``TOKENIZERS_PARALLELISM`` from the children's environment, e.g. the Makefile's
 ``false``); ``ours``, ``ours-parquet`` and ``tokenize-only`` tokenize as the trainer does:
 ``serial_tokenizers`` and batches encoded on ``ingest_threads`` threads at once.
+
+Allocator: ``seed`` runs on glibc's malloc, as a plain script does; every other variant runs
+as the trainer image does, on preloaded tcmalloc (``snowtrain.trainer.allocator``; the host
+needs ``apt-get install libtcmalloc-minimal4``, else they run on glibc and a note says so).
+Each line names the allocator its process really ran on.
 
     .venv/bin/python -m bench.bench_ingest --rows 100000 1000000
 
@@ -41,9 +47,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from snowtrain.trainer.allocator import (
+    active_allocator,
+    preload_available,
+    with_preloaded_allocator,
+)
+
 LABELS = ["negative", "neutral", "positive"]
 MAX_LEN = 128
-VARIANTS = ("seed", "ours", "ours-parquet", "tokenize-only")
+VARIANTS = ("seed", "seed-tcmalloc", "ours", "ours-parquet", "tokenize-only")
+#: Run on glibc malloc, as the seed's plain script would; the rest run as the trainer image
+#: does, on preloaded tcmalloc (snowtrain/trainer/allocator.py).
+GLIBC_VARIANTS = ("seed",)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -248,11 +263,12 @@ def child(args: argparse.Namespace) -> None:
     start, start_cpu = time.perf_counter(), cpu_seconds()
     run = {
         "seed": run_seed,
+        "seed-tcmalloc": run_seed,
         "ours": run_ours,
         "ours-parquet": run_ours_parquet,
         "tokenize-only": run_tokenize_only,
     }[args.child]
-    if args.child != "seed":  # the seed keeps the library's default: rayon, parallel
+    if not args.child.startswith("seed"):  # the seed keeps the default: rayon, parallel
         serial_tokenizers()  # as the trainer does: ingest's own threads instead
     result = run(args, tokenizer)
     wall = time.perf_counter() - start
@@ -263,6 +279,7 @@ def child(args: argparse.Namespace) -> None:
             {
                 "variant": args.child,
                 "rows": args.rows[0],
+                "allocator": active_allocator(),
                 "wall_s": round(wall, 2),
                 "cpu_s": round(cpu, 2),
                 "peak_rss_mb": round(peak_mb),
@@ -278,6 +295,17 @@ def child(args: argparse.Namespace) -> None:
 # -- driver -----------------------------------------------------------------------------------
 
 
+def system_malloc_env() -> dict[str, str]:
+    """This environment without a preloaded allocator."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+def child_env(variant: str) -> dict[str, str]:
+    env = {**system_malloc_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("TOKENIZERS_PARALLELISM", None)  # seed: the default (see top)
+    return env if variant in GLIBC_VARIANTS else with_preloaded_allocator(env)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -290,6 +318,7 @@ def start_server(port: int) -> subprocess.Popen:
         [str(exe), "-s", "-p", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=system_malloc_env(),  # the server is "Snowflake": the same for every variant
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -332,6 +361,12 @@ def main() -> None:
     import pyarrow.parquet as pq
     import snowflake.connector
 
+    if not preload_available():
+        print(
+            "note: libtcmalloc_minimal.so.4 is not installed (apt-get install "
+            "libtcmalloc-minimal4): every variant runs on glibc malloc here, unlike the image",
+            file=sys.stderr,
+        )
     variants = args.variants.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
@@ -385,9 +420,9 @@ def main() -> None:
                         "--batch-rows",
                         str(args.batch_rows),
                     ]
-                    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-                    env.pop("TOKENIZERS_PARALLELISM", None)  # seed: the default (see top)
-                    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                    out = subprocess.run(
+                        cmd, env=child_env(variant), capture_output=True, text=True, check=False
+                    )
                     if out.returncode != 0:
                         print(out.stderr[-3000:], file=sys.stderr)
                         raise SystemExit(f"{variant} at {rows} rows failed")
@@ -413,6 +448,11 @@ def main() -> None:
                     # CPU spent beyond the tokenizer itself: what the data path costs.
                     floor = by["tokenize-only"]["cpu_s"]
                     line[f"overhead_cpu_s_{ours}"] = round(by[ours]["cpu_s"] - floor, 1)
+        if "seed-tcmalloc" in by and "ours" in by:
+            # How much of the ratio the allocator alone is: the seed on the same malloc.
+            line["wall_seed_tcmalloc_over_ours"] = round(
+                by["seed-tcmalloc"]["wall_s"] / by["ours"]["wall_s"], 2
+            )
         if "seed" in by:
             line["rss_growth_mb_seed"] = by["seed"]["rss_growth_mb"]
             if "tokenize-only" in by:

@@ -41,6 +41,8 @@ APT_PACKAGES = (
     "python3-setuptools-whl",
     "ca-certificates",
     "tzdata",
+    # The trainer image preloads it (snowtrain/trainer/allocator.py); ~0.3 MB.
+    "libtcmalloc-minimal4",
 )
 #: Dropped from the base rootfs: not needed at run time, ~40% of a minbase.
 PRUNE = (
@@ -239,11 +241,13 @@ def _app_layer(spec: ImageSpec, deps: Path, wheel: Path, dest: Path) -> None:
                 "--disable-pip-version-check",
                 f"/tmp/{wheel.name}",
             )
-            env = dict(e.split("=", 1) for e in spec.env)
             for argv in spec.smoke:
+                # The image's environment is set inside the chroot: LD_PRELOAD must name the
+                # rootfs's library, not apply to the host's chroot binary.
+                user = f"--userspec={UID}:{UID}"
                 _run(
-                    ["chroot", f"--userspec={UID}:{UID}", rootfs, *argv],
-                    env=env,
+                    ["chroot", user, rootfs, "/usr/bin/env", "-i", *spec.env, *argv],
+                    env=CHROOT_ENV,
                     stdout=subprocess.DEVNULL,
                 )
         site = next((rootfs / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))

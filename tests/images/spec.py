@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snowtrain.trainer.allocator import PRELOAD_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "python3.11"
 VENV = "/opt/venv"
@@ -73,10 +75,18 @@ TRAINER = ImageSpec(
         "HF_HOME=/home/snowtrain/.cache/huggingface",
         "HF_HUB_OFFLINE=1",
         "TOKENIZERS_PARALLELISM=false",
+        *(f"{k}={v}" for k, v in PRELOAD_ENV.items()),
     ),
     smoke=(
         ("python", "-m", "snowtrain.trainer", "--help"),
         ("python", "-m", "snowtrain.serve", "--help"),
+        # The preload must really load: a missing library is only a warning to the loader.
+        (
+            "python",
+            "-c",
+            "from snowtrain.trainer.allocator import active_allocator as a;"
+            " assert a() == 'tcmalloc', a()",
+        ),
     ),
 )
 

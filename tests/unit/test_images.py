@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from snowtrain.trainer.allocator import PRELOAD
 from tests.images.spec import IMAGES, UID, ImageSpec
 
 
@@ -68,3 +69,13 @@ def test_same_environment(spec: ImageSpec) -> None:
         name, value = entry.split("=", 1)
         if name != "PATH":
             assert docker_env.get(name) == value, name
+
+
+def test_trainer_image_installs_the_allocator_it_preloads() -> None:
+    """LD_PRELOAD naming a missing library is only a loader warning: both builds install it."""
+    from tests.images.build import APT_PACKAGES
+
+    spec = IMAGES["trainer"]
+    assert f"LD_PRELOAD={PRELOAD}" in spec.env
+    assert "libtcmalloc-minimal4" in APT_PACKAGES
+    assert "apt-cache pkgnames libtcmalloc-minimal4" in dockerfile(spec)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snowtrain.trainer.allocator import with_preloaded_allocator
+
 from .errors import UserError
 
 #: What the demo asks each kind of model.
@@ -104,7 +106,11 @@ class ModelServer:
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=log, start_new_session=True, env={**os.environ}
+                cmd,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=with_preloaded_allocator(os.environ),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -31,6 +31,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from snowtrain.trainer.allocator import with_preloaded_allocator
+
 from .plan import RunPlan
 
 #: sysexits code the trainer uses after SIGTERM (checkpoint saved, rerun resumes).
@@ -148,7 +150,7 @@ def run_trainer(plan: RunPlan, extra_env: dict[str, str], console: Console) -> T
     plan.config_path.write_text(plan.config.dumps() + "\n")
     plan.termination_path.unlink(missing_ok=True)
     env = {
-        **os.environ,
+        **with_preloaded_allocator(os.environ),
         **extra_env,
         "TERMINATION_MESSAGE_PATH": str(plan.termination_path),
         "PYTHONUNBUFFERED": "1",
