@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..allocator import release_freed_memory
 from ..cpus import ingest_threads
 from ..errors import DataError, InvalidConfig
 from .ordered_map import ordered_map
@@ -244,6 +245,8 @@ def _build(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        release_freed_memory()
     return writer.finish(meta())
 
 
