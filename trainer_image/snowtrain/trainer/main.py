@@ -89,7 +89,7 @@ def run(config: TrainerConfig) -> int:
     allocator = active_allocator()
     log.info("memory allocator: %s", allocator)
     if allocator == "glibc":
-        log.info("tokenizing runs about 2x slower on glibc malloc; preload %s", PRELOAD)
+        log.info("the tokenizer needs about 2x the CPU on glibc malloc; preload %s", PRELOAD)
     from transformers.utils import logging as hf_logging
 
     from .distributed import init_world, shutdown
