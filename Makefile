@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv venv-local demo test test-fast lint crds crds-check images
+.PHONY: help venv venv-local demo test test-fast lint crds crds-check images gpu-wheels
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -74,3 +74,12 @@ cluster-down: ## stop the local cluster: no process, mount, cgroup or bridge lef
 
 images: venv ## build the operator and trainer images without Docker (cached) and import them
 	$(PY) -m tests.images operator trainer --import
+
+# Wheels the device machine lacks (Python 3.12 there, no network): see bench/gpu_check.sh.
+# The versions this venv runs (pydantic-core must match pydantic exactly).
+GPU_WHEELS = $(shell $(PIP) freeze | grep -i -E '^(pydantic|pydantic.core|annotated.types|typing.inspection)==')
+gpu-wheels: venv ## download the wheels bench/gpu_check.sh needs on the GPU machine into .whl/
+	rm -rf .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any -d .whl $(GPU_WHEELS)
