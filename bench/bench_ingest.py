@@ -223,6 +223,7 @@ def run_tokenize_only(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any
     import pyarrow.parquet as pq
 
     from snowtrain.trainer.cpus import ingest_threads
+    from snowtrain.trainer.data.gc_freeze import frozen_long_lived_objects
     from snowtrain.trainer.data.ordered_map import ordered_map
     from snowtrain.trainer.data.tokenize import Encoder
 
@@ -231,7 +232,8 @@ def run_tokenize_only(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any
     texts = (
         b.column("text").to_pylist() for b in pf.iter_batches(args.batch_rows, columns=["text"])
     )
-    n = sum(len(lengths) for _, lengths in ordered_map(encode, texts, ingest_threads()))
+    with frozen_long_lived_objects():  # as ``_build`` runs it
+        n = sum(len(lengths) for _, lengths in ordered_map(encode, texts, ingest_threads()))
     return {"items": n, "sample": []}
 
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from ..allocator import release_freed_memory
 from ..cpus import ingest_threads
 from ..errors import DataError, InvalidConfig
+from .gc_freeze import frozen_long_lived_objects
 from .ordered_map import ordered_map
 from .prefetch import prefetch
 from .store import PackedDataset, StoreWriter, TokenDataset
@@ -237,6 +238,7 @@ def _build(
         threads = ingest_threads()
     try:
         with (
+            frozen_long_lived_objects(),
             contextlib.closing(prefetch(batches, ahead=1)) as stream,
             contextlib.closing(ordered_map(convert, stream, threads)) as converted,
         ):
