@@ -20,7 +20,8 @@ variants use the same one, so the ratios measure data handling, not tokenizer ch
 Tokenizer threads: ``seed`` gets the library's default, parallel on rayon's default pool (the
 driver drops ``TOKENIZERS_PARALLELISM`` from the children's environment, e.g. the Makefile's
 ``false``); ``ours``, ``ours-parquet`` and ``tokenize-only`` tokenize as the trainer does:
-``serial_tokenizers`` and batches encoded on ``ingest_threads`` threads at once.
+``serial_tokenizers``, batches encoded on ``ingest_threads`` threads at once, and the objects
+alive before ingest frozen out of the garbage collector's passes (``gc_freeze``).
 
 Allocator: ``seed`` runs on glibc's malloc, as a plain script does; every other variant runs
 as the trainer image does, on preloaded tcmalloc (``snowtrain.trainer.allocator``; the host
