@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from snowtrain.trainer.allocator import preload_available, with_preloaded_allocator
 from tests.fixtures.snowflake import PASSWORD
 from tests.integration.trainer_run import (
     LABELS,
@@ -52,7 +53,8 @@ def classifier_run(tmp_path_factory, snowflake_server):
         baseModel=str(base),
         training=TRAINING,
     )
-    run = run_trainer(config, trainer_env(db, tmp), tmp)
+    # On the allocator the image preloads, where this host has it (as local mode runs it).
+    run = run_trainer(config, with_preloaded_allocator(trainer_env(db, tmp)), tmp)
     db.close()
     return run, tmp
 
@@ -65,6 +67,12 @@ def test_classifier_reaches_90_percent_validation_accuracy(classifier_run):
     metrics = json.loads((tmp / "model" / "metrics.json").read_text())
     assert metrics["evalAccuracy"] == final["evalAccuracy"]
     print("classifier validation accuracy", final["evalAccuracy"], "macro-F1", final["evalMacroF1"])
+
+
+def test_trainer_says_which_allocator_it_runs_on(classifier_run):
+    run, _ = classifier_run
+    expected = "tcmalloc" if preload_available() else "glibc"
+    assert f"memory allocator: {expected}" in run.stderr
 
 
 def test_progress_events_and_termination_message_follow_the_contract(classifier_run):
