@@ -61,16 +61,22 @@ def test_preload_is_added_with_a_quiet_large_allocation_report(
     assert env["A"] == "1"
 
 
-def test_a_child_started_with_the_preload_runs_on_tcmalloc() -> None:
-    """What local mode does for the trainer: the child really maps tcmalloc (host permitting)."""
+def run_preloaded(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` started as local mode starts the trainer: with the preload added."""
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    code = "from snowtrain.trainer.allocator import active_allocator; print(active_allocator())"
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code],
         env=with_preloaded_allocator(base),
         capture_output=True,
         text=True,
         check=True,
+    )
+
+
+def test_a_child_started_with_the_preload_runs_on_tcmalloc() -> None:
+    """What local mode does for the trainer: the child really maps tcmalloc (host permitting)."""
+    out = run_preloaded(
+        "from snowtrain.trainer.allocator import active_allocator; print(active_allocator())"
     )
     assert out.stdout.strip() == ("tcmalloc" if preload_available() else "glibc")
     assert "cannot be preloaded" not in out.stderr
@@ -95,14 +101,7 @@ print(active_allocator(), freed, rss_mb())
 
 def test_memory_that_ingest_freed_goes_back_to_the_os() -> None:
     """tcmalloc keeps freed pages cached; the builders release them before training starts."""
-    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    out = subprocess.run(
-        [sys.executable, "-c", RELEASE_PROBE],
-        env=with_preloaded_allocator(base),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = run_preloaded(RELEASE_PROBE)
     name, freed, released = out.stdout.split()
     if name == "tcmalloc":
         assert float(freed) - float(released) > 200, out.stdout  # was cached, now returned

@@ -6,8 +6,8 @@ Under glibc's malloc that is about half of the tokenizing CPU (``perf``: ``_int_
 alone 30% of samples). tcmalloc's per-thread caches halve the tokenizer's cost: 2.8 -> 1.4
 CPU-s per 100k ~100-character rows, and ingesting 1e6 rows through the emulator takes
 21.6-25.1 s instead of 30-32 s (bench_ingest, three runs each). Training speed does not
-change on CPU (bench_train, within noise). tcmalloc (or jemalloc) is what PyTorch's CPU performance guide
-recommends; here jemalloc gained less and mimalloc about the same.
+change on CPU (bench_train, within noise). tcmalloc (or jemalloc) is what PyTorch's CPU
+performance guide recommends; here jemalloc gained less and mimalloc about the same.
 
 Memory. tcmalloc caches freed pages for reuse where glibc returns large blocks to the OS,
 so the builders call ``release_freed_memory`` when a split is written.
