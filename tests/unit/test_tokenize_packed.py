@@ -57,6 +57,21 @@ def test_short_tail_becomes_a_padded_last_block(bpe_tokenizer, tmp_path):
     assert batch["input_ids"].shape[1] == ds.num_tokens
 
 
+def test_full_blocks_batch_without_a_mask_and_a_padded_tail_keeps_one(bpe_tokenizer, tmp_path):
+    """No padding, no mask: SDPA can then run causal attention with ``is_causal=True``."""
+    ds = build_packed(TableSource(pa.table({"text": DOCS})), "train", bpe_tokenizer, 8, tmp_path)
+    full = ds.collate([ds[0], ds[1]])
+    assert set(full) == {"input_ids", "labels"}
+    assert full["input_ids"].shape == (2, 8)
+    assert full["labels"].tolist() == full["input_ids"].tolist()
+
+    tail = len(ds[len(ds) - 1]["input_ids"])
+    assert 2 <= tail < 8, "DOCS must leave a short tail block"
+    mixed = ds.collate([ds[0], ds[len(ds) - 1]])
+    assert mixed["attention_mask"].sum(dim=1).tolist() == [8, tail]
+    assert mixed["labels"][1, tail:].eq(-100).all()
+
+
 def test_index_past_the_end_raises(bpe_tokenizer, tmp_path):
     ds = build_packed(TableSource(pa.table({"text": DOCS})), "train", bpe_tokenizer, 8, tmp_path)
     with pytest.raises(IndexError):

@@ -203,6 +203,30 @@ def test_causal_lm_loss_falls_and_perplexity_is_reported(tmp_path):
     assert result.metrics["tokensTrained"] == 40 * 8 * 16
 
 
+def test_tokens_are_counted_in_batches_without_a_mask():
+    """Packed blocks reach the loop without ``attention_mask``: every position is a token."""
+
+    def unmasked(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        full = ListDataset.collate(batch)
+        assert bool(full.pop("attention_mask").all())  # the examples are equal-length
+        return full
+
+    seed_everything(0)
+    spec = TrainingSpec(max_steps=3, batch_size=8, learning_rate=1e-3)
+    result = train(
+        tiny_gpt2(),
+        ListDataset(counting_examples(32, 1)),
+        None,
+        unmasked,
+        spec,
+        task="pretrain",
+        world=World(),
+        reporter=quiet(),
+    )
+    assert result.metrics["tokensTrained"] == 3 * 8 * 16
+    assert result.metrics["tokensPerSecond"] > 0
+
+
 def test_progress_events_are_rate_limited_but_the_last_step_always_reports(tmp_path, capsys):
     seed_everything(0)
     spec = TrainingSpec(max_steps=6, batch_size=8, learning_rate=1e-3)

@@ -301,6 +301,10 @@ class ArchitectureSpec(ApiModel):
     """Key/value heads for grouped-query attention (llama)."""
     intermediate_size: int | None = Field(default=None, ge=8, le=262144)
     """MLP width."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout probability (gpt2: embeddings, residuals and attention; llama: attention).
+    0 is usual for pretraining and runs fastest; raise it (e.g. 0.1) when a small corpus is
+    trained for many epochs."""
 
 
 class TokenizerSpec(ApiModel):

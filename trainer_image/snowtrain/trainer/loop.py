@@ -160,8 +160,23 @@ def plan_steps(spec: TrainingSpec, order: EpochOrder) -> tuple[int, int]:
     return per_epoch, total
 
 
+def _real_tokens(batch: Batch) -> int:
+    """Tokens that are not padding; a batch without a mask has none (see ``collate``)."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
 def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Copy a CPU batch to ``device`` without making the host wait for the GPU.
+
+    A copy from pageable memory may synchronise with the stream, so the host would sit idle
+    until the previous step's kernels finish instead of queueing the next ones. From pinned
+    (page-locked) memory the copy is truly asynchronous; PyTorch's caching host allocator
+    keeps each pinned buffer alive until its copy has run.
+    """
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -356,7 +371,7 @@ def train(
         # -- one optimizer step = `accum` micro-batches
         for micro in range(accum):
             batch = collate([train_data[i] for i in next(batches)])
-            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            tokens = _real_tokens(batch)
             state.tokens_trained += tokens * world.size
             session_tokens += tokens * world.size
             batch = _to_device(batch, device)

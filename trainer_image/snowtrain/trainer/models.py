@@ -95,7 +95,19 @@ def load_causal_lm(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTraine
         AutoModelForCausalLM, source, dtype=torch.float32, attn_implementation="sdpa"
     )
     _set_generation_ids(model, tokenizer)
+    _name_causal_lm_loss(model)
     return model
+
+
+def _name_causal_lm_loss(model: PreTrainedModel) -> None:
+    """Name the loss of causal LMs whose class transformers cannot map to one (GPT-2's).
+
+    Without a name transformers falls back to the same causal-LM loss, but only after a
+    one-time warning; under ``torch.compile`` that logging call breaks the graph on every
+    forward, splitting the loss from the model.
+    """
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
 
 
 def _set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -166,6 +178,7 @@ def build_causal_lm(
             intermediate_size=dims["inner"],
             max_position_embeddings=max_seq_length,
             tie_word_embeddings=True,
+            attention_dropout=arch.dropout,
             attn_implementation="sdpa",
             **ids,
         )
@@ -178,11 +191,15 @@ def build_causal_lm(
             n_head=dims["heads"],
             n_inner=dims["inner"],
             n_positions=max_seq_length,
+            resid_pdrop=arch.dropout,
+            embd_pdrop=arch.dropout,
+            attn_pdrop=arch.dropout,
             attn_implementation="sdpa",
             **ids,
         )
         model = GPT2LMHeadModel(config)
     _set_generation_ids(model, tokenizer)
+    _name_causal_lm_loss(model)
     return model
 
 

@@ -116,8 +116,22 @@ class _Store(Dataset):
         return int(self.meta["tokens"])
 
     def collate(self, batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest item: input_ids with pad_token_id, attention_mask 0, labels -100."""
+        """Pad to the longest item: input_ids with pad_token_id, attention_mask 0, labels -100.
+
+        A batch with nothing to pad (every packed pretraining block, or equal-length rows) gets
+        no ``attention_mask``: Hugging Face models read a missing mask as all ones, and without
+        one SDPA runs causal attention with ``is_causal=True`` (the FlashAttention kernel on
+        GPUs). An all-ones mask costs a device-to-host sync per forward in eager mode, and under
+        ``torch.compile`` it is materialised as a (seq x seq) mask that rules Flash out.
+        """
         longest = max(len(item["input_ids"]) for item in batch)
+        if all(len(item["input_ids"]) == longest for item in batch) and all(
+            bool(item["attention_mask"].all()) for item in batch
+        ):
+            return {
+                "input_ids": torch.stack([item["input_ids"] for item in batch]),
+                "labels": torch.stack([item["labels"] for item in batch]),
+            }
         n = len(batch)
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, longest), dtype=torch.long)

@@ -1,0 +1,66 @@
+"""What ``torch.compile`` makes of a pretraining step: one graph, FlashAttention-eligible SDPA.
+
+These are the GPU-speed properties a CPU can still check. A packed batch must reach the model
+without an attention mask, so that SDPA is called with ``is_causal=True`` and no mask (the
+FlashAttention kernel cannot take an explicit mask), and nothing in the model's forward and
+loss may break the graph (each break splits fusion and adds a trip through Python).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from snowtrain.api.spec import ArchitectureSpec
+from snowtrain.trainer.data.tokenize import build_packed
+from snowtrain.trainer.models import build_causal_lm
+
+CORPUS = [f"document {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(40)]
+
+
+class Corpus:
+    def iter_batches(self, split: str = "train"):
+        yield from pa.table({"text": CORPUS}).to_batches(max_chunksize=16)
+
+
+def sdpa_calls(explanation) -> list[dict]:
+    """Keyword arguments of every scaled_dot_product_attention call in the traced graphs."""
+    sdpa = {
+        torch.nn.functional.scaled_dot_product_attention,
+        torch._C._nn.scaled_dot_product_attention,
+    }
+    return [
+        dict(node.kwargs)
+        for graph in explanation.graphs
+        for node in graph.graph.nodes
+        if node.op == "call_function" and node.target in sdpa
+    ]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_packed_pretraining_forward_compiles_to_one_graph_with_causal_sdpa(
+    family, bpe_tokenizer, tmp_path
+):
+    data = build_packed(Corpus(), "train", bpe_tokenizer, 32, tmp_path)
+    batch = data.collate([data[i] for i in range(4)])
+    model = build_causal_lm(ArchitectureSpec(family=family, size="tiny"), bpe_tokenizer, 32)
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(**batch)
+
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    calls = sdpa_calls(explanation)
+    assert len(calls) == 2  # one per layer of the tiny preset
+    for call in calls:
+        assert call.get("attn_mask") is None and call.get("is_causal") is True, call
+
+
+def test_pretraining_models_have_no_dropout_unless_asked(bpe_tokenizer):
+    """Dropout costs throughput and is not how corpora trained for ~1 epoch are regularised."""
+    gpt2 = build_causal_lm(ArchitectureSpec(family="gpt2", size="tiny"), bpe_tokenizer, 32)
+    assert (gpt2.config.resid_pdrop, gpt2.config.embd_pdrop, gpt2.config.attn_pdrop) == (0, 0, 0)
+    llama = build_causal_lm(
+        ArchitectureSpec(family="llama", size="tiny", dropout=0.1), bpe_tokenizer, 32
+    )
+    assert llama.config.attention_dropout == 0.1
