@@ -5,8 +5,8 @@ CPU, no evaluation, no checkpoints); each side runs ``--repeats`` times, alterna
 goes first, and the best samples/s of each is compared (the machine is shared, so the best run is the least
 disturbed one). Target: ratio >= 1.0 on CPU (no regression).
 
-On a CUDA machine it also pretrains a GPT-2 "base" preset (~124M parameters) in bf16 with the
-snowtrain loop and prints tokens/s and MFU (6 * N * tokens/s / peak bf16 FLOP/s).
+On a CUDA machine both sides train in bf16. Pretraining speed (tokens/s, MFU) is
+bench/bench_mfu.py's job.
 
     .venv/bin/python bench/bench_train.py [--model minilm|tiny] [--steps 20] [--batch-size 16]
 """
@@ -162,71 +162,6 @@ def hf_trainer(source: str, data: Rows, args: argparse.Namespace) -> float:
         return trainer.train().metrics["train_samples_per_second"]
 
 
-def pretrain_mfu(args: argparse.Namespace) -> dict[str, float]:
-    """GPU only: tokens/s and MFU of a ~124M GPT-2 pretraining run in bf16 (snowtrain loop)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from snowtrain.api.spec import ArchitectureSpec, TrainingSpec
-    from snowtrain.trainer.distributed import init_world
-    from snowtrain.trainer.loop import train
-    from snowtrain.trainer.metrics import mfu, peak_flops
-    from snowtrain.trainer.models import architecture_dims
-    from snowtrain.trainer.progress import Reporter
-
-    world = init_world()
-    d = architecture_dims(ArchitectureSpec(family="gpt2", size="base"))
-    config = GPT2Config(
-        vocab_size=50304,
-        n_embd=d["hidden"],
-        n_layer=d["layers"],
-        n_head=d["heads"],
-        n_positions=1024,
-        attn_implementation="sdpa",
-    )
-    model = GPT2LMHeadModel(config).to(world.device)
-    n_params = sum(p.numel() for p in model.parameters())
-    blocks = torch.randint(0, 50304, (4096, 1024))
-
-    class Blocks(Dataset):
-        def __len__(self) -> int:
-            return len(blocks)
-
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            return {"input_ids": blocks[i], "labels": blocks[i]}
-
-        @staticmethod
-        def collate(batch):
-            ids = torch.stack([b["input_ids"] for b in batch])
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-
-    spec = TrainingSpec(
-        max_steps=args.gpu_steps,
-        batch_size=args.gpu_batch_size,
-        learning_rate=6e-4,
-        precision="bf16",
-        compile=args.compile,
-        max_seq_length=1024,
-    )
-    result = train(
-        model,
-        Blocks(),
-        None,
-        Blocks.collate,
-        spec,
-        task="pretrain",
-        world=world,
-        reporter=Reporter(enabled=False),
-        betas=(0.9, 0.95),
-    )
-    tps = result.metrics["tokensPerSecond"]
-    peak = peak_flops(torch.cuda.get_device_name())
-    return {
-        "params": n_params,
-        "tokensPerSecond": tps,
-        "mfu": mfu(n_params, tps, peak) if peak else float("nan"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=["minilm", "tiny"], default="minilm")
@@ -234,9 +169,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--gpu-steps", type=int, default=30)
-    parser.add_argument("--gpu-batch-size", type=int, default=16)
-    parser.add_argument("--compile", action="store_true", help="torch.compile in the GPU MFU run")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -270,8 +202,6 @@ def main() -> None:
         "samplesPerSecond": best,
         "ratio": best["snowtrain"] / best["hf_trainer"],
     }
-    if torch.cuda.is_available():
-        report["pretrainGpt2Base"] = pretrain_mfu(args)
     print(json.dumps(report, indent=2))
 
 

@@ -73,10 +73,21 @@ def peak_flops(device_name: str) -> float | None:
     return None
 
 
-def mfu(num_params: int, tokens_per_second: float, peak: float) -> float:
-    """Model FLOPs utilisation: 6 FLOPs per parameter per token (forward + backward) over peak.
+def train_flops_per_token(
+    num_params: int, *, layers: int = 0, hidden: int = 0, seq_len: int = 0
+) -> float:
+    """Training FLOPs per token of a decoder: 6N + 12 * layers * hidden * seq_len.
 
-    The attention term (12 * layers * d * seq per token) is left out, as in PaLM's appendix B
-    for short sequences; that makes the estimate slightly conservative.
+    6N counts every parameter's matmul forward (2N) and backward (4N); the second term is
+    attention's score and value products, which no parameter accounts for (PaLM appendix B,
+    the formula nanoGPT's ``estimate_mfu`` uses). Leave the dims at 0 for the 6N-only figure.
     """
-    return 6.0 * num_params * tokens_per_second / peak
+    return 6.0 * num_params + 12.0 * layers * hidden * seq_len
+
+
+def mfu(flops_per_token: float, tokens_per_second: float, peak: float) -> float:
+    """Model FLOPs utilisation: the FLOP/s the model's arithmetic needs over the GPU's peak.
+
+    Recomputation (activation checkpointing) is not counted: MFU, not hardware utilisation.
+    """
+    return flops_per_token * tokens_per_second / peak

@@ -159,18 +159,27 @@ def build_causal_lm(
     arch: ArchitectureSpec, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
 ) -> PreTrainedModel:
     """A freshly initialised llama or GPT-2 sized for the tokenizer and sequence length."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    dims = architecture_dims(arch)
     ids = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    vocab = len(tokenizer)
+    model = new_causal_lm(arch, len(tokenizer), max_seq_length, **ids)
+    _set_generation_ids(model, tokenizer)
+    return model
+
+
+def new_causal_lm(
+    arch: ArchitectureSpec, vocab_size: int, max_seq_length: int, **token_ids: int | None
+) -> PreTrainedModel:
+    """The model a PretrainJob trains, before any tokenizer is attached (the GPU benchmark
+    builds it this way, so it measures exactly what jobs run)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    dims = architecture_dims(arch)
     if arch.family == "llama":
         config = LlamaConfig(
-            vocab_size=vocab,
+            vocab_size=vocab_size,
             hidden_size=dims["hidden"],
             num_hidden_layers=dims["layers"],
             num_attention_heads=dims["heads"],
@@ -180,12 +189,12 @@ def build_causal_lm(
             tie_word_embeddings=True,
             attention_dropout=arch.dropout,
             attn_implementation="sdpa",
-            **ids,
+            **token_ids,
         )
         model: PreTrainedModel = LlamaForCausalLM(config)
     else:
         config = GPT2Config(
-            vocab_size=vocab,
+            vocab_size=vocab_size,
             n_embd=dims["hidden"],
             n_layer=dims["layers"],
             n_head=dims["heads"],
@@ -195,10 +204,9 @@ def build_causal_lm(
             embd_pdrop=arch.dropout,
             attn_pdrop=arch.dropout,
             attn_implementation="sdpa",
-            **ids,
+            **token_ids,
         )
         model = GPT2LMHeadModel(config)
-    _set_generation_ids(model, tokenizer)
     _name_causal_lm_loss(model)
     return model
 
