@@ -1,6 +1,6 @@
-"""What ``torch.compile`` makes of a pretraining step: one graph, FlashAttention-eligible SDPA.
+"""What a pretraining step costs, as far as a CPU can tell: graphs, attention kernels, memory.
 
-These are the GPU-speed properties a CPU can still check. A packed batch must reach the model
+``torch.compile`` must make one graph with FlashAttention-eligible SDPA. A packed batch must reach the model
 without an attention mask, so that SDPA is called with ``is_causal=True`` and no mask (the
 FlashAttention kernel cannot take an explicit mask), and nothing in the model's forward and
 loss may break the graph (each break splits fusion and adds a trip through Python).
@@ -64,3 +64,34 @@ def test_pretraining_models_have_no_dropout_unless_asked(bpe_tokenizer):
         ArchitectureSpec(family="llama", size="tiny", dropout=0.1), bpe_tokenizer, 32
     )
     assert llama.config.attention_dropout == 0.1
+
+
+def saved_for_backward_bytes(model, batch) -> tuple[int, torch.Tensor]:
+    """Bytes autograd keeps between forward and backward (activation memory), and the loss."""
+    total = 0
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = model(**batch).loss
+    return total, loss
+
+
+def test_gpt2_mlp_activation_is_the_fused_kernel_and_saves_activation_memory(bpe_tokenizer):
+    """Same GELU (tanh approximation) as GPT-2's "gelu_new", but one kernel: less kept."""
+    from transformers.activations import NewGELUActivation
+
+    torch.manual_seed(0)
+    model = build_causal_lm(ArchitectureSpec(family="gpt2", size="tiny"), bpe_tokenizer, 128)
+    ids = torch.randint(0, len(bpe_tokenizer), (4, 128))
+    batch = {"input_ids": ids, "labels": ids}
+    fused_bytes, fused_loss = saved_for_backward_bytes(model, batch)
+    for block in model.transformer.h:
+        block.mlp.act = NewGELUActivation()
+    reference_bytes, reference_loss = saved_for_backward_bytes(model, batch)
+
+    assert fused_loss.item() == pytest.approx(reference_loss.item(), abs=1e-5)
+    assert fused_bytes < 0.85 * reference_bytes, (fused_bytes, reference_bytes)

@@ -200,6 +200,10 @@ def new_causal_lm(
             n_head=dims["heads"],
             n_inner=dims["inner"],
             n_positions=max_seq_length,
+            # GPT-2's own tanh-approximated GELU, as one fused kernel. The default "gelu_new"
+            # is the same formula in eight tensor ops, each one a kernel launch and a
+            # tensor kept for backward.
+            activation_function="gelu_pytorch_tanh",
             resid_pdrop=arch.dropout,
             embd_pdrop=arch.dropout,
             attn_pdrop=arch.dropout,
