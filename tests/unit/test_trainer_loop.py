@@ -259,6 +259,82 @@ def test_epoch_order_shards_like_distributed_sampler():
     assert ranks[0].shard(1) != shards[0]  # a new permutation each epoch
 
 
+def padding_fraction(order: EpochOrder, lengths: list[int], epoch: int = 0) -> float:
+    """Share of the padded batches' positions that are padding."""
+    shard = order.shard(epoch)
+    batches = [shard[i : i + order.batch_size] for i in range(0, len(shard), order.batch_size)]
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths[i] for b in batches for i in b) / padded
+
+
+def test_length_grouped_order_is_a_seeded_permutation_with_little_padding():
+    rng = random.Random(0)
+    lengths = [rng.randrange(4, 256) for _ in range(4000)]
+    grouped = EpochOrder(4000, 16, seed=3, world=World(), lengths=lengths)
+    plain = EpochOrder(4000, 16, seed=3, world=World())
+
+    assert sorted(grouped.shard(0)) == list(range(4000))
+    assert grouped.shard(0) == EpochOrder(4000, 16, 3, World(), lengths=lengths).shard(0)
+    assert grouped.shard(1) != grouped.shard(0)
+    # Uniform lengths in batches of 16: about 45% of a random batch is padding.
+    assert padding_fraction(plain, lengths) > 0.35
+    assert padding_fraction(grouped, lengths) < 0.05
+
+
+def test_length_grouped_ranks_split_each_global_batch():
+    """Two ranks: disjoint shards, and in every step both ranks pad to about the same width."""
+    rng = random.Random(1)
+    lengths = [rng.randrange(4, 256) for _ in range(2000)]
+    ranks = [
+        EpochOrder(2000, 8, seed=5, world=World(rank=r, size=2), lengths=lengths) for r in range(2)
+    ]
+    shards = [r.shard(0) for r in ranks]
+    assert set(shards[0]) | set(shards[1]) == set(range(2000))
+    assert len(shards[0]) == len(shards[1]) == 1000
+    assert padding_fraction(ranks[0], lengths) < 0.05
+    widths = [[max(lengths[i] for i in s[k : k + 8]) for k in range(0, 1000, 8)] for s in shards]
+    assert sum(abs(a - b) for a, b in zip(*widths, strict=True)) / len(widths[0]) < 8
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_the_loop_groups_batches_by_the_datasets_lengths(group_by_length):
+    """A dataset that knows its row lengths (the data layer's do) gets length-grouped batches."""
+
+    class SizedListDataset(ListDataset):
+        @property
+        def lengths(self) -> list[int]:
+            return [len(e["input_ids"]) for e in self.examples]
+
+    rng = random.Random(2)
+    examples = [
+        {"input_ids": torch.arange(2, 2 + n) % 100, "labels": torch.tensor(n % 3)}
+        for n in (rng.randrange(2, 60) for _ in range(2000))
+    ]
+    seen = {"real": 0, "padded": 0}
+
+    def counting_collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        out = ListDataset.collate(batch)
+        seen["real"] += int(out["attention_mask"].sum())
+        seen["padded"] += out["attention_mask"].numel()
+        return out
+
+    seed_everything(0)
+    spec = TrainingSpec(max_steps=16, batch_size=16, group_by_length=group_by_length)
+    train(
+        tiny_bert(),
+        SizedListDataset(examples),
+        None,
+        counting_collate,
+        spec,
+        task="classification",
+        world=World(),
+        reporter=quiet(),
+        num_labels=3,
+    )
+    padding = 1 - seen["real"] / seen["padded"]
+    assert padding < 0.1 if group_by_length else padding > 0.3
+
+
 def test_a_checkpoint_of_another_model_is_refused_not_half_loaded(tmp_path):
     from snowtrain.trainer.errors import InvalidConfig
 

@@ -176,6 +176,10 @@ class TrainingSpec(ApiModel):
     """Trade compute for activation memory."""
     compile: bool = False
     """torch.compile the model (slow start, faster steps on GPUs)."""
+    group_by_length: bool = True
+    """Batch rows of similar length together, so less compute goes to padding: each epoch's
+    shuffled rows are cut into groups of 50 batches and sorted by length within a group.
+    Pretraining blocks all have one length, so it changes nothing there."""
     lora: LoraSpec | None = None
     """Train LoRA adapters instead of all weights (causal-lm fine-tuning)."""
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)

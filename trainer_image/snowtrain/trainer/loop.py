@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +59,24 @@ def seed_everything(seed: int) -> None:
 
 # --------------------------------------------------------------------------- data order
 class EpochOrder:
-    """A seeded permutation per epoch, padded and strided over ranks like DistributedSampler."""
+    """A seeded permutation per epoch, padded and strided over ranks like DistributedSampler.
 
-    def __init__(self, size: int, batch_size: int, seed: int, world: World) -> None:
+    Given item ``lengths``, the permutation is length-grouped the way transformers'
+    ``LengthGroupedSampler`` does it (random megabatches of 50 batches, each sorted by
+    length), with one global batch (``batch_size`` x ranks) as the unit, so the ranks' batches
+    of one step come from the same sorted run and all pad to about the same width.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        world: World,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
         self.size, self.batch_size, self.seed, self.world = size, batch_size, seed, world
+        self.lengths = lengths
         self.shard_size = math.ceil(size / world.size)
         self.batches_per_epoch = max(1, math.ceil(self.shard_size / batch_size))
         self._cached: tuple[int, list[int]] | None = None
@@ -71,7 +85,14 @@ class EpochOrder:
         if self._cached and self._cached[0] == epoch:
             return self._cached[1]
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        perm = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is None:
+            perm = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            perm = get_length_grouped_indices(
+                self.lengths, self.batch_size * self.world.size, generator=generator
+            )
         perm += perm[: self.shard_size * self.world.size - self.size]  # equal shards
         shard = perm[self.world.rank :: self.world.size]
         self._cached = (epoch, shard)
@@ -261,7 +282,14 @@ def train(
         if getattr(model, "config", None) is not None:
             model.config.use_cache = False
 
-    order = EpochOrder(len(train_data), spec.batch_size, spec.seed, world)
+    lengths = getattr(train_data, "lengths", None) if spec.group_by_length else None
+    order = EpochOrder(
+        len(train_data),
+        spec.batch_size,
+        spec.seed,
+        world,
+        lengths=None if lengths is None else np.asarray(lengths).tolist(),
+    )
     steps_per_epoch, total_steps = plan_steps(spec, order)
     optimizer = build_optimizer(model, spec, device, betas)
     scheduler = build_scheduler(optimizer, spec, total_steps)
