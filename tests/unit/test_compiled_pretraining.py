@@ -95,3 +95,31 @@ def test_gpt2_mlp_activation_is_the_fused_kernel_and_saves_activation_memory(bpe
 
     assert fused_loss.item() == pytest.approx(reference_loss.item(), abs=1e-5)
     assert fused_bytes < 0.85 * reference_bytes, (fused_bytes, reference_bytes)
+
+
+def test_unmasked_blocks_get_no_padding_check_and_no_false_alarm(monkeypatch):
+    """Packed blocks hold EOS, which is also the pad id. Without a mask, transformers' GPT-2
+    checks each row's ends for the pad id (a device sync per forward) and warns that the input
+    may be padded; snowtrain's batches are unmasked only when nothing is padded."""
+    from transformers import GPT2LMHeadModel, modeling_utils
+    from transformers.utils import logging as hf_logging
+
+    from snowtrain.api.spec import TokenizerSpec
+    from snowtrain.trainer.models import train_tokenizer
+
+    tokenizer = train_tokenizer(iter(CORPUS), TokenizerSpec(vocab_size=300), 32)
+    model = build_causal_lm(ArchitectureSpec(family="gpt2", size="tiny"), tokenizer, 32)
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    ids = torch.randint(0, len(tokenizer), (2, 32))
+    ids[:, 0] = tokenizer.eos_token_id
+    logged: list[str] = []
+    monkeypatch.setattr(modeling_utils.logger, "warning", lambda msg, *a, **k: logged.append(msg))
+
+    def warnings_of(forward_model) -> str:
+        hf_logging.warning_once.cache_clear()
+        logged.clear()
+        forward_model(input_ids=ids, labels=ids)
+        return "\n".join(logged)
+
+    assert "attention_mask" not in warnings_of(model)
+    assert "attention_mask" in warnings_of(GPT2LMHeadModel(model.config))  # what it replaces

@@ -86,6 +86,7 @@ def load_classifier(
     )
     if model.config.pad_token_id is None:  # decoder-only classifiers find the last token by it
         model.config.pad_token_id = tokenizer.pad_token_id
+    _fit_to_snowtrain_batches(model, causal_lm=False)
     return model
 
 
@@ -95,19 +96,30 @@ def load_causal_lm(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTraine
         AutoModelForCausalLM, source, dtype=torch.float32, attn_implementation="sdpa"
     )
     _set_generation_ids(model, tokenizer)
-    _name_causal_lm_loss(model)
+    _fit_to_snowtrain_batches(model, causal_lm=True)
     return model
 
 
-def _name_causal_lm_loss(model: PreTrainedModel) -> None:
-    """Name the loss of causal LMs whose class transformers cannot map to one (GPT-2's).
+def _fit_to_snowtrain_batches(model: PreTrainedModel, *, causal_lm: bool) -> None:
+    """Turn off two transformers behaviours that misfire on the batches snowtrain feeds.
 
-    Without a name transformers falls back to the same causal-LM loss, but only after a
-    one-time warning; under ``torch.compile`` that logging call breaks the graph on every
-    forward, splitting the loss from the model.
+    * GPT-2's class maps to no loss name, so transformers logs a one-time warning and falls
+      back to the causal-LM loss. Under ``torch.compile`` that logging call breaks the graph on
+      every forward, splitting the loss from the model. The loss is named instead.
+    * Given no attention mask, GPT-2-style models look for the pad id at both ends of every
+      row and warn that the input may be padded: a device-to-host sync per forward, and a
+      false alarm here. ``collate`` leaves the mask out only when nothing is padded, and
+      the pad id is EOS, which packed blocks contain.
     """
-    if getattr(model, "loss_type", None) is None:
+    if causal_lm and getattr(model, "loss_type", None) is None:
         model.loss_type = "ForCausalLM"
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.warn_if_padding_and_no_attention_mask = _nothing_is_padded
+
+
+def _nothing_is_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Stands in for transformers' padding heuristic (see ``_fit_to_snowtrain_batches``)."""
 
 
 def _set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -211,7 +223,7 @@ def new_causal_lm(
             **token_ids,
         )
         model = GPT2LMHeadModel(config)
-    _name_causal_lm_loss(model)
+    _fit_to_snowtrain_batches(model, causal_lm=True)
     return model
 
 
