@@ -138,6 +138,26 @@ def test_other_snowflake_address_does_not_block_resume(tmp_path):
     check_resumable(plan)
 
 
+def test_a_run_from_before_a_new_setting_existed_is_still_the_same_run(tmp_path):
+    """Upgrading snowtrain adds settings with defaults; the old run is not "changed" by that."""
+    plan = plan_run(_job(), yaml_path=FINETUNE, output=tmp_path)
+    _record_previous_run(plan, model=True)
+    wire = copy.deepcopy(plan.config.to_wire())
+    del wire["training"]["groupByLength"]  # written before the field existed
+    plan.config_path.write_text(json.dumps(wire))
+    check_resumable(plan)
+    assert is_complete(plan)
+
+    wire["training"]["groupByLength"] = False  # but a setting that differs still counts
+    plan.config_path.write_text(json.dumps(wire))
+    with pytest.raises(UserError, match="training changed"):
+        check_resumable(plan)
+    del wire["training"]["groupByLength"]
+    wire["training"]["retired"] = 1  # and a config today's API refuses differs
+    plan.config_path.write_text(json.dumps(wire))
+    assert not is_complete(plan)
+
+
 def test_finished_run_is_complete(tmp_path):
     plan = plan_run(_job(), yaml_path=FINETUNE, output=tmp_path)
     _record_previous_run(plan, model=True)

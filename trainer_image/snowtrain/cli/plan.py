@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from snowtrain.api import AnyJob, FineTuneJob, TrainerConfig, render_trainer_config
 
 from .errors import UserError
@@ -162,10 +164,20 @@ def resume_key(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def previous_config(plan: RunPlan) -> dict[str, Any] | None:
+    """The config the run in this folder was trained with, read through today's API.
+
+    A field added in a later snowtrain version then carries its default on both sides, so an
+    upgrade alone does not count as changed settings. A config today's API refuses is compared
+    as written, and so differs.
+    """
     try:
-        return json.loads(plan.config_path.read_text())
+        old = json.loads(plan.config_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    try:
+        return TrainerConfig.model_validate(old).to_wire()
+    except ValidationError:
+        return old
 
 
 def check_resumable(plan: RunPlan) -> None:
