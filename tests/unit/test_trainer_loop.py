@@ -16,7 +16,7 @@ from snowtrain.api.spec import CheckpointSpec, TrainingSpec
 from snowtrain.trainer.checkpoint import CheckpointManager
 from snowtrain.trainer.distributed import World
 from snowtrain.trainer.errors import Preempted
-from snowtrain.trainer.loop import EpochOrder, seed_everything, train
+from snowtrain.trainer.loop import EpochOrder, Precision, evaluate, seed_everything, train
 from snowtrain.trainer.progress import Reporter
 
 PAD = 0
@@ -296,43 +296,72 @@ def test_length_grouped_ranks_split_each_global_batch():
     assert sum(abs(a - b) for a, b in zip(*widths, strict=True)) / len(widths[0]) < 8
 
 
-@pytest.mark.parametrize("group_by_length", [True, False])
-def test_the_loop_groups_batches_by_the_datasets_lengths(group_by_length):
-    """A dataset that knows its row lengths (the data layer's do) gets length-grouped batches."""
+class SizedListDataset(ListDataset):
+    """Knows its row lengths, as the data layer's datasets do."""
 
-    class SizedListDataset(ListDataset):
-        @property
-        def lengths(self) -> list[int]:
-            return [len(e["input_ids"]) for e in self.examples]
+    @property
+    def lengths(self) -> list[int]:
+        return [len(e["input_ids"]) for e in self.examples]
 
-    rng = random.Random(2)
-    examples = [
-        {"input_ids": torch.arange(2, 2 + n) % 100, "labels": torch.tensor(n % 3)}
-        for n in (rng.randrange(2, 60) for _ in range(2000))
+
+def varied_length_examples(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Classification rows of 2 to 59 tokens, as texts in a table vary."""
+    rng = random.Random(seed)
+    return [
+        {"input_ids": torch.arange(2, 2 + k) % 100, "labels": torch.tensor(k % 3)}
+        for k in (rng.randrange(2, 60) for _ in range(n))
     ]
-    seen = {"real": 0, "padded": 0}
 
-    def counting_collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+
+class PaddingCounter:
+    """``ListDataset.collate`` that also counts real and padded positions."""
+
+    def __init__(self) -> None:
+        self.real = self.positions = 0
+
+    def __call__(self, batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         out = ListDataset.collate(batch)
-        seen["real"] += int(out["attention_mask"].sum())
-        seen["padded"] += out["attention_mask"].numel()
+        self.real += int(out["attention_mask"].sum())
+        self.positions += out["attention_mask"].numel()
         return out
 
+    @property
+    def padding(self) -> float:
+        return 1 - self.real / self.positions
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_the_loop_groups_batches_by_the_datasets_lengths(group_by_length):
+    collate = PaddingCounter()
     seed_everything(0)
     spec = TrainingSpec(max_steps=16, batch_size=16, group_by_length=group_by_length)
     train(
         tiny_bert(),
-        SizedListDataset(examples),
+        SizedListDataset(varied_length_examples(2000, 2)),
         None,
-        counting_collate,
+        collate,
         spec,
         task="classification",
         world=World(),
         reporter=quiet(),
         num_labels=3,
     )
-    padding = 1 - seen["real"] / seen["padded"]
-    assert padding < 0.1 if group_by_length else padding > 0.3
+    assert collate.padding < 0.1 if group_by_length else collate.padding > 0.3
+
+
+def test_evaluation_visits_rows_by_length_with_the_same_metrics():
+    examples = varied_length_examples(300, 3)
+    seed_everything(0)
+    model = tiny_bert()
+    results, paddings = [], []
+    for data in (ListDataset(examples), SizedListDataset(examples)):
+        collate = PaddingCounter()
+        kwargs = {"task": "classification", "batch_size": 16, "num_labels": 3}
+        precision = Precision(None, None)
+        results.append(evaluate(model, data, collate, precision=precision, world=World(), **kwargs))
+        paddings.append(collate.padding)
+    assert results[1] == pytest.approx(results[0], rel=1e-5)
+    assert paddings[0] > 0.3 and paddings[1] < 0.05
 
 
 def test_a_checkpoint_of_another_model_is_refused_not_half_loaded(tmp_path):

@@ -221,6 +221,10 @@ def evaluate(
     count = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros((num_labels or 1, num_labels or 1), dtype=torch.int64)
     indices = list(range(world.rank, len(data), world.size))  # eval shards: no padding
+    lengths = getattr(data, "lengths", None)
+    if lengths is not None:  # the metrics are sums over rows, so any order; sorted pads least
+        by_length = np.argsort(-np.asarray(lengths)[indices], kind="stable")
+        indices = [indices[i] for i in by_length]
     for start in range(0, len(indices), batch_size):
         batch = _to_device(collate([data[i] for i in indices[start : start + batch_size]]), device)
         labels = batch.pop("labels")
