@@ -22,6 +22,7 @@ figure is printed beside it. ``syncsPerStep`` counts host-device syncs in 10 eag
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -94,18 +95,31 @@ def precision(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+def reset_peak_memory(device: torch.device) -> int:
+    """Free what earlier runs left (compiled graphs hold their models) and restart the peak.
+
+    Returns the bytes still allocated, which the run's peak is measured above.
+    """
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
 
 
-def peak_memory_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+def peak_memory_gib(device: torch.device, before: int) -> float | None:
+    """Peak CUDA memory of one run: weights, gradients, optimizer state and activations."""
+    if device.type != "cuda":
+        return None
+    return round((torch.cuda.max_memory_allocated() - before) / 2**30, 2)
 
 
 def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: bool) -> dict:
     world = init_world()
+    before = reset_peak_memory(world.device)
     model = build_model(args, world.device)
     spec = TrainingSpec(
         max_steps=args.steps,
@@ -116,7 +130,6 @@ def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: 
         max_seq_length=args.seq_len,
     )
     clock = StepClock()
-    reset_peak_memory(world.device)
     train(
         model,
         data,
@@ -130,7 +143,7 @@ def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: 
     )
     return {
         "tokensPerSecond": steady_tokens_per_second(clock.marks, args.warmup, batch * args.seq_len),
-        "peakMemoryGiB": peak_memory_gib(world.device),
+        "peakMemoryGiB": peak_memory_gib(world.device, before),
     }
 
 
@@ -148,8 +161,8 @@ def run_hf_trainer(args: argparse.Namespace, data: Blocks, batch: int) -> dict:
                     torch.cuda.synchronize()
                 marks.append((state.global_step, time.perf_counter()))
 
+    before = reset_peak_memory(device)
     model = build_model(args, device)
-    reset_peak_memory(device)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out,
@@ -180,7 +193,7 @@ def run_hf_trainer(args: argparse.Namespace, data: Blocks, batch: int) -> dict:
         ).train()
     return {
         "tokensPerSecond": steady_tokens_per_second(marks, args.warmup, batch * args.seq_len),
-        "peakMemoryGiB": peak_memory_gib(device),
+        "peakMemoryGiB": peak_memory_gib(device, before),
     }
 
 
@@ -197,11 +210,13 @@ def syncs_per_step(
     )
     counted = {"steps": 0}
 
-    def count_after_warmup() -> bool:  # called once per step by the loop
+    def count_after_warmup() -> bool:  # called at the end of every step by the loop
         counted["steps"] += 1
-        if counted["steps"] == 2:
+        if counted["steps"] == 2:  # count steps 3 .. steps + 2
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("warn")
+        elif counted["steps"] == steps + 2:  # not the final read of the run's mean loss
+            torch.cuda.set_sync_debug_mode("default")
         return False
 
     with warnings.catch_warnings(record=True) as caught:

@@ -1,9 +1,10 @@
 """What a pretraining step costs, as far as a CPU can tell: graphs, attention kernels, memory.
 
-``torch.compile`` must make one graph with FlashAttention-eligible SDPA. A packed batch must reach the model
-without an attention mask, so that SDPA is called with ``is_causal=True`` and no mask (the
-FlashAttention kernel cannot take an explicit mask), and nothing in the model's forward and
-loss may break the graph (each break splits fusion and adds a trip through Python).
+A packed batch must reach the model without an attention mask, so that SDPA is called with
+``is_causal=True`` and no mask (the FlashAttention kernel cannot take an explicit mask).
+Nothing in the model's forward and loss may break the ``torch.compile`` graph: each break
+splits fusion and adds a trip through Python. The MLP must not keep more activations for
+backward than it needs, and eager steps must not stop to check for padding.
 """
 
 from __future__ import annotations
