@@ -77,7 +77,7 @@ def test_progress_lines_become_progress_and_metrics() -> None:
             json.dumps({"event": "start", "totalSteps": 100, "epochs": 1}),
             json.dumps({"event": "data", "rows": 5000, "queryId": "q-1", "fingerprint": "sha256:ab"}),
             json.dumps({"event": "progress", "step": 42, "totalSteps": 100, "percent": 42.0,
-                        "epoch": 0.42, "loss": 0.61, "tokensPerSecond": 900.0,
+                        "epoch": 0.42, "loss": 0.61, "tokensPerSecond": 900.0, "mfu": 0.41,
                         "etaSeconds": 720.0, "time": "2026-01-01T11:59:58Z"}),
             json.dumps({"event": "eval", "step": 40, "evalLoss": 0.7, "evalAccuracy": 0.8}),
             '{"not": "an event"}',
@@ -100,6 +100,7 @@ def test_progress_lines_become_progress_and_metrics() -> None:
     assert s["metrics"] == {
         "trainLoss": 0.61,
         "tokensPerSecond": 900.0,
+        "mfu": 0.41,
         "evalLoss": 0.7,
         "evalAccuracy": 0.8,
     }
@@ -124,7 +125,7 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
         "exitCode": 0,
         "step": 100,
         "totalSteps": 100,
-        "metrics": {"trainLoss": 0.2, "evalAccuracy": 0.91},
+        "metrics": {"trainLoss": 0.2, "evalAccuracy": 0.91, "mfu": 0.43},
         "model": {"uri": "pvc://models/ftj", "format": "safetensors"},
         "data": {"rows": 5000, "fingerprint": "sha256:ab"},
     }
@@ -140,6 +141,7 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
     assert c["Failed"]["status"] == "False"
     assert first["model"] == {"uri": "pvc://models/ftj", "format": "safetensors"}
     assert first["metrics"]["evalAccuracy"] == 0.91
+    assert first["metrics"]["mfu"] == 0.43
     assert first["progress"]["percent"] == 100.0
     assert first["job"]["completionTime"] == iso(-1)
     JobStatusBlock.model_validate(first)

@@ -6,6 +6,7 @@ dataset with the same interface (map-style, ``collate``) isolates the loop itsel
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -225,6 +226,37 @@ def test_tokens_are_counted_in_batches_without_a_mask():
     )
     assert result.metrics["tokensTrained"] == 3 * 8 * 16
     assert result.metrics["tokensPerSecond"] > 0
+
+
+def test_mfu_is_reported_when_the_model_flops_and_device_peak_are_known(capsys):
+    """A pretraining run on a GPU of known peak reports MFU per device; without, none."""
+    spec = TrainingSpec(max_steps=3, batch_size=8, learning_rate=1e-3)
+    data = ListDataset(counting_examples(32, 1))
+    kwargs = {"task": "pretrain", "world": World()}
+    seed_everything(0)
+    quiet_run = train(
+        tiny_gpt2(), data, None, ListDataset.collate, spec, reporter=quiet(), **kwargs
+    )
+    assert "mfu" not in quiet_run.metrics
+
+    seed_everything(0)
+    reporter = Reporter(interval_seconds=0.0)
+    result = train(
+        tiny_gpt2(),
+        data,
+        None,
+        ListDataset.collate,
+        spec,
+        reporter=reporter,
+        flops_per_token=6e6,
+        peak_flops_per_device=1e12,
+        **kwargs,
+    )
+    expected = 6e6 * result.metrics["tokensPerSecond"] / 1e12
+    assert result.metrics["mfu"] == pytest.approx(expected, abs=1e-4)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all(0 < e["mfu"] < 1 for e in progress)
 
 
 def test_progress_events_are_rate_limited_but_the_last_step_always_reports(tmp_path, capsys):

@@ -139,6 +139,15 @@ def test_gpt2_base_preset_is_about_124m_parameters():
     assert 120e6 < n < 130e6
 
 
+def test_pretraining_flops_per_token_counts_parameters_and_attention():
+    from snowtrain.trainer.models import new_causal_lm, pretraining_flops_per_token
+
+    arch = ArchitectureSpec(family="gpt2", size="tiny")  # 2 layers, d=64
+    model = new_causal_lm(arch, 300, 128)
+    n = sum(p.numel() for p in model.parameters())  # the tied embedding counted once
+    assert pretraining_flops_per_token(model, arch, 128) == 6 * n + 12 * 2 * 64 * 128
+
+
 @pytest.fixture(scope="module")
 def tiny_lm_and_tokenizer():
     from snowtrain.trainer.models import build_causal_lm, train_tokenizer

@@ -105,6 +105,8 @@ class MetricsStatus(ApiModel):
     """Validation perplexity (language models)."""
     tokens_per_second: float | None = None
     """Training throughput."""
+    mfu: float | None = None
+    """Model FLOPs utilisation per GPU, from 0 to 1 (pretraining on a GPU whose peak is known)."""
     tokens_trained: int | None = None
     """Tokens consumed so far."""
 

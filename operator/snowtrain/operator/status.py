@@ -378,7 +378,9 @@ def _progress_fields(obs: Observed, status: dict[str, Any], succeeded: bool) -> 
                 etaSeconds=p.get("etaSeconds"),
                 updatedAt=p.get("time"),
             )
-            metrics.update(trainLoss=p.get("loss"), tokensPerSecond=p.get("tokensPerSecond"))
+            metrics.update(
+                trainLoss=p.get("loss"), tokensPerSecond=p.get("tokensPerSecond"), mfu=p.get("mfu")
+            )
         if rep.eval:
             e = rep.eval
             metrics.update(
@@ -402,6 +404,7 @@ def _progress_fields(obs: Observed, status: dict[str, Any], succeeded: bool) -> 
             "perplexity",
             "tokensPerSecond",
             "tokensTrained",
+            "mfu",
         ):
             if (summary.get("metrics") or {}).get(key) is not None:
                 metrics[key] = summary["metrics"][key]

@@ -29,7 +29,7 @@ from snowtrain.api.spec import TrainingSpec
 from .checkpoint import CheckpointManager, TrainState, capture_rng, restore_rng, train_state_to
 from .distributed import World, all_reduce_sum, any_rank, barrier
 from .errors import InvalidConfig, Preempted
-from .metrics import accuracy, confusion_matrix, macro_f1, perplexity
+from .metrics import accuracy, confusion_matrix, macro_f1, mfu, perplexity
 from .progress import Reporter
 
 log = logging.getLogger(__name__)
@@ -273,11 +273,15 @@ def train(
     fingerprint: str | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
     should_stop: Callable[[], bool] = lambda: False,
+    flops_per_token: float | None = None,
+    peak_flops_per_device: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; return final metrics. Raises Preempted after saving on stop.
 
     The model must already carry its initial weights (seeded by the caller) and sit on
     ``world.device``. A checkpoint in ``checkpoints.directory`` is resumed from automatically.
+    Given the model's training FLOPs per token and the device's peak FLOP/s, progress and
+    metrics also report ``mfu`` (per device).
     """
     device = world.device
     precision = choose_precision(spec.precision, device)
@@ -441,15 +445,19 @@ def train(
             window_loss.zero_()
             window_steps = 0
             done_here = state.step - (resumed_from or 0)
+            tokens_per_second = session_tokens / max(elapsed, 1e-9)
             reporter.progress(
                 force=True,
+                **_utilisation(
+                    tokens_per_second / world.size, flops_per_token, peak_flops_per_device
+                ),
                 step=state.step,
                 totalSteps=total_steps,
                 percent=round(100.0 * state.step / total_steps, 2),
                 epoch=round(state.epoch + state.position / order.batches_per_epoch, 4),
                 loss=round(loss_value, 6),
                 learningRate=scheduler.get_last_lr()[0],
-                tokensPerSecond=round(session_tokens / max(elapsed, 1e-9), 2),
+                tokensPerSecond=round(tokens_per_second, 2),
                 samplesPerSecond=round(done_here * samples_per_step / max(elapsed, 1e-9), 3),
                 etaSeconds=round(elapsed / done_here * (total_steps - state.step), 1),
             )
@@ -486,6 +494,9 @@ def train(
         "trainSeconds": state.train_seconds,
         "steps": state.step,
     }
+    if done_here:
+        per_device = session_tokens / elapsed / world.size
+        metrics.update(_utilisation(per_device, flops_per_token, peak_flops_per_device))
     return TrainResult(
         metrics=metrics,
         step=state.step,
@@ -493,6 +504,15 @@ def train(
         resumed_from_step=resumed_from,
         history=history,
     )
+
+
+def _utilisation(
+    tokens_per_second: float, flops_per_token: float | None, peak: float | None
+) -> dict[str, float]:
+    """``{"mfu": ...}`` for one device's throughput, or nothing when either figure is unknown."""
+    if not (flops_per_token and peak):
+        return {}
+    return {"mfu": round(mfu(flops_per_token, tokens_per_second, peak), 4)}
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: Any) -> None:

@@ -175,7 +175,9 @@ def _prepare_and_train(
     outcome: Outcome,
 ) -> tuple[Any, Any, list[str] | None]:
     """Profile the data (bad data fails here), build model and datasets, run the loop."""
+    from . import models
     from .loop import seed_everything, train
+    from .metrics import device_peak_flops
 
     profile = source.profile(config.task)
     labels = profile.labels if config.task == "classification" else None
@@ -196,6 +198,13 @@ def _prepare_and_train(
             from .lora import apply_lora
 
             model = apply_lora(model, config.training.lora, config.task)
+        flops_per_token = (
+            models.pretraining_flops_per_token(
+                model, config.architecture, config.training.max_seq_length
+            )
+            if config.task == "pretrain" and config.architecture is not None
+            else None
+        )
         model.to(world.device)
         guard.phase = "train"
         result = train(
@@ -212,6 +221,8 @@ def _prepare_and_train(
             fingerprint=str(fingerprint.get("fingerprint")),
             betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
             should_stop=lambda: guard.requested,
+            flops_per_token=flops_per_token,
+            peak_flops_per_device=device_peak_flops(world.device),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -73,6 +73,11 @@ def peak_flops(device_name: str) -> float | None:
     return None
 
 
+def device_peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of the GPU a run trains on; None on CPUs and GPUs not in the table."""
+    return peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
 def train_flops_per_token(
     num_params: int, *, layers: int = 0, hidden: int = 0, seq_len: int = 0
 ) -> float:

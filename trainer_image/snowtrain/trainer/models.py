@@ -28,6 +28,7 @@ from transformers import (
 from snowtrain.api.spec import ArchitectureSpec, TokenizerSpec
 
 from .errors import InvalidConfig, Unavailable
+from .metrics import train_flops_per_token
 
 EOS = "<|endoftext|>"
 
@@ -225,6 +226,19 @@ def new_causal_lm(
         model = GPT2LMHeadModel(config)
     _fit_to_snowtrain_batches(model, causal_lm=True)
     return model
+
+
+def pretraining_flops_per_token(
+    model: PreTrainedModel, arch: ArchitectureSpec, seq_len: int
+) -> float:
+    """Training FLOPs per token of a PretrainJob's model on ``seq_len``-token blocks (for MFU)."""
+    dims = architecture_dims(arch)
+    return train_flops_per_token(
+        sum(p.numel() for p in model.parameters()),
+        layers=dims["layers"],
+        hidden=dims["hidden"],
+        seq_len=seq_len,
+    )
 
 
 def train_tokenizer(
