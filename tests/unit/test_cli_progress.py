@@ -92,7 +92,13 @@ def test_summary_table_shows_metrics_time_and_model(tmp_path):
         summary_table(
             title="FineTuneJob x",
             outcome="Succeeded",
-            metrics={"trainLoss": 0.25, "evalAccuracy": 0.912, "steps": 120, "perplexity": None},
+            metrics={
+                "trainLoss": 0.25,
+                "evalAccuracy": 0.912,
+                "steps": 120,
+                "perplexity": None,
+                "mfu": 0.4231,
+            },
             rows=2700,
             wall_seconds=93.2,
             model_dir=tmp_path / "model",
@@ -100,7 +106,7 @@ def test_summary_table_shows_metrics_time_and_model(tmp_path):
         )
     )
     out = buf.getvalue()
-    for text in ("Succeeded", "0.2500", "91.2%", "120", "2700", "93 s", "loss_curve.png"):
+    for text in ("Succeeded", "0.2500", "91.2%", "120", "2700", "93 s", "loss_curve.png", "42.3%"):
         assert text in out
     assert "perplexity" not in out
 

@@ -18,6 +18,7 @@ _METRICS = (
     ("steps", "steps", "{}"),
     ("samplesPerSecond", "samples/s", "{:.1f}"),
     ("tokensPerSecond", "tokens/s", "{:,.0f}"),
+    ("mfu", "MFU per GPU", "{:.1%}"),
     ("tokensTrained", "tokens trained", "{:,}"),
     ("trainSeconds", "train time", "{:.0f} s"),
 )
