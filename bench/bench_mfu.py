@@ -34,12 +34,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from torch.utils.data import Dataset
+from transformers import PreTrainedModel
 
 from snowtrain.api.spec import ArchitectureSpec, TrainingSpec
 from snowtrain.trainer.distributed import init_world
 from snowtrain.trainer.loop import train
-from snowtrain.trainer.metrics import mfu, peak_flops, train_flops_per_token
-from snowtrain.trainer.models import architecture_dims, new_causal_lm
+from snowtrain.trainer.metrics import device_peak_flops, mfu, train_flops_per_token
+from snowtrain.trainer.models import new_causal_lm, pretraining_flops_per_token
 from snowtrain.trainer.progress import Reporter
 
 LEARNING_RATE = 6e-4
@@ -85,7 +86,7 @@ def steady_tokens_per_second(marks: list[tuple[int, float]], warmup: int, per_st
     return (s1 - s0) * per_step / (t1 - t0)
 
 
-def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+def build_model(args: argparse.Namespace, device: torch.device) -> PreTrainedModel:
     torch.manual_seed(0)
     arch = ArchitectureSpec(family=args.family, size=args.preset)
     return new_causal_lm(arch, args.vocab, args.seq_len).to(device)
@@ -261,13 +262,12 @@ def main() -> None:
     name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     )
-    peak = peak_flops(name) if device.type == "cuda" else None
-    d = architecture_dims(ArchitectureSpec(family=args.family, size=args.preset))
+    peak = device_peak_flops(device)
     with torch.device("meta"):
-        n_params = sum(p.numel() for p in build_model(args, torch.device("meta")).parameters())
-    per_token = train_flops_per_token(
-        n_params, layers=d["layers"], hidden=d["hidden"], seq_len=args.seq_len
-    )
+        shape = build_model(args, torch.device("meta"))
+    n_params = sum(p.numel() for p in shape.parameters())
+    arch = ArchitectureSpec(family=args.family, size=args.preset)
+    per_token = pretraining_flops_per_token(shape, arch, args.seq_len)  # what jobs report
     per_token_6n = train_flops_per_token(n_params)
     data = Blocks(args.vocab, args.seq_len)
     print(
