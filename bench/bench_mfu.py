@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
 from snowtrain.api.spec import ArchitectureSpec, TrainingSpec
-from snowtrain.trainer.distributed import init_world
+from snowtrain.trainer.distributed import World, init_world
 from snowtrain.trainer.loop import train
 from snowtrain.trainer.metrics import device_peak_flops, mfu, train_flops_per_token
 from snowtrain.trainer.models import new_causal_lm, pretraining_flops_per_token
@@ -118,6 +118,13 @@ def peak_memory_gib(device: torch.device, before: int) -> float | None:
     return round((torch.cuda.max_memory_allocated() - before) / 2**30, 2)
 
 
+def pretrain(
+    model: PreTrainedModel, data: Blocks, spec: TrainingSpec, world: World, **loop: Any
+) -> None:
+    """The snowtrain loop as a PretrainJob runs it (AdamW betas included), no evaluation."""
+    train(model, data, None, data.collate, spec, task="pretrain", world=world, betas=BETAS, **loop)
+
+
 def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: bool) -> dict:
     world = init_world()
     before = reset_peak_memory(world.device)
@@ -131,17 +138,7 @@ def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: 
         max_seq_length=args.seq_len,
     )
     clock = StepClock()
-    train(
-        model,
-        data,
-        None,
-        data.collate,
-        spec,
-        task="pretrain",
-        world=world,
-        reporter=clock,
-        betas=BETAS,
-    )
+    pretrain(model, data, spec, world, reporter=clock)
     return {
         "tokensPerSecond": steady_tokens_per_second(clock.marks, args.warmup, batch * args.seq_len),
         "peakMemoryGiB": peak_memory_gib(world.device, before),
@@ -223,14 +220,11 @@ def syncs_per_step(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            train(
+            pretrain(
                 model,
                 data,
-                None,
-                data.collate,
                 spec,
-                task="pretrain",
-                world=world,
+                world,
                 reporter=Reporter(enabled=False),
                 should_stop=count_after_warmup,
             )

@@ -125,9 +125,7 @@ class _Store(Dataset):
         ``torch.compile`` it is materialised as a (seq x seq) mask that rules Flash out.
         """
         longest = max(len(item["input_ids"]) for item in batch)
-        if all(len(item["input_ids"]) == longest for item in batch) and all(
-            bool(item["attention_mask"].all()) for item in batch
-        ):
+        if all(len(item["input_ids"]) == longest for item in batch):  # items are never padded
             return {
                 "input_ids": torch.stack([item["input_ids"] for item in batch]),
                 "labels": torch.stack([item["labels"] for item in batch]),
