@@ -112,15 +112,19 @@ def quiet() -> Reporter:
     return Reporter(interval_seconds=0.0, enabled=False)
 
 
-def run_classifier(tmp_path, *, spec: TrainingSpec, stop_at: int | None = None):
+def run_classifier(
+    tmp_path, *, spec: TrainingSpec, stop_at: int | None = None, calls: list | None = None
+):
+    """Train the tiny classifier; SIGTERM (``should_stop``) from its ``stop_at``-th check on,
+    each check appended to ``calls``."""
     seed_everything(spec.seed)
     model = tiny_bert()
     ckpt = CheckpointManager(tmp_path / "ckpt", keep=2, every_steps=spec.checkpoint.every_steps)
-    calls = {"n": 0}
+    calls = [] if calls is None else calls
 
     def should_stop() -> bool:
-        calls["n"] += 1
-        return stop_at is not None and calls["n"] >= stop_at
+        calls.append(1)
+        return stop_at is not None and len(calls) >= stop_at
 
     return train(
         model,
@@ -180,6 +184,26 @@ def test_preempted_run_resumes_to_the_same_result(tmp_path, reference):
     assert latest is not None and latest.name == "step-00000033"
     resumed = run_classifier(tmp_path / "b", spec=SPEC)
     assert resumed.resumed_from_step == 33
+    for key in ("trainLoss", "evalLoss", "evalAccuracy", "steps"):
+        assert resumed.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_evaluation_saves_at_once_and_resumes_to_the_same_result(
+    tmp_path, reference
+):
+    """SIGTERM arrives in the middle of the evaluation at step 10: the evaluation is cut
+    short (the pod's grace period must not go into it), step 10 is checkpointed and the run
+    ends Preempted. Resuming from there gives the uninterrupted run's result."""
+    spec = SPEC.model_copy(update={"eval_every_steps": 10})
+    # One stop check per step, then one per evaluation batch: call 12 is the 2nd eval batch.
+    calls = []
+    with pytest.raises(Preempted):
+        run_classifier(tmp_path, spec=spec, stop_at=12, calls=calls)
+    assert len(calls) == 12  # nothing more was evaluated after the signal
+    assert CheckpointManager(tmp_path / "ckpt").latest().name == "step-00000010"
+    resumed = run_classifier(tmp_path, spec=spec)
+    assert resumed.resumed_from_step == 10
     for key in ("trainLoss", "evalLoss", "evalAccuracy", "steps"):
         assert resumed.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-6, abs=1e-7)
 
@@ -280,6 +304,29 @@ def test_progress_events_are_rate_limited_but_the_last_step_always_reports(tmp_p
     assert events[0]["event"] == "start" and events[0]["totalSteps"] == 6
     assert events[0]["resumedFromStep"] is None
     assert {"loss", "learningRate", "tokensPerSecond", "etaSeconds", "epoch"} <= set(progress[-1])
+
+
+def test_progress_lines_carry_the_latest_validation_loss(capsys):
+    """A reader of progress lines alone (a log tail, the operator) sees the latest
+    validation loss next to the training loss, from the first evaluation on."""
+    seed_everything(0)
+    spec = TrainingSpec(max_steps=6, batch_size=8, learning_rate=3e-3, eval_every_steps=2)
+    train(
+        tiny_gpt2(),
+        ListDataset(counting_examples(64, 1)),
+        ListDataset(counting_examples(16, 2)),
+        ListDataset.collate,
+        spec,
+        task="causal-lm",
+        world=World(),
+        reporter=Reporter(interval_seconds=0.0),
+    )
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    evals = {e["step"]: e["evalLoss"] for e in events if e["event"] == "eval"}
+    progress = {e["step"]: e.get("evalLoss") for e in events if e["event"] == "progress"}
+    assert sorted(evals) == [2, 4, 6]
+    # step 2's line is written before step 2's evaluation runs
+    assert progress == {1: None, 2: None, 3: evals[2], 4: evals[2], 5: evals[4], 6: evals[4]}
 
 
 def test_epoch_order_shards_like_distributed_sampler():

@@ -170,6 +170,40 @@ def test_trained_tokenizer_round_trips_text_and_model_matches_it(tiny_lm_and_tok
     assert model.config._attn_implementation == "sdpa"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # valid YAML, but the password is in the config file (refused: unknown field)
+        f"task: classification\ndata:\n  snowflake:\n    password: {SECRET}\n",
+        f'{{"data": {{"snowflake": {{"user": "u", "password": "{SECRET}"}}}}}}',
+        # malformed YAML: PyYAML's own message quotes the offending line
+        f"data:\n  snowflake: {{password: {SECRET}\n  user: [u\n",
+        f"password: {SECRET}\n\tuser: u\n",
+    ],
+    ids=["yaml-field", "json-field", "yaml-unclosed", "yaml-tab"],
+)
+def test_a_bad_config_file_is_refused_without_quoting_it(tmp_path, capsys, monkeypatch, text):
+    """A secret pasted into the config by mistake stays out of stdout, stderr and the
+    termination message (from there it would reach the resource's status), while the error
+    still says what is wrong and where."""
+    from snowtrain.trainer.main import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    termination = tmp_path / "termination-log"
+    monkeypatch.setenv("TERMINATION_MESSAGE_PATH", str(termination))
+    assert main(["--config", str(config)]) == InvalidConfig.exit_code
+    out, err = capsys.readouterr()
+    summary = json.loads(termination.read_text())
+    assert summary["reason"] == "InvalidSpec" and summary["message"] in err
+    for where in (out, err, termination.read_text()):
+        assert SECRET not in where
+    if text.startswith("password"):
+        assert "line 2, column 1" in summary["message"]
+    elif "user: [u" not in text:
+        assert "data.snowflake.password: unknown field" in summary["message"]
+
+
 def test_missing_local_model_is_a_config_error(tmp_path):
     from snowtrain.trainer.models import load_tokenizer
 

@@ -12,12 +12,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from .base import ApiModel
 from .identifiers import canonical_column
 from .kinds import TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
 from .spec import ArchitectureSpec, TokenizerSpec, TrainingSpec, ValidationSource
+from .validation import errors_from_pydantic
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be parsed or validated.
+
+    The message names the field or the position and never quotes the file's content:
+    pydantic's and PyYAML's own messages echo input values and source lines, and a password
+    pasted into the config by mistake would reach the logs, the termination message and the
+    resource's status.
+    """
 
 
 class SnowflakeSettings(ApiModel):
@@ -93,9 +104,26 @@ class TrainerConfig(ApiModel):
     @classmethod
     def load(cls, path: str | Path) -> TrainerConfig:
         """Read a JSON or YAML config file."""
-        text = Path(path).read_text()
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        return cls.model_validate(data)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigFileError("not UTF-8 text") from None
+        try:
+            data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigFileError(
+                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            ) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigFileError(
+                f"not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}{where}"
+            ) from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigFileError("; ".join(map(str, errors_from_pydantic(exc)))) from None
 
     def dumps(self) -> str:
         """JSON text of the config, as stored in the ConfigMap."""

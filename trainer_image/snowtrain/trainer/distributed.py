@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,9 @@ class World:
     local_rank: int = 0
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    control: Any = None
+    """Process group for the loop's stop/checkpoint decisions: gloo over CPU tensors, so
+    agreeing on them never waits for the GPU (None: the default group, already gloo on CPU)."""
 
     @property
     def is_main(self) -> bool:
@@ -42,9 +46,13 @@ def init_world() -> World:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return World(rank=rank, local_rank=local_rank, size=size, device=device)
+    control = None
+    if size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if dist.get_backend() != "gloo":
+            control = dist.new_group(backend="gloo")
+    return World(rank=rank, local_rank=local_rank, size=size, device=device, control=control)
 
 
 def shutdown(world: World) -> None:
@@ -65,9 +73,15 @@ def all_reduce_sum(world: World, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(world: World, flag: bool) -> bool:
-    """True when the flag is set on any rank: every rank must stop at the same step."""
+def any_rank(world: World, *flags: bool) -> tuple[bool, ...]:
+    """Each flag OR-ed over the ranks, so every rank takes the same branch at the same step.
+
+    Ranks that branch differently deadlock in the next collective (one saves a checkpoint
+    behind a barrier while another enters DDP's all-reduce). One small CPU all-reduce on the
+    gloo control group carries all the flags: no GPU sync, whatever the training backend.
+    """
     if not world.distributed:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=world.device)
-    return all_reduce_sum(world, tensor).item() > 0
+        return tuple(flags)
+    tensor = torch.tensor([1 if flag else 0 for flag in flags], dtype=torch.int32)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=world.control)
+    return tuple(bool(v) for v in tensor.tolist())

@@ -212,8 +212,14 @@ def evaluate(
     precision: Precision,
     world: World,
     num_labels: int | None = None,
-) -> dict[str, float]:
-    """Loss summed per example (classification) or per target token (LMs), over all ranks."""
+    should_abort: Callable[[], bool] = lambda: False,
+) -> dict[str, float] | None:
+    """Loss summed per example (classification) or per target token (LMs), over all ranks.
+
+    Returns None when ``should_abort`` (asked before each batch every rank reaches, so it
+    may be a collective) says to stop: a SIGTERM must not wait for a long evaluation to
+    finish, or the pod's grace period runs out before the checkpoint is written.
+    """
     was_training = model.training
     model.eval()
     device = world.device
@@ -225,7 +231,11 @@ def evaluate(
     if lengths is not None:  # the metrics are sums over rows, so any order; sorted pads least
         by_length = np.argsort(-np.asarray(lengths)[indices], kind="stable")
         indices = [indices[i] for i in by_length]
+    batches_on_every_rank = math.ceil(len(data) // world.size / batch_size)
     for start in range(0, len(indices), batch_size):
+        if start // batch_size < batches_on_every_rank and should_abort():
+            model.train(was_training)
+            return None
         batch = _to_device(collate([data[i] for i in indices[start : start + batch_size]]), device)
         labels = batch.pop("labels")
         with precision.autocast(device):
@@ -329,7 +339,8 @@ def train(
         resumed_from = state.step
         del payload
 
-    def run_eval() -> dict[str, float]:
+    def run_eval() -> dict[str, float] | None:
+        """Evaluate; None when SIGTERM arrived meanwhile (on any rank)."""
         return evaluate(
             model,
             eval_data,
@@ -339,7 +350,15 @@ def train(
             precision=precision,
             world=world,
             num_labels=num_labels,
+            should_abort=lambda: any_rank(world, should_stop())[0],
         )
+
+    def preempted() -> Preempted:
+        error = Preempted(
+            f"stopped by SIGTERM at step {state.step}/{total_steps}; checkpoint saved"
+        )
+        error.step, error.total_steps = state.step, total_steps  # type: ignore[attr-defined]
+        return error
 
     def save_checkpoint() -> None:
         if checkpoints is None:
@@ -460,29 +479,42 @@ def train(
                 tokensPerSecond=round(tokens_per_second, 2),
                 samplesPerSecond=round(done_here * samples_per_step / max(elapsed, 1e-9), 3),
                 etaSeconds=round(elapsed / done_here * (total_steps - state.step), 1),
+                **({"evalLoss": last_eval["evalLoss"]} if last_eval else {}),
             )
             history.append({"step": state.step, "loss": loss_value})
 
-        if eval_data is not None and (
-            last or (spec.eval_every_steps and state.step % spec.eval_every_steps == 0)
+        # -- every rank takes the same branches: stop if SIGTERM reached any rank; the
+        #    checkpoint cadence is rank 0's (it alone saves, so only its clock restarts)
+        stop, due = any_rank(
+            world,
+            should_stop(),
+            world.is_main and checkpoints is not None and checkpoints.due(state.step),
+        )
+        eval_interrupted = False
+        if (
+            eval_data is not None
+            and (last or (spec.eval_every_steps and state.step % spec.eval_every_steps == 0))
+            and (last or not stop)
         ):
-            last_eval = run_eval()
-            reporter.event("eval", step=state.step, **last_eval)
+            result = run_eval()
+            if result is None:
+                stop = eval_interrupted = True
+            else:
+                last_eval = result
+                reporter.event("eval", step=state.step, **last_eval)
 
         # -- checkpoint on cadence, at the end, and when asked to stop (SIGTERM)
-        stop = any_rank(world, should_stop())
-        if last or stop or (checkpoints is not None and checkpoints.due(state.step)):
+        if last or stop or due:
             state.loss_sum = loss_sum_before + loss_total.item()
             save_checkpoint()
-        if stop and not last:
-            error = Preempted(
-                f"stopped by SIGTERM at step {state.step}/{total_steps}; checkpoint saved"
-            )
-            error.step, error.total_steps = state.step, total_steps  # type: ignore[attr-defined]
-            raise error
+        if stop and (not last or eval_interrupted):
+            raise preempted()
 
     if eval_data is not None and not last_eval:  # resumed after the final step: evaluate again
-        last_eval = run_eval()
+        result = run_eval()
+        if result is None:
+            raise preempted()
+        last_eval = result
     elapsed = time.perf_counter() - session_start
     done_here = state.step - (resumed_from or 0)
     metrics: dict[str, Any] = {

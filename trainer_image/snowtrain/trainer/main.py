@@ -22,9 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydantic import ValidationError
-
-from snowtrain.api.trainer_config import TrainerConfig
+from snowtrain.api.trainer_config import ConfigFileError, TrainerConfig
 
 from .allocator import PRELOAD, active_allocator
 from .cpus import ingest_threads, serial_tokenizers
@@ -361,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = TrainerConfig.load(args.config)
-    except (OSError, ValueError, ValidationError) as exc:
+    except (OSError, ConfigFileError) as exc:  # neither quotes the file's content
         text = f"cannot read trainer config {args.config}: {exc}"
         print(text, file=sys.stderr)
         summary = {
