@@ -82,3 +82,42 @@ def test_lora_fine_tune_exports_merged_weights_and_the_adapter(snowflake_db, tmp
     merged = load_file(out / "model.safetensors")
     assert not any("lora" in key for key in merged)  # plain weights: no peft needed to serve
     assert completion_loss(out) < completion_loss(base) - 0.5
+
+
+def test_lora_fine_tune_without_merge_serves_the_base_plus_the_adapter(snowflake_db, tmp_path):
+    """`lora.merge: false`: base weights at the top, the adapter beside them, and the model
+    server applies it, so what it serves is the trained model (not the base)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from snowtrain.serve.model_dir import inspect_model_dir
+    from snowtrain.serve.models import build_model
+    from snowtrain.serve.runtime import Runtime
+
+    snowflake_db.seed_table("QA", qa_table(copies=6))
+    base = tiny_gpt2_dir(tmp_path / "base")
+    config = config_for(
+        snowflake_db,
+        tmp_path,
+        base,
+        maxSteps=30,
+        learningRate=1e-2,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "merge": False},
+    )
+    run = run_trainer(config, trainer_env(snowflake_db, tmp_path), tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    out = tmp_path / "model"
+    exported, original = load_file(out / "model.safetensors"), load_file(base / "model.safetensors")
+    assert exported.keys() == original.keys()  # no lora keys: the plain base
+    assert all(torch.equal(exported[k], original[k]) for k in original)
+    assert json.loads((out / "snowtrain.json").read_text())["lora"] == {
+        "adapter": "adapter",
+        "merged": False,
+    }
+
+    info = inspect_model_dir(out)
+    assert info.adapter == out / "adapter"
+    served = build_model(info, Runtime(torch.device("cpu"), torch.float32, None))
+    served.load()
+    assert completion_loss(out, served.model) < completion_loss(base) - 0.5

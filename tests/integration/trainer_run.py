@@ -248,13 +248,18 @@ def tiny_gpt2_dir(out: Path) -> Path:
     return out
 
 
-def completion_loss(model_dir: Path) -> float:
-    """Mean cross-entropy of each QA completion (+EOS) given its prompt, per completion token."""
+def completion_loss(model_dir: Path, model: Any = None) -> float:
+    """Mean cross-entropy of each QA completion (+EOS) given its prompt, per completion token.
+
+    `model` (e.g. the model server's) replaces the weights found in `model_dir`.
+    """
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     total, count = 0.0, 0
     for prompt, completion in QA_PAIRS:

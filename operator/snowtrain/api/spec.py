@@ -128,8 +128,9 @@ class LoraSpec(ApiModel):
     target_modules: list[str] | None = None
     """Module names to adapt; default: the attention and MLP projections of the family."""
     merge: bool = True
-    """Merge the adapter into the exported weights (serve without peft); the adapter itself is
-    always saved alongside under adapter/."""
+    """Merge the adapter into the exported weights, which then serve without peft. false exports
+    the base weights unchanged and the model server applies the adapter when it loads them.
+    Either way the trained adapter is saved under adapter/."""
 
 
 class CheckpointSpec(ApiModel):

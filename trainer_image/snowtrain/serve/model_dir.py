@@ -2,6 +2,11 @@
 
 The trainer records the task in `snowtrain.json`; directories exported by other tools (or a
 plain `save_pretrained`) have none, so the architecture name in `config.json` decides.
+
+A LoRA fine-tune exported with `lora.merge: false` holds the base weights at the top level
+and the trained adapter under `adapter/`; `snowtrain.json` says so in `lora` {`adapter`,
+`merged`}, and the server must then apply the adapter (`ModelInfo.adapter`). A merged
+export also keeps `adapter/`, for reference only: applying it again would add it twice.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class ModelInfo:
     task: Task
     labels: list[str] | None
     lineage: dict[str, Any] | None
+    adapter: Path | None = None
+    """A LoRA adapter to apply to the weights at `path` (None: the weights are the model)."""
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -64,6 +71,43 @@ def _task_from_architectures(config: dict[str, Any], path: Path) -> Task:
     )
 
 
+def _unmerged_adapter(root: Path, lineage: dict[str, Any] | None) -> Path | None:
+    """The adapter directory the top-level weights still need, or None.
+
+    The trainer records a LoRA export in `snowtrain.json` as `lora` {`adapter`, `merged`}.
+    Directories exported before that record existed say the same through the trainer config
+    they carry (`config.training.lora.merge`), with the adapter in `adapter/`.
+    """
+    if lineage is None:
+        return None
+    record = lineage.get("lora")
+    if record is None:
+        config = lineage.get("config")
+        training = config.get("training") if isinstance(config, dict) else None
+        lora = training.get("lora") if isinstance(training, dict) else None
+        if not isinstance(lora, dict) or lora.get("enabled", True) is False:
+            return None
+        record = {"adapter": "adapter", "merged": lora.get("merge", True)}
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("adapter"), str)
+        or not isinstance(record.get("merged"), bool)
+    ):
+        raise ModelDirError(
+            f'{root}/snowtrain.json: lora must be {{"adapter": DIR, "merged": true|false}}, '
+            f"not {record!r}"
+        )
+    if record["merged"]:
+        return None
+    adapter = root / record["adapter"]
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelDirError(
+            f"{root}: the LoRA adapter was exported unmerged, but {adapter} holds no "
+            "adapter_config.json; the top-level weights alone are the untrained base model"
+        )
+    return adapter
+
+
 def inspect_model_dir(path: str | Path, name: str | None = None) -> ModelInfo:
     """Describe the model in `path`; `name` overrides the served name."""
     root = Path(path)
@@ -89,4 +133,11 @@ def inspect_model_dir(path: str | Path, name: str | None = None) -> ModelInfo:
             raise ModelDirError(f"{root}: a classifier needs labels (config.json id2label)")
 
     served = name or (lineage or {}).get("name") or root.resolve().name
-    return ModelInfo(path=root, name=str(served), task=task, labels=labels, lineage=lineage)
+    return ModelInfo(
+        path=root,
+        name=str(served),
+        task=task,
+        labels=labels,
+        lineage=lineage,
+        adapter=_unmerged_adapter(root, lineage),
+    )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,18 +43,45 @@ log = logging.getLogger(__name__)
 
 
 def _load_weights(cls: Any, info: ModelInfo, runtime: Runtime) -> PreTrainedModel:
-    """Load with SDPA attention where the architecture has it, in the runtime's dtype, then
-    quantize when the runtime says so (`--quantize int8`, CPU only)."""
+    """Load with SDPA attention where the architecture has it, in the runtime's dtype, apply
+    an unmerged LoRA adapter (`info.adapter`), then quantize when the runtime says so
+    (`--quantize int8`, CPU only)."""
     kwargs: dict[str, Any] = {"dtype": runtime.dtype}
     try:
         model = cls.from_pretrained(info.path, attn_implementation="sdpa", **kwargs)
     except (ValueError, ImportError) as exc:  # architecture without an SDPA implementation
         log.warning("SDPA attention unavailable (%s); using the default", exc)
         model = cls.from_pretrained(info.path, **kwargs)
-    model = model.to(runtime.device).eval()
+    model = model.to(runtime.device)
+    if info.adapter is not None:
+        model = apply_adapter(model, info.adapter)
+    model = model.eval()
     if runtime.quantize == "int8":
         model = quantize_int8(model)
     return model
+
+
+def apply_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
+    """The base `model` with the LoRA adapter in `adapter` (a peft directory) applied.
+
+    peft loads the adapter (and a classifier's trained head, saved as `modules_to_save`) and
+    the adapter is then merged into the weights once, so the server runs a plain model: as
+    fast as a merged export, and int8 quantization and generation see ordinary layers. An
+    adapter that does not fit the model is an error, never a silent fall back to the base.
+    """
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        # peft only warns when adapter weights are missing; serving half an adapter is wrong.
+        warnings.filterwarnings("error", message=r"(?i).*missing adapter keys")
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        except UserWarning as exc:
+            raise ValueError(
+                f"the LoRA adapter in {adapter} does not fit the model: {exc}"
+            ) from exc
+    log.info("applied the LoRA adapter in %s (merged into the weights at load)", adapter)
+    return peft_model.merge_and_unload()
 
 
 @dataclass(frozen=True)

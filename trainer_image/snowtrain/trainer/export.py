@@ -64,7 +64,10 @@ def export_model(
     """Write the model directory at ``out_dir`` (replacing an older export) and return it.
 
     ``lora_merge`` is None for full fine-tuning; True/False when ``model`` is a peft model
-    whose adapter is merged into the weights or exported alongside them.
+    whose adapter is merged into the weights or exported alongside them. Either way the
+    adapter is saved under ``adapter/``, and ``snowtrain.json`` records which it is in
+    ``lora`` {``adapter``: "adapter", ``merged``}: the server applies the adapter to the
+    top-level weights only when ``merged`` is false, so it is never applied twice.
     """
     redactor = redactor or Redactor()
     out = Path(out_dir)
@@ -73,11 +76,16 @@ def export_model(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
     if lora_merge is not None:
-        from .lora import save_adapter_and_unwrap
+        from .lora import ADAPTER_DIR, save_adapter_and_unwrap
 
         model = save_adapter_and_unwrap(model, tmp, merge=lora_merge)
-    plain: PreTrainedModel = getattr(model, "_orig_mod", model)
+        lineage_record = {
+            **lineage_record,
+            "lora": {"adapter": ADAPTER_DIR, "merged": lora_merge},
+        }
+    plain: PreTrainedModel = model
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
 

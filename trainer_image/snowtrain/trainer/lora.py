@@ -26,11 +26,19 @@ def apply_lora(model: PreTrainedModel, spec: LoraSpec, task: str) -> PeftModel:
     return get_peft_model(model, config)
 
 
+ADAPTER_DIR = "adapter"
+"""Where the adapter goes inside the exported model directory."""
+
+
 def save_adapter_and_unwrap(model: PeftModel, out_dir: Path, *, merge: bool) -> PreTrainedModel:
     """Save ``adapter/`` under ``out_dir``; return the plain model to export as the weights.
 
-    With ``merge`` the adapter is folded into the weights (serve without peft); without it
-    the base weights are exported unchanged and the server applies ``adapter/``.
+    With ``merge`` the adapter is folded into the weights, which then serve without peft;
+    ``adapter/`` is kept for reference only. Without it the base weights are returned
+    without the adapter (a classifier keeps its trained head, which peft trains as a
+    ``modules_to_save`` copy and also saves in ``adapter/``), and the model server applies
+    ``adapter/`` to them when it loads the directory (``export_model`` records which case it
+    is in ``snowtrain.json``). Either way ``model`` is consumed: its peft layers are removed.
     """
-    model.save_pretrained(out_dir / "adapter", safe_serialization=True)
+    model.save_pretrained(out_dir / ADAPTER_DIR, safe_serialization=True)
     return model.merge_and_unload() if merge else model.unload()
