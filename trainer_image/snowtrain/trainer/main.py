@@ -342,14 +342,10 @@ def _export(
     )
     outcome.model_uri = config.output.uri or str(out)
     if config.output.stage:
-        from .data.connection import connect
-        from .data.stage import upload_to_stage
+        from .data.stage import upload_model
 
-        conn = connect(config.data.snowflake, credentials)
-        try:
-            upload_to_stage(conn, out, config.output.stage)
-        finally:
-            conn.close()
+        # The reads' login timeouts, retries and error mapping (data.snowflake).
+        upload_model(out, config.output.stage, config.data.snowflake, credentials)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,17 +5,34 @@ The stage name is user input pasted into SQL, so it is validated and quoted by
 ``file://`` literal, so a path with a quote in it is refused rather than escaped. Files are
 uploaded uncompressed (the model files are already binary and the server reads them as-is),
 keeping the directory layout under the stage path.
+
+``upload_model`` is what the trainer calls: it logs in and retries exactly as the data reads
+do (``connection.connect`` and ``connection.with_retries``, from the same ``data.snowflake``
+settings): login and network timeouts set, each PUT retried ``retries`` times on a transient
+error after a backoff and a fresh login, and connector errors turned into the trainer's
+(redacted) errors.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from snowtrain.api.identifiers import InvalidIdentifier, quote_stage
+import snowflake.connector
+from snowflake.connector import errors as sf_errors
 
-from ..errors import InvalidConfig
-from .connection import with_retries
+from snowtrain.api.identifiers import InvalidIdentifier, quote_stage
+from snowtrain.api.trainer_config import SnowflakeSettings
+
+from ..errors import InvalidConfig, Unavailable
+from .connection import connect, describe_error, with_retries
+from .credentials import Credentials
+
+log = logging.getLogger(__name__)
 
 
 def _target(stage: str, rel_dir: str) -> str:
@@ -29,8 +46,21 @@ def _target(stage: str, rel_dir: str) -> str:
         raise InvalidConfig(str(exc)) from None
 
 
-def upload_to_stage(conn: Any, local_dir: str | Path, stage: str, *, retries: int = 3) -> list[str]:
-    """PUT every file under ``local_dir`` to ``stage`` (``@NAME[/path]``); return stage paths."""
+def upload_to_stage(
+    conn: Any,
+    local_dir: str | Path,
+    stage: str,
+    *,
+    retries: int = 3,
+    secrets: Iterable[str] = (),
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """PUT every file under ``local_dir`` to ``stage`` (``@NAME[/path]``); return stage paths.
+
+    Each PUT goes through ``with_retries`` (``on_retry`` may drop ``conn``'s session so the
+    retry logs in afresh, as ``_Session.drop`` does).
+    """
     root = Path(local_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file())
     _target(stage, "")  # validate before anything is sent, even for an empty directory
@@ -45,6 +75,71 @@ def upload_to_stage(conn: Any, local_dir: str | Path, stage: str, *, retries: in
         def put(sql: str = sql) -> None:
             conn.cursor().execute(sql)
 
-        with_retries(put, retries=retries, what=f"upload of {path.name}")
+        with_retries(
+            put,
+            retries=retries,
+            what=f"upload of {path.name}",
+            secrets=secrets,
+            on_retry=on_retry,
+            sleep=sleep,
+        )
         uploaded.append(f"{target}/{path.name}")
+    return uploaded
+
+
+class _Session:
+    """A connection that logs in on first use, and again after ``drop`` (as the reads do)."""
+
+    def __init__(self, settings: SnowflakeSettings, credentials: Credentials, **kwargs: Any):
+        self._settings, self._credentials, self._kwargs = settings, credentials, kwargs
+        self._conn: Any = None
+
+    def cursor(self) -> Any:
+        if self._conn is None:
+            self._conn = connect(self._settings, self._credentials, **self._kwargs)
+        return self._conn.cursor()
+
+    def drop(self, _exc: BaseException | None = None) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                self._conn.close()
+            self._conn = None
+
+
+def upload_model(
+    local_dir: str | Path,
+    stage: str,
+    settings: SnowflakeSettings,
+    credentials: Credentials,
+    *,
+    connector: Callable[..., Any] = snowflake.connector.connect,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Upload an exported model directory with the reads' timeouts, retries and errors.
+
+    Raises ``Unavailable`` once ``settings.retries`` retries of a PUT (or of the login) are
+    spent, and ``InvalidConfig`` when Snowflake rejects the upload (no such stage, no
+    privilege).
+    """
+    secrets = credentials.secret_values()
+    session = _Session(settings, credentials, connector=connector, sleep=sleep)
+    try:
+        uploaded = upload_to_stage(
+            session,
+            local_dir,
+            stage,
+            retries=settings.retries,
+            secrets=secrets,
+            on_retry=session.drop,
+            sleep=sleep,
+        )
+    except sf_errors.ProgrammingError as exc:
+        detail = describe_error(exc, secrets)
+        raise InvalidConfig(f"Snowflake rejected the upload to {stage}: {detail}") from None
+    except sf_errors.Error as exc:
+        detail = describe_error(exc, secrets)
+        raise Unavailable(f"upload to {stage} failed: {detail}") from None
+    finally:
+        session.drop()
+    log.info("uploaded %d file(s) to %s", len(uploaded), stage)
     return uploaded
