@@ -169,11 +169,18 @@ def test_pod_template_override_merges_onto_the_trainer_container_by_name() -> No
     assert labels["snowtrain.io/job"] == "sentiment"
 
 
-def test_several_gpus_run_under_torchrun() -> None:
+def test_several_gpus_on_one_node_are_the_trainers_to_use() -> None:
+    """The trainer starts one rank per GPU the pod sees (trainer/launch.py); the pod asks
+    for the GPUs and runs the plain command."""
     job = parse_job(ftj(resources={"gpusPerNode": 4}))
     c = _trainer(ch.build_training_job(job, SETTINGS, 1, NEW))
-    assert c["command"][:3] == ["torchrun", "--nproc-per-node", "4"]
-    assert c["command"][3:] == ["-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json"]
+    assert c["command"] == [
+        "python",
+        "-m",
+        "snowtrain.trainer",
+        "--config",
+        "/etc/snowtrain/config.json",
+    ]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
 
 
@@ -184,6 +191,13 @@ def test_several_nodes_use_an_indexed_job_and_headless_service_where_supported()
     assert m["spec"]["completions"] == m["spec"]["parallelism"] == 3
     assert _pod(m)["subdomain"] == "sentiment-workers"
     cmd = _trainer(m)["command"]
+    # the venv's python: a `torchrun` on PATH may be the base image's, without snowtrain
+    assert cmd[:3] == ["python", "-m", "torch.distributed.run"]
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "2"
+    assert cmd[-4:] == ["-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json"]
+    # torchrun's default 30 s after SIGTERM would kill the ranks mid-checkpoint
+    shutdown = int(cmd[cmd.index("--shutdown-timeout") + 1])
+    assert shutdown > _pod(m)["terminationGracePeriodSeconds"]
     assert cmd[cmd.index("--nnodes") + 1] == "3"
     assert cmd[cmd.index("--node-rank") + 1] == "$(JOB_COMPLETION_INDEX)"
     assert cmd[cmd.index("--master-addr") + 1] == "sentiment-a1-0.sentiment-workers"

@@ -191,7 +191,7 @@ class ResourcesSpec(ApiModel):
     """What each training pod asks the scheduler for."""
 
     gpus_per_node: int = Field(default=1, ge=0, le=16)
-    """GPUs per pod; more than one runs under torchrun (DDP)."""
+    """GPUs per pod; the trainer runs one DDP rank per GPU (torch.distributed.run)."""
     nodes: int = Field(default=1, ge=1, le=256)
     """Pods (nodes) in the job; more than one needs Kubernetes >= 1.24 (Indexed Job)."""
     cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)

@@ -38,6 +38,11 @@ TERMINATION_LOG = "/dev/termination-log"
 TRAINER_CONTAINER = "trainer"
 SERVER_CONTAINER = "server"
 MASTER_PORT = 29500
+#: Seconds the trainer pod gets to save a checkpoint after SIGTERM (preemption, deletion).
+TRAINER_GRACE_SECONDS = 120
+#: torch.distributed.run's wait for its ranks after SIGTERM: longer than the grace period,
+#: so the kubelet's deadline, not torchrun's 30 s default, is the one that counts.
+TRAINER_SHUTDOWN_TIMEOUT_SECONDS = 3600
 RUN_AS_USER = 1000
 
 
@@ -293,25 +298,35 @@ def build_config_map(
 
 
 def trainer_command(job: AnyJob, attempt: int) -> list[str]:
-    """``python -m snowtrain.trainer``; torchrun for several GPUs or nodes."""
+    """``python -m snowtrain.trainer``, which starts one DDP rank per GPU the pod sees by
+    itself; several nodes rendezvous through ``torch.distributed.run`` (the module, not the
+    ``torchrun`` script, which may belong to the base image's Python rather than the venv's).
+    """
     res = job.spec.resources
     args = ["-m", "snowtrain.trainer", "--config", CONFIG_FILE]
-    if res.nodes == 1 and res.gpus_per_node <= 1:
+    if res.nodes == 1:
         return ["python", *args]
-    cmd = ["torchrun", "--nproc-per-node", str(max(res.gpus_per_node, 1))]
-    if res.nodes > 1:
-        master = f"{job_name(job.metadata.name or '', attempt)}-0"
-        cmd += [
-            "--nnodes",
-            str(res.nodes),
-            "--node-rank",
-            "$(JOB_COMPLETION_INDEX)",
-            "--master-addr",
-            f"{master}.{workers_service_name(job.metadata.name or '')}",
-            "--master-port",
-            str(MASTER_PORT),
-        ]
-    return [*cmd, *args]
+    master = f"{job_name(job.metadata.name or '', attempt)}-0"
+    return [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(max(res.gpus_per_node, 1)),
+        "--nnodes",
+        str(res.nodes),
+        "--node-rank",
+        "$(JOB_COMPLETION_INDEX)",
+        "--master-addr",
+        f"{master}.{workers_service_name(job.metadata.name or '')}",
+        "--master-port",
+        str(MASTER_PORT),
+        # torchrun kills its ranks 30 s after SIGTERM by default, often mid-checkpoint; the
+        # pod's grace period is the limit that matters (the kubelet kills everything then).
+        "--shutdown-timeout",
+        str(TRAINER_SHUTDOWN_TIMEOUT_SECONDS),
+        *args,
+    ]
 
 
 def _training_volumes(
@@ -409,7 +424,7 @@ def build_training_job(
         "containers": [container],
         "volumes": volumes,
         # Time for the trainer to save a checkpoint on SIGTERM (exit 75 -> resume).
-        "terminationGracePeriodSeconds": 120,
+        "terminationGracePeriodSeconds": TRAINER_GRACE_SECONDS,
     }
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)

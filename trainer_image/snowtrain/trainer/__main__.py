@@ -1,7 +1,8 @@
-"""``python -m snowtrain.trainer --config FILE`` (see main.py)."""
+"""``python -m snowtrain.trainer --config FILE``: one process per visible GPU (launch.py),
+each running main.py."""
 
 import sys
 
-from .main import main
+from .launch import main
 
 sys.exit(main())

@@ -403,6 +403,7 @@ def train(
         totalSteps=total_steps,
         epochs=round(total_steps / steps_per_epoch, 4),
         resumedFromStep=resumed_from,
+        ranks=world.size,
         time=_now(),
     )
 

@@ -1,0 +1,126 @@
+"""Use every GPU the process can see: one DDP rank per GPU under ``torch.distributed.run``.
+
+``python -m snowtrain.trainer`` started on its own (not by torchrun) on a machine with several
+visible GPUs starts itself again under ``python -m torch.distributed.run --standalone`` with
+one process per GPU, and waits. In a pod that is the GPUs the device plugin allocated
+(``spec.resources.gpusPerNode``); on a workstation, every GPU in ``CUDA_VISIBLE_DEVICES``.
+
+Why a parent process rather than ``exec``: torchrun's own exit code is 1 whatever its ranks
+ended with, and its shutdown waits only 30 s after SIGTERM before killing the ranks. The
+parent hands SIGTERM/SIGINT on, lets the ranks take as long as the pod's grace period allows
+to save their checkpoint, and exits with the code rank 0 wrote into the termination message
+(75 Preempted, 65 DataError, ...), exactly as a single-process run does.
+
+``python -m torch.distributed.run`` rather than a ``torchrun`` script: the script on PATH may
+belong to another Python (the base image's), one without snowtrain installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+#: Ranks per machine regardless of visible GPUs: ``1`` keeps one process on a multi-GPU
+#: machine; ``2`` on a CPU-only one runs two gloo ranks (how the tests exercise DDP).
+PROCESSES_ENV = "SNOWTRAIN_PROCESSES_PER_NODE"
+
+#: How long torchrun lets its ranks finish after SIGTERM before it kills them. The pod's
+#: terminationGracePeriodSeconds is the real limit (the kubelet kills everything then); this
+#: only has to be longer, so torchrun's 30 s default never cuts a checkpoint short.
+SHUTDOWN_TIMEOUT_SECONDS = 3600
+
+
+def processes_per_node(env: Mapping[str, str], visible_gpus: int) -> int:
+    """Ranks to start on this machine: the override, else one per visible GPU (at least 1)."""
+    override = env.get(PROCESSES_ENV, "").strip()
+    if override:
+        try:
+            count = int(override)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"{PROCESSES_ENV} must be a positive integer, not {override!r}")
+        return count
+    return max(visible_gpus, 1)
+
+
+def launched_by_torchrun(env: Mapping[str, str]) -> bool:
+    """Already a rank: torchrun sets LOCAL_RANK (here, or in the operator's multi-node pods)."""
+    return "LOCAL_RANK" in env
+
+
+def torchrun_command(argv: Sequence[str], processes: int) -> list[str]:
+    """The command that runs ``processes`` ranks of the trainer on this machine."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        f"--shutdown-timeout={SHUTDOWN_TIMEOUT_SECONDS}",
+        "-m",
+        "snowtrain.trainer",
+        *argv,
+    ]
+
+
+def exit_code_from_summary(text: str | None, launcher_code: int) -> int:
+    """Rank 0's exit code from its termination message; the launcher's when there is none."""
+    if launcher_code == 0:
+        return 0
+    try:
+        code = json.loads(text or "").get("exitCode")
+    except (ValueError, AttributeError):
+        return launcher_code
+    return code if isinstance(code, int) and code != 0 else launcher_code
+
+
+def run_ranks(argv: Sequence[str], processes: int) -> int:
+    """Run the trainer as ``processes`` DDP ranks; return rank 0's exit code."""
+    from .progress import termination_path
+
+    path = termination_path()
+    if path is not None:  # a summary left by an earlier run must not pass for this one
+        try:
+            path.write_text("")
+        except OSError:
+            path = None
+    print(f"starting {processes} training processes (one per GPU)", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(torchrun_command(argv, processes))
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        proc.send_signal(signum)  # torchrun hands it to every rank; they checkpoint and stop
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = proc.wait()
+    text = None
+    if path is not None:
+        with contextlib.suppress(OSError):
+            text = path.read_text()
+    return exit_code_from_summary(text, code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m snowtrain.trainer``: fan out over the GPUs, or train here."""
+    from .errors import InvalidConfig
+    from .main import main as train_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not launched_by_torchrun(os.environ):
+        import torch
+
+        try:
+            processes = processes_per_node(os.environ, torch.cuda.device_count())
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return InvalidConfig.exit_code
+        if processes > 1:
+            return run_ranks(argv, processes)
+    return train_main(argv)
