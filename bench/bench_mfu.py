@@ -71,10 +71,13 @@ class StepClock(Reporter):
     def __init__(self) -> None:
         super().__init__(interval_seconds=1.0)
         self.marks: list[tuple[int, float]] = []
+        self.compiled: bool | None = None
 
     def event(self, name: str, **fields: Any) -> None:
         if name == "progress":
             self.marks.append((int(fields["step"]), time.perf_counter()))
+        elif name == "start":  # a "compile" row without a compiler would measure eager mode
+            self.compiled = fields.get("compiled")
 
 
 def steady_tokens_per_second(marks: list[tuple[int, float]], warmup: int, per_step: int) -> float:
@@ -142,6 +145,7 @@ def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: 
     return {
         "tokensPerSecond": steady_tokens_per_second(clock.marks, args.warmup, batch * args.seq_len),
         "peakMemoryGiB": peak_memory_gib(world.device, before),
+        "compiled": clock.compiled,
     }
 
 

@@ -329,6 +329,41 @@ def test_progress_lines_carry_the_latest_validation_loss(capsys):
     assert progress == {1: None, 2: None, 3: evals[2], 4: evals[2], 5: evals[4], 6: evals[4]}
 
 
+def test_compile_without_a_compiler_trains_eagerly_and_says_why(
+    tmp_path, capsys, caplog, monkeypatch
+):
+    """The trainer image ships no compiler; ``compile: true`` there must not fail kernel by
+    kernel in silence: the run trains eagerly, warns with the reason, and its start event
+    says ``compiled: false``."""
+    from snowtrain.trainer.compilation import missing_compiler
+
+    assert missing_compiler(torch.device("cpu")) is None  # this machine has g++
+    assert missing_compiler(torch.device("cuda")) is None  # and cc
+    monkeypatch.setenv("PATH", str(tmp_path))  # now nothing to compile with
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    assert "C compiler" in missing_compiler(torch.device("cuda"))
+    assert "C++ compiler" in missing_compiler(torch.device("cpu"))
+
+    seed_everything(0)
+    spec = TrainingSpec(max_steps=2, batch_size=8, learning_rate=1e-3, compile=True)
+    with caplog.at_level("WARNING"):
+        result = train(
+            tiny_gpt2(),
+            ListDataset(counting_examples(16, 1)),
+            None,
+            ListDataset.collate,
+            spec,
+            task="causal-lm",
+            world=World(),
+            reporter=Reporter(interval_seconds=0.0),
+        )
+    assert result.step == 2
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["event"] == "start" and start["compiled"] is False
+    assert "no C++ compiler" in caplog.text and "eager mode" in caplog.text
+
+
 def test_epoch_order_shards_like_distributed_sampler():
     """Two ranks see disjoint halves of the same seeded permutation (padded to equal size)."""
     ranks = [EpochOrder(10, 2, seed=3, world=World(rank=r, size=2)) for r in range(2)]

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from snowtrain.api.spec import TrainingSpec
 
 from .checkpoint import CheckpointManager, TrainState, capture_rng, restore_rng, train_state_to
+from .compilation import maybe_compile
 from .distributed import World, all_reduce_sum, any_rank, barrier
 from .errors import InvalidConfig, Preempted
 from .metrics import accuracy, confusion_matrix, macro_f1, mfu, perplexity
@@ -392,11 +393,9 @@ def train(
         forward_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    compiled = False
     if spec.compile:
-        # Where a kernel cannot be compiled (no C compiler in the slim image, an unsupported
-        # op), run that graph eagerly instead of failing the job.
-        torch._dynamo.config.suppress_errors = True
-        forward_model = torch.compile(forward_model)
+        forward_model, compiled = maybe_compile(forward_model, device)
 
     reporter.event(
         "start",
@@ -404,6 +403,7 @@ def train(
         epochs=round(total_steps / steps_per_epoch, 4),
         resumedFromStep=resumed_from,
         ranks=world.size,
+        compiled=compiled,
         time=_now(),
     )
 
