@@ -56,7 +56,9 @@ def test_trainer_puts_the_exported_model_on_the_stage(snowflake_db, tmp_path):
     assert listed == exported
     assert f"uploaded {len(exported)} file(s) to @MODELS/jobs/sentiment" in run.stderr
 
-    # The trainer reports the local export; ModelStatus.stage exists but nothing fills it yet.
+    # The summary (from there, status.model of the resource) names the local export and
+    # the stage the model was put on.
     term = run.termination
     assert term["outcome"] == "Succeeded" and term["model"]["uri"] == str(model)
+    assert term["model"]["stage"] == "@MODELS/jobs/sentiment"
     assert run.of("done")[-1]["model"] == term["model"]

@@ -126,7 +126,7 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
         "step": 100,
         "totalSteps": 100,
         "metrics": {"trainLoss": 0.2, "evalAccuracy": 0.91, "mfu": 0.43},
-        "model": {"uri": "pvc://models/ftj", "format": "safetensors"},
+        "model": {"uri": "pvc://models/ftj", "format": "safetensors", "stage": "@MODELS/ftj"},
         "data": {"rows": 5000, "fingerprint": "sha256:ab"},
     }
     done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
@@ -139,7 +139,11 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
     assert c["Succeeded"]["status"] == "True"
     assert c["Ready"]["status"] == "True"
     assert c["Failed"]["status"] == "False"
-    assert first["model"] == {"uri": "pvc://models/ftj", "format": "safetensors"}
+    assert first["model"] == {
+        "uri": "pvc://models/ftj",
+        "format": "safetensors",
+        "stage": "@MODELS/ftj",
+    }
     assert first["metrics"]["evalAccuracy"] == 0.91
     assert first["metrics"]["mfu"] == 0.43
     assert first["progress"]["percent"] == 100.0

@@ -423,6 +423,7 @@ def _progress_fields(obs: Observed, status: dict[str, Any], succeeded: bool) -> 
         status["model"] = {
             "uri": model.get("uri") or obs.output_uri,
             "format": model.get("format") or "safetensors",
+            "stage": model.get("stage"),
         }
         status["model"] = {k: v for k, v in status["model"].items() if v is not None}
     for name, block in (("progress", progress), ("metrics", metrics), ("data", data)):

@@ -70,6 +70,7 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     model_uri: str | None = None
+    model_stage: str | None = None
 
 
 def run(config: TrainerConfig) -> int:
@@ -126,7 +127,11 @@ def run(config: TrainerConfig) -> int:
             "step": outcome.step,
             "totalSteps": outcome.total_steps,
             "metrics": outcome.metrics,
-            "model": {"uri": outcome.model_uri, "format": "safetensors"}
+            "model": {
+                "uri": outcome.model_uri,
+                "format": "safetensors",
+                "stage": outcome.model_stage,
+            }
             if outcome.model_uri
             else None,
             "data": outcome.data or None,
@@ -346,6 +351,7 @@ def _export(
 
         # The reads' login timeouts, retries and error mapping (data.snowflake).
         upload_model(out, config.output.stage, config.data.snowflake, credentials)
+        outcome.model_stage = config.output.stage
 
 
 def main(argv: Sequence[str] | None = None) -> int:
