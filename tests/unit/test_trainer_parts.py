@@ -230,6 +230,8 @@ def test_lora_export_writes_merged_weights_and_the_adapter(tmp_path, tiny_lm_and
         expected = peft_model.eval()(input_ids=ids).logits
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.txt").write_text("from an older attempt")
+    for killed in (".out.tmp-99999", ".out.old-99999"):  # an export killed mid-way
+        (tmp_path / killed / "adapter").mkdir(parents=True)
     out = export_model(
         tmp_path / "out",
         peft_model,
@@ -242,7 +244,7 @@ def test_lora_export_writes_merged_weights_and_the_adapter(tmp_path, tiny_lm_and
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
     assert {"snowtrain.json", "metrics.json", "adapter"} <= names and "stale.txt" not in names
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert not list(tmp_path.glob(".out*"))  # temp and old dirs are gone
+    assert not list(tmp_path.glob(".out*"))  # temp and old dirs are gone, earlier ones too
     merged = AutoModelForCausalLM.from_pretrained(out)
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)

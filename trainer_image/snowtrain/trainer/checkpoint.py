@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .durable import fsync_dir, fsync_tree
+
 _NAME = re.compile(r"^step-(\d+)$")
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -143,11 +145,11 @@ class CheckpointManager:
         torch.save(payload, tmp / STATE_FILE)
         # meta.json is written last: its presence marks a complete checkpoint.
         (tmp / META_FILE).write_text(json.dumps({"step": step, **(meta or {})}))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():  # the same step saved again (e.g. SIGTERM right after a save)
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._last_save = self._clock()
         for old in self.checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -169,18 +171,3 @@ def train_state_from(payload: dict[str, Any]) -> TrainState:
 
 def train_state_to(state: TrainState) -> dict[str, Any]:
     return asdict(state)
-
-
-def _fsync_tree(directory: Path) -> None:
-    for p in directory.iterdir():
-        with open(p, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

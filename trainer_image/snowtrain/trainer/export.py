@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from snowtrain.api.trainer_config import TrainerConfig
 
+from .durable import fsync_dir, fsync_tree
 from .redact import Redactor
 
 
@@ -72,8 +73,8 @@ def export_model(
     redactor = redactor or Redactor()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
@@ -98,9 +99,18 @@ def export_model(
         write_json("label_map.json", {"id2label": {str(i): lab for i, lab in enumerate(labels)}})
 
     # Swap: the old export (a previous attempt) moves aside, the new one takes its name.
+    fsync_tree(tmp)
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.rename(out, old)
     os.rename(tmp, out)
+    fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temp and set-aside directories of an export killed mid-way (an earlier attempt)."""
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for path in out.parent.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
