@@ -204,6 +204,54 @@ def test_a_bad_config_file_is_refused_without_quoting_it(tmp_path, capsys, monke
         assert "data.snowflake.password: unknown field" in summary["message"]
 
 
+HUB_LOAD = """
+import sys
+from snowtrain.trainer.models import load_causal_lm, load_tokenizer
+tokenizer = load_tokenizer(sys.argv[1])
+model = load_causal_lm(sys.argv[1], tokenizer)
+print(type(model).__name__, model.num_parameters(), len(tokenizer))
+"""
+
+
+def test_a_hub_id_loads_through_the_hugging_face_cache(tmp_path, tiny_lm_and_tokenizer):
+    """``baseModel.uri: org/name`` goes to the hub client as an id, not a path: here the
+    hub is offline and the model sits in the hub cache (HF_HOME), as on a cluster that mirrors
+    models onto a cache volume; an id that is in no cache is a config error naming the cause."""
+    import os
+    import subprocess
+    import sys
+
+    model, tokenizer = tiny_lm_and_tokenizer
+    repo = tmp_path / "hf" / "hub" / "models--acme--tiny-lm"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    model.save_pretrained(repo / "snapshots" / revision)
+    tokenizer.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    def load(model_id: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", HUB_LOAD, model_id],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,  # no local folder of that name
+            timeout=300,
+        )
+
+    found = load("acme/tiny-lm")
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.split() == [
+        type(model).__name__,
+        str(model.num_parameters()),
+        str(len(tokenizer)),
+    ]
+    missing = load("acme/not-cached")
+    assert missing.returncode != 0
+    assert "InvalidConfig" in missing.stderr and "HF_HUB_OFFLINE is set" in missing.stderr
+
+
 def test_missing_local_model_is_a_config_error(tmp_path):
     from snowtrain.trainer.models import load_tokenizer
 
