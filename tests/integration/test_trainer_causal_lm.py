@@ -60,23 +60,27 @@ def test_fine_tune_learns_the_completions(snowflake_db, tmp_path):
     )
 
 
-def test_lora_fine_tune_exports_merged_weights_and_the_adapter(snowflake_db, tmp_path):
-    from safetensors.torch import load_file
-
-    snowflake_db.seed_table("QA", qa_table(copies=6))
+def lora_fine_tune(db, tmp_path, *, merge: bool):
+    """Train LoRA adapters on the QA rows; return (exported model dir, base model dir)."""
+    db.seed_table("QA", qa_table(copies=6))
     base = tiny_gpt2_dir(tmp_path / "base")
     config = config_for(
-        snowflake_db,
+        db,
         tmp_path,
         base,
         maxSteps=30,
         learningRate=1e-2,
-        lora={"r": 8, "alpha": 16, "dropout": 0.0, "merge": True},
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "merge": merge},
     )
-    run = run_trainer(config, trainer_env(snowflake_db, tmp_path), tmp_path)
+    run = run_trainer(config, trainer_env(db, tmp_path), tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    return tmp_path / "model", base
 
-    out = tmp_path / "model"
+
+def test_lora_fine_tune_exports_merged_weights_and_the_adapter(snowflake_db, tmp_path):
+    from safetensors.torch import load_file
+
+    out, base = lora_fine_tune(snowflake_db, tmp_path, merge=True)
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     merged = load_file(out / "model.safetensors")
@@ -94,20 +98,7 @@ def test_lora_fine_tune_without_merge_serves_the_base_plus_the_adapter(snowflake
     from snowtrain.serve.models import build_model
     from snowtrain.serve.runtime import Runtime
 
-    snowflake_db.seed_table("QA", qa_table(copies=6))
-    base = tiny_gpt2_dir(tmp_path / "base")
-    config = config_for(
-        snowflake_db,
-        tmp_path,
-        base,
-        maxSteps=30,
-        learningRate=1e-2,
-        lora={"r": 8, "alpha": 16, "dropout": 0.0, "merge": False},
-    )
-    run = run_trainer(config, trainer_env(snowflake_db, tmp_path), tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-
-    out = tmp_path / "model"
+    out, base = lora_fine_tune(snowflake_db, tmp_path, merge=False)
     exported, original = load_file(out / "model.safetensors"), load_file(base / "model.safetensors")
     assert exported.keys() == original.keys()  # no lora keys: the plain base
     assert all(torch.equal(exported[k], original[k]) for k in original)

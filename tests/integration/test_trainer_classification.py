@@ -12,6 +12,7 @@ from tests.integration.trainer_run import (
     LABELS,
     minilm_dir,
     run_trainer,
+    sentiment_config,
     sentiment_table,
     tiny_bert_dir,
     trainer_config,
@@ -44,13 +45,10 @@ def classifier_run(tmp_path_factory, snowflake_server):
     admin.close()
     db.seed_table("REVIEWS", sentiment_table(300))
     base = tiny_bert_dir(tmp / "base")
-    config = trainer_config(
+    config = sentiment_config(
         db,
         tmp,
-        task="classification",
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        baseModel=str(base),
+        base,
         training=TRAINING,
     )
     # On the allocator the image preloads, where this host has it (as local mode runs it).
@@ -160,13 +158,10 @@ def test_minilm_base_model_reaches_90_percent_validation_accuracy(snowflake_db, 
     from transformers import AutoModelForSequenceClassification
 
     snowflake_db.seed_table("REVIEWS", sentiment_table(120))
-    config = trainer_config(
+    config = sentiment_config(
         snowflake_db,
         tmp_path,
-        task="classification",
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        baseModel=str(minilm_dir()),
+        minilm_dir(),
         training={
             "maxSteps": 20,
             "batchSize": 16,

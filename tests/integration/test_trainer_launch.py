@@ -15,10 +15,10 @@ import pytest
 from tests.integration.trainer_run import (
     finish,
     run_trainer,
+    sentiment_config,
     sentiment_table,
     start_trainer,
     tiny_bert_dir,
-    trainer_config,
     trainer_env,
     wait_for_event,
 )
@@ -29,13 +29,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.snowflake]
 @pytest.fixture
 def two_rank_run(snowflake_db, tmp_path):
     snowflake_db.seed_table("REVIEWS", sentiment_table(300))
-    config = trainer_config(
+    config = sentiment_config(
         snowflake_db,
         tmp_path,
-        task="classification",
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        baseModel=str(tiny_bert_dir(tmp_path / "base")),
+        tiny_bert_dir(tmp_path / "base"),
         training={
             "epochs": 5,
             "batchSize": 4,

@@ -18,10 +18,10 @@ from tests.integration.trainer_run import (
     finish,
     minilm_dir,
     run_trainer,
+    sentiment_config,
     sentiment_table,
     start_trainer,
     tiny_bert_dir,
-    trainer_config,
     trainer_env,
     wait_for_event,
 )
@@ -31,13 +31,10 @@ TOLERANCE = 1e-6
 
 
 def make_config(db, tmp, base):
-    return trainer_config(
+    return sentiment_config(
         db,
         tmp,
-        task="classification",
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        baseModel=str(base),
+        base,
         training={
             "epochs": 2,
             "batchSize": 8,

@@ -8,9 +8,9 @@ import pytest
 
 from tests.integration.trainer_run import (
     run_trainer,
+    sentiment_config,
     sentiment_table,
     tiny_bert_dir,
-    trainer_config,
     trainer_env,
 )
 
@@ -20,13 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.snowflake]
 def test_trainer_puts_the_exported_model_on_the_stage(snowflake_db, tmp_path):
     snowflake_db.seed_table("REVIEWS", sentiment_table(30))
     snowflake_db.execute("CREATE STAGE MODELS")
-    config = trainer_config(
+    config = sentiment_config(
         snowflake_db,
         tmp_path,
-        task="classification",
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        baseModel=str(tiny_bert_dir(tmp_path / "base")),
+        tiny_bert_dir(tmp_path / "base"),
         training={"maxSteps": 2, "batchSize": 8, "maxSeqLength": 16},
     )
     config["output"]["stage"] = "@MODELS/jobs/sentiment"

@@ -131,6 +131,19 @@ def trainer_config(
     return config
 
 
+def sentiment_config(db: Any, tmp: Path, base: str | Path, **fields: Any) -> dict[str, Any]:
+    """A classifier fine-tune of ``base`` on the REVIEWS table ``sentiment_table`` seeds."""
+    return trainer_config(
+        db,
+        tmp,
+        task="classification",
+        table="REVIEWS",
+        columns={"text": "TEXT", "label": "LABEL"},
+        baseModel=str(base),
+        **fields,
+    )
+
+
 def trainer_env(db: Any, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,

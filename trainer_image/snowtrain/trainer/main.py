@@ -127,11 +127,8 @@ def run(config: TrainerConfig) -> int:
             "step": outcome.step,
             "totalSteps": outcome.total_steps,
             "metrics": outcome.metrics,
-            "model": {
-                "uri": outcome.model_uri,
-                "format": "safetensors",
-                "stage": outcome.model_stage,
-            }
+            "model": {"uri": outcome.model_uri, "format": "safetensors"}
+            | ({"stage": outcome.model_stage} if outcome.model_stage else {})
             if outcome.model_uri
             else None,
             "data": outcome.data or None,
