@@ -12,7 +12,9 @@
 #   2. bench_mfu: the gpt2 base preset (~124M) pretraining in bf16, batch 16 and 32, eager
 #      and compiled: steady-state tokens/s, MFU (target >= 45%), peak memory, syncs per step,
 #      and the ratio to a Hugging Face Trainer on the same model and batch;
-#   3. bench_train on the tiny model: our loop vs the Hugging Face Trainer, now on CUDA.
+#   3. bench_loss: the causal-LM loss of a 16 x 1024 batch over the GPT-2 vocabulary, ours vs
+#      transformers' (peak memory and time, same value);
+#   4. bench_train on the tiny model: our loop vs the Hugging Face Trainer, now on CUDA.
 # Every result also lands in $OUT (the device tool brings that folder back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +33,5 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
     transformers.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/versions.txt"
 # The MFU run first: it is the one number only this machine can give.
 python3 bench/bench_mfu.py 2>&1 | tee "$OUT/bench_mfu.txt"
+python3 -m bench.bench_loss --tokens 16384 2>&1 | tee "$OUT/bench_loss.txt"
 python3 bench/bench_train.py --model tiny --steps 200 --repeats 2 2>&1 | tee "$OUT/bench_train.txt"

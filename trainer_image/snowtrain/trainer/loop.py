@@ -30,6 +30,7 @@ from .checkpoint import CheckpointManager, TrainState, capture_rng, restore_rng,
 from .compilation import maybe_compile
 from .distributed import World, all_reduce_sum, any_rank, barrier
 from .errors import InvalidConfig, Preempted
+from .loss import cross_entropy_sum
 from .metrics import accuracy, confusion_matrix, macro_f1, mfu, perplexity
 from .progress import Reporter
 
@@ -240,19 +241,14 @@ def evaluate(
         batch = _to_device(collate([data[i] for i in indices[start : start + batch_size]]), device)
         labels = batch.pop("labels")
         with precision.autocast(device):
-            logits = model(**batch).logits.float()
+            logits = model(**batch).logits
         if task == "classification":
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             count += labels.numel()
             confusion += confusion_matrix(labels, logits.argmax(-1), num_labels or 1)
-        else:
-            targets = labels[:, 1:]
-            loss_sum += F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)),
-                targets.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
+        else:  # token t predicts token t + 1; the last position predicts nothing
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+            loss_sum += cross_entropy_sum(logits, targets)  # no fp32 copy of all the logits
             count += (targets != -100).sum()
     all_reduce_sum(world, loss_sum)
     all_reduce_sum(world, count)

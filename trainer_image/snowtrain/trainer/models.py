@@ -28,6 +28,7 @@ from transformers import (
 from snowtrain.api.spec import ArchitectureSpec, TokenizerSpec
 
 from .errors import InvalidConfig, Unavailable
+from .loss import causal_lm_loss
 from .metrics import train_flops_per_token
 
 EOS = "<|endoftext|>"
@@ -102,18 +103,20 @@ def load_causal_lm(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTraine
 
 
 def _fit_to_snowtrain_batches(model: PreTrainedModel, *, causal_lm: bool) -> None:
-    """Turn off two transformers behaviours that misfire on the batches snowtrain feeds.
+    """Fit transformers' defaults to the batches snowtrain feeds.
 
-    * GPT-2's class maps to no loss name, so transformers logs a one-time warning and falls
-      back to the causal-LM loss. Under ``torch.compile`` that logging call breaks the graph on
-      every forward, splitting the loss from the model. The loss is named instead.
+    * Causal LMs compute their loss with ``loss.causal_lm_loss``: the same value as
+      transformers' ``ForCausalLMLoss`` without its two full fp32 copies of the logits. Set
+      on the instance, it also spares GPT-2 (whose class maps to no loss name) transformers'
+      "unrecognized loss_type" warning, a logging call that would break the compiled graph
+      on every forward.
     * Given no attention mask, GPT-2-style models look for the pad id at both ends of every
       row and warn that the input may be padded: a device-to-host sync per forward, and a
       false alarm here. ``collate`` leaves the mask out only when nothing is padded, and
       the pad id is EOS, which packed blocks contain.
     """
-    if causal_lm and getattr(model, "loss_type", None) is None:
-        model.loss_type = "ForCausalLM"
+    if causal_lm:
+        model.loss_function = causal_lm_loss
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
             module.warn_if_padding_and_no_attention_mask = _nothing_is_padded
