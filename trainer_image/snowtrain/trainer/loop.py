@@ -387,7 +387,11 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         forward_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # gradients live in DDP's all-reduce buckets instead of beside them: one copy
+            # of the gradients less (0.5 GB for a 124M model in fp32)
+            gradient_as_bucket_view=True,
         )
     compiled = False
     if spec.compile:
