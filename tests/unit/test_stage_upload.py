@@ -21,7 +21,7 @@ class FakeConnection:
     def cursor(self) -> FakeConnection:
         return self
 
-    def execute(self, sql: str) -> None:
+    def execute(self, sql: str, params: object = None) -> None:  # as the connector's cursor
         assert not self.closed
         self.server.statements.append(sql)
         if self.server.errors:
@@ -82,7 +82,9 @@ def test_transient_put_failure_backs_off_and_retries_on_a_fresh_login(tmp_path):
 def test_unavailable_after_the_configured_retries_without_the_password(tmp_path):
     errors = [sf_errors.ServiceUnavailableError(msg=f"503 for {PASSWORD}") for _ in range(5)]
     server = FakeServer(*errors)
-    with pytest.raises(Unavailable, match=r"upload of config\.json failed after 3 attempt") as err:
+    with pytest.raises(
+        Unavailable, match=r"upload of config\.json to @MODELS/run failed after 3 attempt"
+    ) as err:
         upload(tmp_path, server, retries=2)
     assert len(server.statements) == 3 and PASSWORD not in str(err.value)
     assert all(c.closed for c in server.connections)
@@ -93,7 +95,8 @@ def test_rejected_upload_is_a_config_error_and_not_retried(tmp_path):
         sf_errors.ProgrammingError(msg="Stage 'MODELS' does not exist", errno=2003),
     )
     with pytest.raises(
-        InvalidConfig, match=r"rejected the upload to @MODELS/run: .* does not exist"
+        InvalidConfig,
+        match=r"rejected the upload of config\.json to @MODELS/run: .* does not exist",
     ):
         upload(tmp_path, server)
     assert len(server.statements) == 1 and server.connections[0].closed

@@ -49,6 +49,9 @@ SESSION_EXPIRED_ERRNOS = frozenset({390110, 390111, 390112, 390113, 390114, 3901
 #: Login refused: wrong user/password/key/token. Retrying cannot help.
 AUTH_ERRNOS = frozenset({250001, 390100, 390101, 390102, 390144, 390186, 390303, 390318})
 
+#: The object named in the statement does not exist or the role may not see it.
+NOT_FOUND_ERRNOS = frozenset({2003, 2043})
+
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 
@@ -113,6 +116,42 @@ def with_retries(
             if on_retry is not None:
                 on_retry(exc)
     raise AssertionError("unreachable")
+
+
+def execute(
+    cursor: Callable[[], Any],
+    sql: str,
+    params: tuple[Any, ...] = (),
+    *,
+    retries: int,
+    what: str,
+    secrets: Iterable[str] = (),
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    not_found: Callable[[str], Exception] | None = None,
+) -> Any:
+    """Run one statement on a fresh ``cursor()``, retried as ``with_retries`` does, and turn
+    the connector's errors into the trainer's (redacted): a statement Snowflake rejects is
+    ``InvalidConfig`` (or ``not_found(detail)`` when what it names does not exist), a
+    failure left after the retries ``Unavailable``. Returns the cursor."""
+    secrets = list(secrets)
+
+    def attempt() -> Any:
+        cur = cursor()
+        cur.execute(sql, params)
+        return cur
+
+    try:
+        return with_retries(
+            attempt, retries=retries, what=what, secrets=secrets, on_retry=on_retry, sleep=sleep
+        )
+    except sf_errors.ProgrammingError as exc:
+        detail = describe_error(exc, secrets)
+        if not_found is not None and getattr(exc, "errno", None) in NOT_FOUND_ERRNOS:
+            raise not_found(detail) from None
+        raise InvalidConfig(f"Snowflake rejected the {what}: {detail}") from None
+    except sf_errors.Error as exc:
+        raise Unavailable(f"{what} failed: {describe_error(exc, secrets)}") from None
 
 
 def connect(

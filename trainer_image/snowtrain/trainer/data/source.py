@@ -38,7 +38,7 @@ from snowtrain.api.kinds import TASK_COLUMNS
 from snowtrain.api.trainer_config import TrainerDataConfig
 
 from ..errors import DataError, InvalidConfig, Unavailable
-from .connection import connect, describe_error, is_transient, with_retries
+from .connection import connect, describe_error, execute, is_transient
 from .credentials import Credentials, load_credentials
 from .profile import DataFingerprint, DataProfile
 from .sql import column_ref, subquery, table_ref
@@ -49,7 +49,6 @@ TEXT_ROLES = ("text", "prompt", "completion")
 #: More distinct labels than this is not a classification problem we train.
 MAX_LABELS = 10_000
 _SPLIT_BUCKETS = 1_000_000
-_NOT_FOUND_ERRNOS = frozenset({2003, 2043})
 
 
 def row_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -144,29 +143,18 @@ class SnowflakeSource:
 
     def _run(self, sql: str, params: tuple[Any, ...] = (), what: str = "query") -> Any:
         """Execute with retries; map the connector's errors to the trainer's."""
-
-        def attempt() -> Any:
-            cur = self._connection().cursor()
-            cur.execute(sql, params)
-            return cur
-
-        try:
-            return with_retries(
-                attempt,
-                retries=self.cfg.snowflake.retries,
-                what=what,
-                secrets=self._secrets(),
-                on_retry=self._reconnect,
-            )
-        except sf_errors.ProgrammingError as exc:
-            detail = describe_error(exc, self._secrets())
-            if getattr(exc, "errno", None) in _NOT_FOUND_ERRNOS:
-                raise DataError(
-                    f"{what}: the data does not exist or is not authorized: {detail}"
-                ) from None
-            raise InvalidConfig(f"Snowflake rejected the {what}: {detail}") from None
-        except sf_errors.Error as exc:
-            raise Unavailable(f"{what} failed: {describe_error(exc, self._secrets())}") from None
+        return execute(
+            lambda: self._connection().cursor(),
+            sql,
+            params,
+            retries=self.cfg.snowflake.retries,
+            what=what,
+            secrets=self._secrets(),
+            on_retry=self._reconnect,
+            not_found=lambda detail: DataError(
+                f"{what}: the data does not exist or is not authorized: {detail}"
+            ),
+        )
 
     def start_training_query(self) -> None:
         """Submit the training pass's query now, on a thread; the next ``train`` pass reads it.

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import snowflake.connector
-from snowflake.connector import errors as sf_errors
 
 from snowtrain.api.identifiers import InvalidIdentifier, quote_stage
 from snowtrain.api.trainer_config import SnowflakeSettings
 
-from ..errors import InvalidConfig, Unavailable
-from .connection import connect, describe_error, with_retries
+from ..errors import InvalidConfig
+from .connection import connect, execute
 from .credentials import Credentials
 
 log = logging.getLogger(__name__)
@@ -58,8 +57,8 @@ def upload_to_stage(
 ) -> list[str]:
     """PUT every file under ``local_dir`` to ``stage`` (``@NAME[/path]``); return stage paths.
 
-    Each PUT goes through ``with_retries`` (``on_retry`` may drop ``conn``'s session so the
-    retry logs in afresh, as ``_Session.drop`` does).
+    Each PUT goes through ``connection.execute``, as every data read does (``on_retry`` may
+    drop ``conn``'s session so the retry logs in afresh, as ``_Session.drop`` does).
     """
     root = Path(local_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -70,15 +69,11 @@ def upload_to_stage(
     for path in files:
         rel_dir = path.parent.relative_to(root).as_posix()
         target = _target(stage, rel_dir)
-        sql = f"PUT 'file://{path}' {target} AUTO_COMPRESS=FALSE OVERWRITE=TRUE"
-
-        def put(sql: str = sql) -> None:
-            conn.cursor().execute(sql)
-
-        with_retries(
-            put,
+        execute(
+            conn.cursor,
+            f"PUT 'file://{path}' {target} AUTO_COMPRESS=FALSE OVERWRITE=TRUE",
             retries=retries,
-            what=f"upload of {path.name}",
+            what=f"upload of {path.name} to {stage}",
             secrets=secrets,
             on_retry=on_retry,
             sleep=sleep,
@@ -121,7 +116,6 @@ def upload_model(
     spent, and ``InvalidConfig`` when Snowflake rejects the upload (no such stage, no
     privilege).
     """
-    secrets = credentials.secret_values()
     session = _Session(settings, credentials, connector=connector, sleep=sleep)
     try:
         uploaded = upload_to_stage(
@@ -129,16 +123,10 @@ def upload_model(
             local_dir,
             stage,
             retries=settings.retries,
-            secrets=secrets,
+            secrets=credentials.secret_values(),
             on_retry=session.drop,
             sleep=sleep,
         )
-    except sf_errors.ProgrammingError as exc:
-        detail = describe_error(exc, secrets)
-        raise InvalidConfig(f"Snowflake rejected the upload to {stage}: {detail}") from None
-    except sf_errors.Error as exc:
-        detail = describe_error(exc, secrets)
-        raise Unavailable(f"upload to {stage} failed: {detail}") from None
     finally:
         session.drop()
     log.info("uploaded %d file(s) to %s", len(uploaded), stage)
