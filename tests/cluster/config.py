@@ -51,6 +51,13 @@ class Layout:
         return f"10.244.{third}.0/24"
 
     @property
+    def host_ip(self) -> str:
+        """The host's address on the pod bridge (the subnet's gateway): what pods reach the
+        host by. The API server listens here, so the in-cluster `kubernetes` Service has a
+        real endpoint; servers the pods must reach on the host (an emulator) bind here too."""
+        return self.pod_subnet.rsplit(".", 1)[0] + ".1"
+
+    @property
     def cgroup_root(self) -> str:
         """Each cgroup v1 hierarchy gets a child of this name; pods live below it (kubelet
         --cgroup-root), so `down` removes exactly this cluster's cgroups and processes."""
@@ -196,8 +203,9 @@ state = "{lay.containerd_state}"
 
 
 def cni_conflist(lay: Layout) -> dict[str, object]:
-    """A bridge without gateway or masquerade: pods get 10.244.0.x in their own netns and
-    nothing is routed off the machine (FACTS §1). Pods needing the host use hostNetwork."""
+    """A bridge whose address is the pods' gateway (the host, `Layout.host_ip`): pods get
+    10.244.0.x in their own netns, reach each other, the host and, through kube-proxy's
+    rules, Service ClusterIPs. No masquerade: nothing is routed off the machine."""
     return {
         "cniVersion": "0.4.0",
         "name": lay.cni_network,
@@ -205,12 +213,14 @@ def cni_conflist(lay: Layout) -> dict[str, object]:
             {
                 "type": "bridge",
                 "bridge": lay.bridge,
-                "isGateway": False,
+                "isGateway": True,
+                # ...and the pods' default route, so they reach ClusterIPs and the host.
+                "isDefaultGateway": True,
                 "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": lay.pod_subnet}]],
+                    "ranges": [[{"subnet": lay.pod_subnet, "gateway": lay.host_ip}]],
                     "dataDir": str(lay.cni_ipam),
                 },
             }
@@ -245,7 +255,7 @@ def kubelet_config(lay: Layout, port: int, healthz_port: int) -> dict[str, objec
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": f"/{lay.cgroup_root}",
         "failSwapOn": False,
-        # Do not install iptables chains on the host (no kube-proxy here anyway).
+        # kube-proxy owns the Service rules; the kubelet adds no chains of its own.
         "makeIPTablesUtilChains": False,
         "volumePluginDir": str(lay.kubelet_root / "volume-plugins"),
         # A shared dev machine: never evict test pods for disk the tests did not use.
@@ -270,8 +280,8 @@ def write_kubelet_config(lay: Layout, port: int, healthz_port: int) -> None:
     lay.kubelet_config.write_text(yaml.safe_dump(kubelet_config(lay, port, healthz_port)))
 
 
-def server_url(port: int) -> str:
-    return f"https://127.0.0.1:{port}"
+def server_url(port: int, host: str) -> str:
+    return f"https://{host}:{port}"
 
 
 def default_layout() -> Layout:

@@ -21,6 +21,9 @@ PACKAGES = (
     "runc",
     "containernetworking-plugins",
     "iproute2",
+    # kube-proxy (iptables mode) programs Service VIPs with these
+    "iptables",
+    "conntrack",
     "util-linux",
     "openssl",
     "umoci",

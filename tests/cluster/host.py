@@ -119,9 +119,43 @@ def remove_cgroups(lay: Layout) -> None:
                 d.rmdir()
 
 
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def prepare_network(lay: Layout, service_range: str) -> None:
+    """The pod bridge with the host's address on it, before anything binds that address.
+
+    The CNI bridge plugin would create the bridge only with the first pod; the API server
+    must listen on `host_ip` before that. Service ClusterIPs are routed to the bridge, so the
+    host (and the API server calling webhooks) reaches them even on a machine without a
+    default route; kube-proxy's rules then rewrite them to pod addresses. A pod reaching a
+    Service is forwarded back out of the same bridge, which needs IPv4 forwarding: its
+    previous value is saved and restored by `remove_network`.
+    """
+    saved = lay.root / "ip_forward.orig"
+    if not saved.exists():
+        saved.write_text(IP_FORWARD.read_text().strip())
+    IP_FORWARD.write_text("1")
+    if not Path(f"/sys/class/net/{lay.bridge}").exists():
+        _ip("link", "add", "name", lay.bridge, "type", "bridge")
+    prefix = lay.pod_subnet.split("/")[1]
+    _ip("addr", "replace", f"{lay.host_ip}/{prefix}", "dev", lay.bridge)
+    _ip("link", "set", lay.bridge, "up")
+    _ip("route", "replace", service_range, "dev", lay.bridge, "src", lay.host_ip)
+
+
 def remove_network(lay: Layout) -> None:
     if Path(f"/sys/class/net/{lay.bridge}").exists():
+        # Its address and the Service route go with it.
         subprocess.run(["ip", "link", "delete", lay.bridge], capture_output=True)
+    saved = lay.root / "ip_forward.orig"
+    if saved.exists():
+        IP_FORWARD.write_text(saved.read_text().strip() or "0")
+        saved.unlink()
     # libcni caches results per network name under /var/lib/cni (not configurable in 1.6).
     for cache in (Path("/var/lib/cni/results"), Path("/var/lib/cni")):
         if cache.is_dir():

@@ -1,9 +1,17 @@
 """Bring the single-node cluster up and down.
 
-Order matters (FACTS.md §1): etcd -> kube-apiserver -> CRDs (before the controller-manager,
-whose garbage collector otherwise learns new types only every 30 s) -> controller-manager and
-scheduler -> containerd (with the CNI config already present, or the node stays NotReady) ->
-kubelet -> node Ready -> fake `nvidia.com/gpu` capacity patched onto the Node status.
+Order matters (FACTS.md §1): the pod bridge with the host's address (the API server binds it)
+-> etcd -> kube-apiserver -> CRDs (before the controller-manager, whose garbage collector
+otherwise learns new types only every 30 s) -> controller-manager and scheduler -> containerd
+(with the CNI config already present, or the node stays NotReady) -> kubelet -> node Ready ->
+fake `nvidia.com/gpu` capacity patched onto the Node status -> kube-proxy (iptables mode), which
+gives Services their ClusterIPs: from the host, from pods, and from the API server calling an
+admission webhook by Service reference. There is no cluster DNS: Debian packages no DNS server
+that serves Kubernetes records (no CoreDNS, no kube-dns), so in-cluster clients use the
+`KUBERNETES_SERVICE_*` environment and ClusterIPs, as kubelets inject them.
+
+Only one cluster per host runs kube-proxy: its iptables chains (KUBE-SERVICES, ...) are
+host-global.
 
 `down` undoes exactly that: it stops the daemons through their PID files, kills what runs in
 our pod cgroups, stops the containerd shims that belong to our socket, unmounts everything
@@ -19,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +44,7 @@ COMPONENTS = (
     "kube-scheduler",
     "containerd",
     "kubelet",
+    "kube-proxy",
 )
 FAKE_GPUS = "4"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -50,6 +60,8 @@ class Cluster:
     containerd_address: Path
     ports: dict[str, int] = field(default_factory=dict)
     node_name: str = config.NODE_NAME
+    #: The host's address on the pod bridge (pods reach the host, and the API server, here).
+    host_ip: str = ""
     #: True when this `up` call started the daemons (False: it was already running).
     started: bool = False
 
@@ -97,6 +109,15 @@ def _tail(lay: Layout, name: str, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _http_ok(url: str, expect: bytes = b"") -> bool:
+    """A plain-HTTP health endpoint answers 200 (with `expect` in its body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200 and expect in r.read()
+    except OSError:
+        return False
+
+
 def _read_state(lay: Layout) -> dict[str, object] | None:
     try:
         return json.loads(lay.state_json.read_text())
@@ -108,10 +129,11 @@ def _cluster_from_state(lay: Layout, state: dict[str, object]) -> Cluster:
     ports = dict(state["ports"])  # type: ignore[call-overload]
     return Cluster(
         kubeconfig=lay.kubeconfig,
-        server=config.server_url(ports["apiserver"]),
+        server=config.server_url(ports["apiserver"], lay.host_ip),
         state_dir=lay.root,
         containerd_address=lay.containerd_sock,
         ports=ports,
+        host_ip=lay.host_ip,
     )
 
 
@@ -200,16 +222,7 @@ def _start_etcd(lay: Layout, ports: dict[str, int]) -> None:
         lay.logs,
     )
 
-    def healthy() -> bool:
-        try:
-            import urllib.request
-
-            with urllib.request.urlopen(f"{client}/health", timeout=2) as r:
-                return b'"true"' in r.read()
-        except OSError:
-            return False
-
-    _wait("etcd health", healthy, 30, lay, "etcd")
+    _wait("etcd health", lambda: _http_ok(f"{client}/health", b'"true"'), 30, lay, "etcd")
 
 
 def _start_apiserver(lay: Layout, ports: dict[str, int]) -> Api:
@@ -219,8 +232,10 @@ def _start_apiserver(lay: Layout, ports: dict[str, int]) -> Api:
         [
             str(paths.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            # The host's address on the pod bridge: reachable from the host and from pods,
+            # and published as the endpoint of the in-cluster `kubernetes` Service.
+            f"--bind-address={lay.host_ip}",
+            f"--advertise-address={lay.host_ip}",
             f"--secure-port={ports['apiserver']}",
             # 1.20 would also serve unauthenticated HTTP on :8080 otherwise.
             "--insecure-port=0",
@@ -235,9 +250,6 @@ def _start_apiserver(lay: Layout, ports: dict[str, int]) -> Api:
             "--kubelet-preferred-address-types=Hostname,InternalIP",
             "--authorization-mode=Node,RBAC",
             f"--service-cluster-ip-range={config.SERVICE_RANGE}",
-            # A single apiserver on loopback: don't publish 127.0.0.1 as the kubernetes
-            # Service endpoint (it would be rejected as loopback anyway).
-            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
             "--event-ttl=1h",
@@ -246,7 +258,7 @@ def _start_apiserver(lay: Layout, ports: dict[str, int]) -> Api:
         lay.run,
         lay.logs,
     )
-    api = Api(config.server_url(ports["apiserver"]), p)
+    api = Api(config.server_url(ports["apiserver"], lay.host_ip), p)
     _wait("kube-apiserver /readyz", lambda: api.ok("/readyz"), 90, lay, "kube-apiserver")
     return api
 
@@ -343,6 +355,48 @@ def _start_kubelet(lay: Layout, ports: dict[str, int]) -> None:
     )
 
 
+def _start_kube_proxy(lay: Layout, ports: dict[str, int]) -> None:
+    healthz = f"127.0.0.1:{ports['kube_proxy_healthz']}"
+    procs.start(
+        "kube-proxy",
+        [
+            str(paths.binary("kube-proxy")),
+            f"--kubeconfig={lay.component_kubeconfig('kube-proxy')}",
+            f"--hostname-override={config.NODE_NAME}",
+            "--proxy-mode=iptables",
+            # Traffic from outside the pod network to a ClusterIP is masqueraded, so replies
+            # from a pod find their way back through the bridge.
+            f"--cluster-cidr={lay.pod_subnet}",
+            f"--healthz-bind-address={healthz}",
+            f"--metrics-bind-address=127.0.0.1:{ports['kube_proxy_metrics']}",
+            # Leave the host's conntrack table size and timeouts alone.
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0",
+            "--conntrack-tcp-timeout-close-wait=0",
+            # root here lacks CAP_SYS_RESOURCE (see the containerd config): no -999.
+            "--oom-score-adj=0",
+            "--v=1",
+        ],
+        lay.run,
+        lay.logs,
+    )
+
+    _wait(
+        "kube-proxy's first sync",
+        lambda: _http_ok(f"http://{healthz}/healthz"),
+        60,
+        lay,
+        "kube-proxy",
+    )
+
+
+def _cleanup_service_rules() -> None:
+    """Remove kube-proxy's iptables chains (its own --cleanup mode)."""
+    binary = paths.binary("kube-proxy")
+    if binary.exists():
+        subprocess.run([str(binary), "--cleanup"], capture_output=True, check=False)
+
+
 def patch_fake_gpus(api: Api, count: str = FAKE_GPUS) -> None:
     """Advertise `count` nvidia.com/gpu on the node, as a device plugin would.
 
@@ -412,22 +466,39 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
     debian.ensure_packages()
     started = time.monotonic()
     lay.root.mkdir(parents=True, exist_ok=True)
-    keys = pki.ensure(lay.pki.root)
+    keys = pki.ensure(lay.pki.root, (lay.host_ip,))
     ports = {
         name: _free_port()
-        for name in ("etcd", "etcd_peer", "apiserver", "kubelet", "kubelet_healthz")
+        for name in (
+            "etcd",
+            "etcd_peer",
+            "apiserver",
+            "kubelet",
+            "kubelet_healthz",
+            "kube_proxy_healthz",
+            "kube_proxy_metrics",
+        )
     }
-    server = config.server_url(ports["apiserver"])
+    server = config.server_url(ports["apiserver"], lay.host_ip)
     config.write_kubeconfig(lay.kubeconfig, server, keys, "admin")
-    for comp in ("controller-manager", "scheduler", "kubelet"):
+    for comp in ("controller-manager", "scheduler", "kubelet", "kube-proxy"):
         config.write_kubeconfig(lay.component_kubeconfig(comp), server, keys, comp)
-    cluster = Cluster(lay.kubeconfig, server, lay.root, lay.containerd_sock, ports, started=True)
+    cluster = Cluster(
+        lay.kubeconfig,
+        server,
+        lay.root,
+        lay.containerd_sock,
+        ports,
+        started=True,
+        host_ip=lay.host_ip,
+    )
     stages: dict[str, float] = {}
 
     def mark(stage: str) -> None:
         stages[stage] = round(time.monotonic() - started, 1)
 
     try:
+        host.prepare_network(lay, config.SERVICE_RANGE)
         _start_etcd(lay, ports)
         mark("etcd")
         api = _start_apiserver(lay, ports)
@@ -443,6 +514,8 @@ def _up(lay: Layout, crds_dir: Path | str | None, timeout: float) -> Cluster:
         _wait("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
         mark("node_ready")
         patch_fake_gpus(api)
+        _start_kube_proxy(lay, ports)
+        mark("kube_proxy_synced")
         _wait(
             "default ServiceAccount token",
             lambda: _sa_has_token(api),
@@ -523,12 +596,14 @@ def down(lay: Layout | None = None) -> list[str]:
 
 def _down(lay: Layout) -> list[str]:
     stopped = []
-    if procs.stop("kubelet", lay.run):
-        stopped.append("kubelet")
+    for name in ("kube-proxy", "kubelet"):
+        if procs.stop(name, lay.run):
+            stopped.append(name)
+    _cleanup_service_rules()
     host.kill_pod_processes(lay)
     if procs.pid_of("containerd", lay.run) is not None:
         host.remove_containers(lay)
-    for name in reversed(COMPONENTS[:-1]):
+    for name in reversed(COMPONENTS[:-2]):
         if procs.stop(name, lay.run, timeout=15):
             stopped.append(name)
     # Shims re-parent to init and outlive containerd; ours carry our socket path.

@@ -20,6 +20,7 @@ KUBE_BINARIES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kubelet",
+    "kube-proxy",
     "kubectl",
 )
 

@@ -25,6 +25,8 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "scheduler": ("system:kube-scheduler", None),
     "kubelet": ("system:node:localhost", "system:nodes"),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
+    # Bound to the bootstrap ClusterRole system:node-proxier by name.
+    "kube-proxy": ("system:kube-proxy", None),
 }
 
 SERVER_DNS = (
@@ -89,6 +91,7 @@ def _sign(
     ca: bool = False,
     server: bool = False,
     client: bool = False,
+    server_ips: tuple[str, ...] = SERVER_IPS,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
@@ -113,7 +116,7 @@ def _sign(
         if server:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
             sans: list[x509.GeneralName] = [x509.DNSName(d) for d in SERVER_DNS]
-            sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in SERVER_IPS]
+            sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
         if client:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -121,10 +124,23 @@ def _sign(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def ensure(root: Path) -> Pki:
-    """Create the CA, serving and client certificates and SA keys unless present."""
+def _complete(pki: Pki, server_ips: tuple[str, ...]) -> bool:
+    """Every file present, and the API server's certificate names every address it serves."""
+    needed = [pki.ca, pki.sa_pub, pki.crt("apiserver"), *(pki.crt(n) for n in CLIENTS)]
+    if not all(p.exists() for p in needed):
+        return False
+    cert = x509.load_pem_x509_certificate(pki.crt("apiserver").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(server_ips) <= have
+
+
+def ensure(root: Path, extra_server_ips: tuple[str, ...] = ()) -> Pki:
+    """Create the CA, serving and client certificates and SA keys unless present (a state
+    dir from an older layout, missing an identity or an address, is issued anew)."""
     pki = Pki(root)
-    if pki.ca.exists() and pki.sa_pub.exists():
+    server_ips = (*SERVER_IPS, *extra_server_ips)
+    if _complete(pki, server_ips):
         return pki
     root.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -135,7 +151,9 @@ def ensure(root: Path) -> Pki:
 
     def issue(name: str, subject: x509.Name, *, server: bool, client: bool) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _sign(subject, key, ca_name, ca_key, server=server, client=client)
+        cert = _sign(
+            subject, key, ca_name, ca_key, server=server, client=client, server_ips=server_ips
+        )
         _write_key(pki.key(name), key)
         pki.crt(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 

@@ -57,7 +57,7 @@ OPERATOR = ImageSpec(
             "python",
             "-c",
             "import pathlib, tempfile, snowtrain.operator.__main__, snowtrain.operator.handlers;"
-            " from snowtrain.operator.webhook import self_signed_certificate as cert;"
+            " from snowtrain.operator.webhook import write_certificate as cert;"
             " cert(['snowtrain-webhook.snowtrain-system.svc'], pathlib.Path(tempfile.mkdtemp()))",
         ),
     ),

@@ -52,15 +52,10 @@ def test_helm_install_then_uninstall_keeps_the_crds(
     kube_cluster: KubeCluster, kubectl: Kubectl, namespace: str, cluster_wide: bool
 ) -> None:
     release = f"st-{uuid.uuid4().hex[:6]}"
-    peering_kind = "clusterkopfpeering" if cluster_wide else "kopfpeering"
     kube = ["--kubeconfig", str(kube_cluster.kubeconfig), "--namespace", namespace]
     # No webhook and no replicas: the release must not act on other tests' resources; what
     # is tested is that every object is admitted and grants what it should.
-    values = [
-        "--set=webhook.enabled=false",
-        "--set=replicaCount=0",
-        f"--set=peering.name={release}",
-    ]
+    values = ["--set=webhook.enabled=false", "--set=replicaCount=0"]
     if not cluster_wide:
         values.append(f"--set=watchNamespaces={{{namespace}}}")
     # The session applied manifests/crds before the chart existed; Helm adopts them.
@@ -71,8 +66,8 @@ def test_helm_install_then_uninstall_keeps_the_crds(
         assert "STATUS: deployed" in status
         deploy = kubectl("get", "deployment", "-n", namespace, f"{release}-snowtrain", "-o", "name")
         assert deploy.returncode == 0, deploy.stderr
-        peering = kubectl("get", peering_kind, release, "-n", namespace, "-o", "name")
-        assert peering.returncode == 0, peering.stderr
+        lease = kubectl("get", "lease", f"{release}-snowtrain-leader", "-n", namespace)
+        assert lease.returncode == 0, lease.stderr
 
         sa = f"system:serviceaccount:{namespace}:{release}-snowtrain"
         for verb, resource in [
@@ -83,9 +78,14 @@ def test_helm_install_then_uninstall_keeps_the_crds(
             ("update", "deployments.apps"),
         ]:
             assert _can_i(kubectl, sa, verb, resource, namespace), (verb, resource)
+        lease_by_name = f"lease.coordination.k8s.io/{release}-snowtrain-leader"
+        can = kubectl("auth", "can-i", "update", lease_by_name, "-n", namespace, f"--as={sa}")
+        assert can.stdout.strip() == "yes", can.stdout + can.stderr
         denied = [
             ("get", "secrets", namespace),  # credentials are mounted, never read by the operator
             ("delete", "finetunejobs.snowtrain.io", namespace),
+            ("update", "leases", namespace),  # only its own, by name
+            ("create", "leases", namespace),
         ]
         if not cluster_wide:
             denied.append(("create", "jobs.batch", "default"))  # outside the watched namespaces
@@ -93,8 +93,6 @@ def test_helm_install_then_uninstall_keeps_the_crds(
             assert not _can_i(kubectl, sa, verb, resource, ns), (verb, resource, ns)
     finally:
         uninstall = helm("uninstall", release, *kube, "--wait", check=False)
-        # Hook resources outlive the release by Helm's design; leave no cluster-wide trace.
-        kubectl("delete", peering_kind, release, "-n", namespace, "--ignore-not-found")
     assert uninstall.returncode == 0, uninstall.stderr
     for crd in SNOWTRAIN_CRDS:
         assert kubectl("get", "crd", crd).returncode == 0, f"{crd} deleted on uninstall"

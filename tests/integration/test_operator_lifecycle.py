@@ -166,9 +166,8 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
         step_seconds=1,
         resources={"gpusPerNode": 1, "memory": "64Mi", "cpu": "100m"},
         output={"volumeClaimName": model_claim, "path": "sentiment/v1"},
-        # hostNetwork: the local node has no host route to pod IPs, so the kubelet's HTTP
-        # probes only reach a serving pod on the host network (a user podTemplate override).
-        serving={"replicas": 1, "port": port, "podTemplate": {"spec": {"hostNetwork": True}}},
+        # A port other than the default, to see it reach the Service and the endpoint.
+        serving={"replicas": 1, "port": port},
     )
     api.create(body)
 

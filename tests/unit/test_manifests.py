@@ -26,7 +26,7 @@ CHART = ROOT / "charts/snowtrain"
 K8S_VERSION = "1.27"
 #: Kinds kubernetes-validate has no schema for; the real API server checks them
 #: (tests/integration/test_helm_install.py).
-CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "Certificate", "Issuer"}
 NAMESPACED_VALUES = ["--set", "watchNamespaces={ml,team-a}"]
 
 
@@ -57,6 +57,11 @@ RENDERINGS = {
         "webhook.enabled=false",
         "--set",
         "hostNetwork=true",
+        "--set",
+        "metricsPort=0",
+    ),
+    "helm-cert-manager": lambda: helm_template(
+        "--set", "webhook.certManager.enabled=true", "--set", "serviceMonitor.enabled=true"
     ),
 }
 
@@ -120,19 +125,73 @@ def test_probes_hit_kopfs_liveness_endpoint(rendered: list[dict[str, Any]]) -> N
 
 
 def test_webhook_service_reaches_the_operator(rendered: list[dict[str, Any]]) -> None:
+    """The configuration calls the Service by reference (the API server cannot resolve
+    Service DNS names), on the port and paths the operator serves, and the operator is told
+    the Service, Secret and configuration it issues and patches certificates for."""
+    from snowtrain.operator import webhook
+
     (deploy,) = by_kind(rendered, "Deployment")
     env = env_of(deploy)
-    services = by_kind(rendered, "Service")
+    services = [
+        s for s in by_kind(rendered, "Service") if s["spec"]["ports"][0]["name"] == "webhook"
+    ]
+    configs = by_kind(rendered, "ValidatingWebhookConfiguration")
     if env.get("SNOWTRAIN_WEBHOOK_ENABLED") != "true":
-        assert services == []
+        assert services == [] and configs == []
         return
-    (svc,) = services
-    meta = svc["metadata"]
-    assert env["SNOWTRAIN_WEBHOOK_PUBLIC_HOST"] == f"{meta['name']}.{meta['namespace']}.svc"
+    (svc,), (cfg,) = services, configs
+    assert env["SNOWTRAIN_WEBHOOK_SERVICE_NAME"] == svc["metadata"]["name"]
+    assert env["SNOWTRAIN_WEBHOOK_CONFIGURATION_NAME"] == cfg["metadata"]["name"]
     (port,) = svc["spec"]["ports"]
     assert port["port"] == int(env["SNOWTRAIN_WEBHOOK_PORT"])
     pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
+    served = {f"/{hid}" for hid in webhook.HANDLER_IDS}
+    paths = set()
+    for hook in cfg["webhooks"]:
+        ref = hook["clientConfig"]["service"]
+        assert "url" not in hook["clientConfig"]
+        assert (ref["name"], ref["namespace"], ref["port"]) == (
+            svc["metadata"]["name"],
+            svc["metadata"]["namespace"],
+            port["port"],
+        )
+        paths.add(ref["path"])
+        assert hook["timeoutSeconds"] <= 10 and hook["sideEffects"] == "None"
+    assert paths == served
+    secret = env["SNOWTRAIN_WEBHOOK_SECRET_NAME"]
+    if env["SNOWTRAIN_WEBHOOK_CERT_SOURCE"] == "secret":
+        (cert,) = by_kind(rendered, "Certificate")
+        assert cert["spec"]["secretName"] == secret
+        assert cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{cert['metadata']['namespace']}/{cert['metadata']['name']}"
+        )
+        assert (
+            f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+            in (cert["spec"]["dnsNames"])
+        )
+    else:
+        assert secret in {s["metadata"]["name"] for s in by_kind(rendered, "Secret")}
+
+
+def test_leader_lease_is_installed_for_the_operator(rendered: list[dict[str, Any]]) -> None:
+    (deploy,) = by_kind(rendered, "Deployment")
+    (lease,) = by_kind(rendered, "Lease")
+    assert env_of(deploy)["SNOWTRAIN_LEADER_LEASE_NAME"] == lease["metadata"]["name"]
+    assert lease["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+
+
+def test_every_port_names_its_protocol(rendered: list[dict[str, Any]]) -> None:
+    """Server-side apply (Helm 4) on older API servers refuses a port list element without
+    its `protocol` key instead of defaulting it."""
+    for doc in rendered:
+        if doc["kind"] == "Service":
+            ports = doc["spec"]["ports"]
+        elif doc["kind"] == "Deployment":
+            ports = [p for c in doc["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+        else:
+            continue
+        assert all(p.get("protocol") == "TCP" for p in ports), doc["metadata"]["name"]
 
 
 def test_service_account_is_bound(rendered: list[dict[str, Any]]) -> None:
@@ -160,7 +219,12 @@ def test_namespaced_values_grant_nothing_cluster_wide_on_workloads() -> None:
         r for rule in cluster_role["rules"] if rule["apiGroups"] == [""] for r in rule["resources"]
     }
     assert core == {"namespaces"}
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["ml", "team-a"]
+    # The workload Roles in the watched namespaces, plus the operator's own (Lease, Secret).
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == [
+        "ml",
+        "snowtrain-system",
+        "team-a",
+    ]
     deploy = by_kind(docs, "Deployment")[0]
     assert env_of(deploy)["SNOWTRAIN_NAMESPACES"] == "ml,team-a"
 
@@ -194,8 +258,6 @@ def test_crds_are_templated_behind_a_value_and_kept_on_uninstall() -> None:
     assert {c["metadata"]["name"] for c in crds} == {
         "finetunejobs.snowtrain.io",
         "pretrainjobs.snowtrain.io",
-        "kopfpeerings.kopf.dev",
-        "clusterkopfpeerings.kopf.dev",
     }
     for crd in crds:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

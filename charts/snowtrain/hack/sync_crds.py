@@ -1,7 +1,7 @@
 """Generate the chart's CRD templates from manifests/ so the two can never drift.
 
 manifests/crds is generated from the API models (``python -m snowtrain.api.crd``); this script
-wraps each CRD (and kopf's peering CRDs) into ``templates/crds/*.yaml``: rendered only when
+wraps each CRD into ``templates/crds/*.yaml``: rendered only when
 ``crds.install`` is true, and annotated ``helm.sh/resource-policy: keep`` so ``helm uninstall``
 never deletes the CRDs (which would delete every job in the cluster with them).
 Helm's own ``crds/`` folder is not used: Helm never upgrades those and cannot template them.
@@ -20,7 +20,7 @@ import yaml
 
 CHART = Path(__file__).resolve().parents[1]
 ROOT = CHART.parents[1]
-SOURCES = (ROOT / "manifests/crds", ROOT / "manifests/kopf/peering-crds.yaml")
+SOURCES = (ROOT / "manifests/crds",)
 OUT = CHART / "templates/crds"
 KEEP = {"helm.sh/resource-policy": "keep"}
 

@@ -39,6 +39,28 @@ app.kubernetes.io/part-of: snowtrain
 {{- printf "%s-webhook" (include "snowtrain.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "snowtrain.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "snowtrain.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Cluster-scoped, so named after the release and its namespace: two releases never clash. */}}
+{{- define "snowtrain.webhookConfiguration" -}}
+{{- printf "%s-%s" (include "snowtrain.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "snowtrain.leaderLease" -}}
+{{- printf "%s-leader" (include "snowtrain.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "snowtrain.metricsService" -}}
+{{- printf "%s-metrics" (include "snowtrain.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator patches the caBundle itself unless cert-manager injects it. */}}
+{{- define "snowtrain.operatorIssuesCerts" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) -}}true{{- end -}}
+{{- end -}}
+
 {{/*
 What the operator does inside the namespaces it watches. tests/unit/test_rbac.py derives the
 calls from the operator's source and fails when these rules grant more, or less.
@@ -87,9 +109,26 @@ calls from the operator's source and fails when these rules grant more, or less.
   resources: [namespaces]
   verbs: [list, watch]
 {{- end }}
-{{- if .Values.webhook.enabled }}
+{{- if include "snowtrain.operatorIssuesCerts" . }}
+# The caBundle of its own webhook configuration, and nothing else of the cluster's admission.
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingwebhookconfigurations]
-  verbs: [create, patch]
+  resourceNames: [{{ include "snowtrain.webhookConfiguration" . }}]
+  verbs: [get, patch]
+{{- end }}
+{{- end -}}
+
+{{/* What the operator does in its own namespace: its leader Lease and its webhook Secret,
+both created empty by the chart and only ever read and written by name. */}}
+{{- define "snowtrain.ownNamespaceRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "snowtrain.leaderLease" . }}]
+  verbs: [get, update]
+{{- if .Values.webhook.enabled }}
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [{{ include "snowtrain.webhookSecret" . }}]
+  verbs: [get{{ if include "snowtrain.operatorIssuesCerts" . }}, patch{{ end }}]
 {{- end }}
 {{- end -}}

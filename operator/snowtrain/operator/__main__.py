@@ -26,10 +26,9 @@ def main() -> int:
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        # Peering name/priority are set in the startup handler, with peering optional: with
-        # kopf's peering CRDs installed, replicas elect one active operator; without them,
-        # kopf warns and runs standalone instead of blocking every watch.
-        standalone=True if settings.standalone else None,
+        # No kopf peering: replicas elect a leader through a Lease (snowtrain.operator.leader)
+        # and every replica keeps watching, so a standby takes over with a warm cache.
+        standalone=True,
         liveness_endpoint=settings.liveness_endpoint or None,
     )
     return 0

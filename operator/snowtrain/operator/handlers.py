@@ -1,8 +1,9 @@
 """kopf glue: watch events become keys in the operator's work queue.
 
 Deliberately thin; the work is in :mod:`snowtrain.operator.reconcile` (side effects) and the
-pure children/status modules. kopf watches, elects the active replica (peering), serves the
-liveness probe and the admission webhook; the reconciles run on the work queue's threads:
+pure children/status modules. kopf watches, serves the liveness probe and the admission
+webhook on every replica; the replica holding the leader Lease (:mod:`.leader`) runs the
+reconciles, on the work queue's threads:
 
 - a job that is new or whose spec changed (``metadata.generation`` differs from the
   ``status.observedGeneration`` we wrote) is reconciled first, so a newly applied job gets
@@ -32,8 +33,11 @@ from kubernetes import client, config
 from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 
 from . import children as ch
+from . import metrics
+from .leader import LeaderElector
 from .reconcile import PLURALS, Context, Key, Kube, job_key, reconcile
 from .settings import OperatorSettings
+from .webhook_tls import WebhookTls, WebhookTlsError
 from .workqueue import WorkQueue
 
 log = logging.getLogger("snowtrain.operator")
@@ -41,6 +45,7 @@ log = logging.getLogger("snowtrain.operator")
 SETTINGS = OperatorSettings()
 _CTX: Context | None = None
 _QUEUE: WorkQueue[Key] | None = None
+_LEADER: LeaderElector | None = None
 DECIDED = ("Succeeded", "Failed")
 ACTIVE = ("Running", "Waiting")
 IDLE_RECHECK_SECONDS = 30.0
@@ -81,7 +86,7 @@ def _load_kube_config() -> client.ApiClient:
     # beyond the pool size (default 5 x CPUs), and every request past it pays a new TLS
     # handshake, on our side and the API server's.
     configuration.connection_pool_maxsize = SETTINGS.max_workers + 4
-    return client.ApiClient(configuration)
+    return metrics.instrument(client.ApiClient(configuration))
 
 
 @kopf.on.startup()
@@ -94,24 +99,31 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = SETTINGS.watch_connect_timeout
     settings.posting.level = logging.WARNING
-    settings.peering.name = SETTINGS.peering_name
-    settings.peering.priority = SETTINGS.peering_priority
-    settings.peering.mandatory = False
-    if SETTINGS.standalone:
-        settings.peering.standalone = True
+    # One leader through a Lease (below), not kopf peering: every replica watches.
+    settings.peering.standalone = True
     settings.networking.request_timeout = 30
+    api = _load_kube_config()
     if SETTINGS.webhook_enabled:
         from .webhook import configure_admission
 
-        configure_admission(settings, SETTINGS)
-    kube = Kube(_load_kube_config())
+        tls = configure_admission(settings, SETTINGS, api)
+        if tls is not None:
+            threading.Thread(
+                target=_refresh_tls_forever, args=(tls,), name="webhook-tls", daemon=True
+            ).start()
+    kube = Kube(api)
     _CTX = Context(kube=kube, settings=SETTINGS, caps=kube.capabilities())
     # An invalid spec becomes Failed/InvalidSpec inside reconcile; API errors are retried
     # with backoff by the queue.
     _QUEUE = WorkQueue(_reconcile_key, SETTINGS.max_workers)
     _CTX.defer_status = _defer_status
+    metrics.register_jobs_source(_CTX.known)
+    metrics.register_leader_source(is_leader)
+    if SETTINGS.metrics_port:
+        metrics.start_server(SETTINGS.metrics_port)
     _QUEUE.start()
     threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
+    _start_leader_election(api)
     log.info(
         "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s, Indexed Jobs %s",
         _CTX.caps.major,
@@ -131,11 +143,56 @@ def queue() -> WorkQueue[Key]:
     return _QUEUE
 
 
+def _start_leader_election(api: client.ApiClient) -> None:
+    """Campaign for the Lease (unless standalone: then this process always leads)."""
+    global _LEADER
+    if SETTINGS.standalone:
+        return
+    if not SETTINGS.pod_namespace:
+        raise kopf.PermanentError("leader election needs SNOWTRAIN_POD_NAMESPACE")
+    _LEADER = LeaderElector(
+        api,
+        SETTINGS.pod_namespace,
+        SETTINGS.leader_lease_name,
+        pod_name=SETTINGS.pod_name,
+        on_started=_took_over,
+    )
+    _LEADER.start()
+
+
+def is_leader() -> bool:
+    return _LEADER is None or _LEADER.is_leader()
+
+
+def _took_over() -> None:
+    """Now the leader: look at every job this replica's watches know, new or changed
+    first, without waiting for a re-list."""
+    for key, body in ctx().known():
+        meta, status = body.get("metadata") or {}, body.get("status") or {}
+        changed = status.get("observedGeneration") != meta.get("generation")
+        queue().add(key, NEW_OR_CHANGED if changed else RESYNC, True)
+
+
+def _refresh_tls_forever(tls: WebhookTls) -> None:
+    """Pick up renewals (ours or another replica's, or cert-manager's) and renew when due."""
+    while True:
+        time.sleep(SETTINGS.webhook_tls_refresh_seconds)
+        try:
+            tls.sync()
+        except (WebhookTlsError, OSError) as exc:
+            log.warning("webhook certificate refresh failed: %s", exc)
+
+
 @kopf.on.cleanup()
 def stop(**_: Any) -> None:
-    """Let running reconciles finish (each is short) before kopf exits."""
+    """Let running reconciles finish (each is short), then hand the Lease over, so the next
+    leader starts at once and never overlaps with this one."""
     if _QUEUE is not None:
         _QUEUE.stop()
+    if _CTX is not None:
+        _CTX.events.shutdown(wait=True)  # the Events of those reconciles' transitions
+    if _LEADER is not None:
+        _LEADER.release()
 
 
 def _defer_status(key: Key) -> bool:
@@ -147,6 +204,8 @@ def _defer_status(key: Key) -> bool:
 
 
 def _reconcile_key(key: Key, force_logs: bool) -> None:
+    if not is_leader():
+        return  # a standby: the leader reconciles; _took_over() queues everything on takeover
     reconcile(ctx(), key, force_logs=force_logs)
 
 
@@ -199,6 +258,8 @@ def _resync_forever() -> None:
     the referenced PretrainJob while Waiting, timeouts (an Unschedulable pod) otherwise."""
     while True:
         time.sleep(RESYNC_TICK_SECONDS)
+        if not is_leader():
+            continue
         now = time.monotonic()
         for key, body in ctx().known():
             phase = (body.get("status") or {}).get("phase")

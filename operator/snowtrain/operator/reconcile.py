@@ -28,6 +28,7 @@ from snowtrain.api.status import Phase
 from snowtrain.api.validation import InvalidJob, parse_job
 
 from . import children as ch
+from . import metrics
 from . import status as st
 from .settings import OperatorSettings
 
@@ -38,7 +39,8 @@ PLURALS = {kind: cls.PLURAL for kind, cls in JOB_KINDS.items()}
 
 @dataclass
 class Kube:
-    """The API clients one operator process uses (shared by all threads)."""
+    """The API clients one operator process uses (shared by all threads); its requests
+    and API errors are counted by verb (:func:`metrics.instrument`)."""
 
     api: client.ApiClient
     core: client.CoreV1Api = field(init=False)
@@ -47,6 +49,7 @@ class Kube:
     custom: client.CustomObjectsApi = field(init=False)
 
     def __post_init__(self) -> None:
+        metrics.instrument(self.api)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
@@ -213,8 +216,18 @@ def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome
 
     The caller (the work queue) runs one reconcile per key at a time. The job itself comes
     from the context (kept current by watch events and our own writes); only a job not seen
-    yet is read from the API server.
+    yet is read from the API server. Its duration is recorded by kind and outcome.
     """
+    started, outcome = time.perf_counter(), "error"
+    try:
+        result = _reconcile_key(ctx, key, force_logs=force_logs)
+        outcome = "ok" if result is not None else "gone"
+        return result
+    finally:
+        metrics.RECONCILE_DURATION.labels(key[0], outcome).observe(time.perf_counter() - started)
+
+
+def _reconcile_key(ctx: Context, key: Key, *, force_logs: bool) -> st.Outcome | None:
     ctx.last_reconciled[key] = time.monotonic()
     with ctx.guard:
         body = ctx.jobs.get(key)

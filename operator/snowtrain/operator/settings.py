@@ -32,12 +32,15 @@ class OperatorSettings(BaseSettings):
     """A pod that stays Unschedulable (or cannot pull its image) this long fails the job."""
     max_attempts: int = Field(default=10, ge=1, le=1000)
     """Attempts (new Jobs after preemption or eviction) before the job fails."""
-    peering_name: str = "snowtrain"
-    """kopf peering object: replicas with the same name elect one active operator."""
-    peering_priority: int = 0
-    """Higher priority wins; standby replicas pause while a higher one is alive."""
     standalone: bool = False
-    """Skip peering (a single replica that never pauses; tests, local development)."""
+    """No leader election: this process always reconciles (a single replica run by hand,
+    tests, local development)."""
+    pod_name: str = ""
+    """This replica's pod (downward API): its identity in the leader Lease."""
+    pod_namespace: str = ""
+    """The namespace the operator runs in: where its Lease and webhook Secret live."""
+    leader_lease_name: str = "snowtrain-operator"
+    """The ``coordination.k8s.io/v1`` Lease the replicas elect their leader with."""
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     """kopf's liveness probe endpoint; empty disables it."""
     webhook_enabled: bool = False
@@ -46,11 +49,27 @@ class OperatorSettings(BaseSettings):
     """Address the webhook server binds to."""
     webhook_port: int = Field(default=9443, ge=1, le=65535)
     """Port the webhook server listens on."""
+    webhook_service_name: str | None = None
+    """In a cluster: the Service the API server reaches the webhook through (its
+    configuration refers to the Service, not a URL). The serving certificate is issued for
+    its names and shared by every replica through ``webhook_secret_name``."""
+    webhook_secret_name: str | None = None
+    """Secret holding the webhook's CA and serving certificate (in ``pod_namespace``)."""
+    webhook_configuration_name: str | None = None
+    """The ValidatingWebhookConfiguration whose caBundle the operator keeps (its own only)."""
+    webhook_cert_source: Literal["operator", "secret"] = "operator"
+    """``operator``: the operator issues and renews the certificate in the Secret and sets
+    the caBundle. ``secret``: another party (cert-manager) writes both; the operator reads."""
+    webhook_tls_dir: str = "/tmp/webhook-tls"
+    """Where the certificate files the webhook server reads are written."""
+    webhook_tls_refresh_seconds: float = Field(default=60.0, gt=0)
+    """How often the Secret is re-read (renewals, cert-manager rotations)."""
     webhook_public_host: str | None = None
-    """Hostname the API server uses to reach the webhook (written into the managed
-    ValidatingWebhookConfiguration and the self-signed certificate)."""
-    webhook_managed_name: str | None = "validating.snowtrain.io"
-    """Name of the ValidatingWebhookConfiguration kopf keeps up to date; empty: unmanaged."""
+    """Outside a cluster (development, tests): the host the API server dials; kopf then
+    keeps a URL-based configuration named ``webhook_managed_name`` with a self-signed
+    certificate."""
+    webhook_managed_name: str | None = None
+    """Name of the URL-based ValidatingWebhookConfiguration kopf keeps (outside a cluster)."""
     watch_server_timeout: int = Field(default=300, gt=0)
     """Server-side watch timeout: watches are re-established at least this often, which
     recovers from kopf's known silent watch stalls."""
@@ -70,6 +89,8 @@ class OperatorSettings(BaseSettings):
     model_mount_path: str = "/mnt/models"
     """Where the model volume is mounted in training and serving pods."""
     default_serving_port: int = 8080
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
 
     @property
     def namespace_list(self) -> list[str]:

@@ -7,8 +7,6 @@ is installed (then the job ends Failed/InvalidSpec), so both paths agree.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,9 @@ import kopf
 from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 from snowtrain.api.validation import InvalidJob, immutable_changes, parse_job
 
+from . import certs, metrics
 from .settings import OperatorSettings
+from .webhook_tls import WebhookTls
 
 
 def started(status: dict[str, Any] | None) -> bool:
@@ -49,73 +49,82 @@ def review(
 
 def _validate(operation: str | None, new: Any, old: Any, **_: Any) -> None:
     problems = review(operation, dict(new) if new else None, dict(old) if old else None)
+    metrics.webhook_decision(str((new or old or {}).get("kind", "")), allowed=not problems)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-for _kind in (FineTuneJob, PretrainJob):
-    kopf.on.validate(
-        GROUP, VERSION, _kind.PLURAL, id=f"validate-{_kind.PLURAL}", operations=["CREATE", "UPDATE"]
-    )(_validate)
+#: kopf serves each handler at ``/<id>``: the paths the webhook configuration calls.
+HANDLER_IDS = tuple(f"validate-{kind.PLURAL}" for kind in (FineTuneJob, PretrainJob))
 
-
-def self_signed_certificate(hostnames: list[str], directory: Path) -> tuple[Path, Path]:
-    """A self-signed serving certificate for the webhook (cert, key), with every hostname and
-    IP the API server might dial as a SAN. Made with ``cryptography`` (already a dependency of
-    the Kubernetes client) rather than kopf's optional certbuilder."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hostnames):
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+for _kind, _id in zip((FineTuneJob, PretrainJob), HANDLER_IDS, strict=True):
+    kopf.on.validate(GROUP, VERSION, _kind.PLURAL, id=_id, operations=["CREATE", "UPDATE"])(
+        _validate
     )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+
+
+def write_certificate(hostnames: list[str], directory: Path) -> tuple[Path, Path, bytes]:
+    """A fresh CA and serving certificate for ``hostnames`` (names or addresses) written to
+    ``directory``: (cert file, key file, CA bundle). For a webhook reached by URL (outside a
+    cluster), where no Secret is shared."""
+    material = certs.issue(hostnames)
+    cert_path, key_path = directory / certs.CERT_KEY, directory / certs.PRIVATE_KEY
+    cert_path.write_bytes(material.cert)
+    key_path.write_bytes(material.key)
     key_path.chmod(0o600)
-    return cert_path, key_path
+    return cert_path, key_path, material.ca_bundle
 
 
-def configure_admission(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
-    """Serve the webhook over HTTPS and let kopf keep the ValidatingWebhookConfiguration."""
+def configure_admission(
+    settings: kopf.OperatorSettings, ours: OperatorSettings, api: Any
+) -> WebhookTls | None:
+    """Serve the webhook over HTTPS.
+
+    In a cluster (``webhook_service_name`` set) the API server calls it through the Service,
+    by the configuration the chart installed; the certificate every replica serves comes from
+    one Secret (:mod:`.webhook_tls`), and kopf reloads it when the files change. Returns the
+    :class:`WebhookTls` to refresh periodically. Outside a cluster, kopf keeps a URL-based
+    configuration with a self-signed certificate (development and tests).
+    """
+    if ours.webhook_service_name:
+        if not (ours.webhook_secret_name and ours.pod_namespace):
+            raise kopf.PermanentError(
+                "SNOWTRAIN_WEBHOOK_SERVICE_NAME needs SNOWTRAIN_WEBHOOK_SECRET_NAME and "
+                "SNOWTRAIN_POD_NAMESPACE"
+            )
+        tls = WebhookTls(
+            api,
+            namespace=ours.pod_namespace,
+            secret=ours.webhook_secret_name,
+            service=ours.webhook_service_name,
+            configuration=ours.webhook_configuration_name,
+            directory=Path(ours.webhook_tls_dir),
+            source=ours.webhook_cert_source,
+        )
+        tls.sync()
+        settings.admission.server = kopf.WebhookServer(
+            addr=ours.webhook_host,
+            port=ours.webhook_port,
+            host=tls.hostnames[0],
+            certfile=str(tls.certfile),
+            pkeyfile=str(tls.keyfile),
+            cafile=str(tls.cafile),
+            file_check_interval=5.0,
+        )
+        settings.admission.managed = None  # the chart owns the configuration
+        return tls
     host = ours.webhook_public_host or (
         "127.0.0.1" if ours.webhook_host in ("0.0.0.0", "::") else ours.webhook_host
     )
     directory = Path(tempfile.mkdtemp(prefix="snowtrain-webhook-"))
-    cert, key = self_signed_certificate([host, "localhost", "127.0.0.1"], directory)
+    cert, key, ca = write_certificate([host, "localhost", "127.0.0.1"], directory)
     settings.admission.server = kopf.WebhookServer(
         addr=ours.webhook_host,
         port=ours.webhook_port,
         host=host,
         certfile=str(cert),
         pkeyfile=str(key),
-        cadata=cert.read_bytes(),
+        cadata=ca,
     )
-    if ours.webhook_managed_name:
-        settings.admission.managed = ours.webhook_managed_name
+    settings.admission.managed = ours.webhook_managed_name or "validating.snowtrain.io"
+    return None

@@ -17,7 +17,9 @@ an event only adds the job's key; a fixed pool of threads reconciles keys, most 
   apart) cost one reconcile instead of one each.
 
 These are the semantics of client-go's workqueue, which controller-runtime builds on; the
-blocking Kubernetes client calls are why workers are threads.
+blocking Kubernetes client calls are why workers are threads. Like client-go's, the queue
+reports its depth, how long keys wait and how often runs are retried
+(:mod:`snowtrain.operator.metrics`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from kubernetes.client.rest import ApiException
+
+from . import metrics
 
 log = logging.getLogger("snowtrain.operator")
 
@@ -66,9 +70,13 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._again: dict[K, tuple[int, bool]] = {}  # added while processing
         self._failures: dict[K, int] = {}
+        self._added: dict[K, float] = {}  # when a key not yet taken was first added
+        self._wait = metrics.WORKQUEUE_WAIT.labels(name)
+        self._retries = metrics.WORKQUEUE_RETRIES.labels(name)
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        metrics.track_queue(self)
 
     # -- producers ------------------------------------------------------------------------
     def add(self, key: K, priority: int, flag: bool = False) -> None:
@@ -102,6 +110,9 @@ class WorkQueue(Generic[K]):
             self._failures.pop(key, None)
 
     def _add(self, key: K, priority: int, flag: bool) -> None:
+        # Its wait counts from the first add; one added while it runs waits from then for
+        # its next run (client-go measures the same).
+        self._added.setdefault(key, time.monotonic())
         if key in self._processing:
             p, f = self._again.get(key, (priority, False))
             self._again[key] = (min(p, priority), f or flag)
@@ -120,6 +131,15 @@ class WorkQueue(Generic[K]):
         self._cond.notify()
 
     # -- observability --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def counts(self) -> tuple[int, int, int]:
+        """Keys (ready to run, delayed, running): the depth the metrics report."""
+        with self._cond:
+            return len(self._queued), len(self._waiting), len(self._processing)
+
     def __len__(self) -> int:
         """Keys waiting to run now (not counting delayed or running ones)."""
         with self._cond:
@@ -142,6 +162,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+        metrics.untrack_queue(self)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -163,6 +184,7 @@ class WorkQueue(Generic[K]):
                         continue  # superseded by a more urgent entry for the same key
                     del self._queued[key]
                     self._processing.add(key)
+                    self._wait.observe(time.monotonic() - self._added.pop(key, now))
                     return key, current[0], current[1]
                 self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
             return None
@@ -176,6 +198,7 @@ class WorkQueue(Generic[K]):
             if ok:
                 self._failures.pop(key, None)
                 return
+            self._retries.inc()
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(self._max_delay, self._base_delay * 2 ** (failures - 1))
