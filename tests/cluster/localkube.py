@@ -390,11 +390,23 @@ def _start_kube_proxy(lay: Layout, ports: dict[str, int]) -> None:
     )
 
 
+#: Chains kube-proxy 1.20's --cleanup leaves behind (it shares them with a kubelet's rules).
+LEFTOVER_CHAINS = ("KUBE-PROXY-CANARY", "KUBE-MARK-DROP", "KUBE-MARK-MASQ")
+
+
 def _cleanup_service_rules() -> None:
-    """Remove kube-proxy's iptables chains (its own --cleanup mode)."""
+    """Remove kube-proxy's iptables chains: its own --cleanup mode, then the few chains it
+    leaves (each only if nothing refers to it any more: -X refuses a referenced chain)."""
     binary = paths.binary("kube-proxy")
     if binary.exists():
         subprocess.run([str(binary), "--cleanup"], capture_output=True, check=False)
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("nat", "filter", "mangle"):
+            for chain in LEFTOVER_CHAINS:
+                for op in ("-F", "-X"):
+                    subprocess.run([tool, "-t", table, op, chain], capture_output=True, check=False)
 
 
 def patch_fake_gpus(api: Api, count: str = FAKE_GPUS) -> None:

@@ -631,10 +631,14 @@ def test_helm_upgrade_rolls_the_operator_while_a_job_runs(
     done = threading.Event()
 
     def ask_admission() -> None:
-        """A server-side dry run goes through the webhook and creates nothing."""
-        while not done.is_set():
+        """A server-side dry run goes through the webhook and creates nothing; asked until
+        the upgrade is done, and once more after."""
+        while True:
+            finished = done.is_set()
             out = kubectl("apply", "--dry-run=server", "-f", "-", input=probe)
             answers.append("ok" if out.returncode == 0 else out.stderr.strip())
+            if finished:
+                return
             time.sleep(0.5)
 
     asker = threading.Thread(target=ask_admission, daemon=True)

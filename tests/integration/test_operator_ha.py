@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from kubernetes import client
 from snowtrain.operator import certs
 from snowtrain.operator.leader import LeaderElector
 from snowtrain.operator.webhook_tls import WebhookTls, WebhookTlsError
+from tests.fixtures.operator import OperatorProcess, delete_jobs
+from tests.integration.test_operator_lifecycle import Api, ftj
 
 pytestmark = [pytest.mark.cluster]
 
@@ -58,8 +61,7 @@ def electors(kube_api: client.ApiClient, namespace: str) -> Iterator[list[Leader
 
 
 def _holder(kube_api: client.ApiClient, namespace: str) -> str | None:
-    lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("op-leader", namespace)
-    return lease.spec.holder_identity
+    return _lease_holder(kube_api, namespace, "op-leader")
 
 
 def test_exactly_one_replica_leads_and_a_release_hands_over(
@@ -172,3 +174,62 @@ def test_a_missing_secret_is_an_error_naming_it(
     )  # fmt: skip
     with pytest.raises(WebhookTlsError, match=f"Secret {namespace}/absent does not exist"):
         tls.sync()
+
+
+def test_two_operator_processes_one_reconciles_and_sigusr1_hands_over(
+    kube_cluster: Any, kube_api: client.ApiClient, namespace: str, fake_trainer_image: str
+) -> None:
+    """Two real operators on one Lease (as the chart's replicas): a job is reconciled by the
+    leader; SIGUSR1 (the pod's preStop hook) makes it stop and hand over while it keeps
+    running, and the next job is reconciled by the other, exactly once."""
+    client.CoordinationV1Api(kube_api).create_namespaced_lease(
+        namespace, {"metadata": {"name": "ops-leader"}, "spec": {}}
+    )
+    ops = [
+        OperatorProcess(
+            kube_cluster.kubeconfig,
+            [namespace],
+            fake_trainer_image,
+            env={
+                "SNOWTRAIN_STANDALONE": "false",
+                "SNOWTRAIN_POD_NAMESPACE": namespace,
+                "SNOWTRAIN_POD_NAME": f"replica-{i}",
+                "SNOWTRAIN_LEADER_LEASE_NAME": "ops-leader",
+            },
+        )
+        for i in range(2)
+    ]
+    api = Api(kube_api, namespace)
+    try:
+        for op in ops:
+            op.start()
+        holder = _eventually("a leader", lambda: _lease_holder(kube_api, namespace, "ops-leader"))
+        leader = ops[int(holder.split("_")[0].removeprefix("replica-"))]
+        follower = next(op for op in ops if op is not leader)
+
+        api.create(ftj("before", "succeed"))
+        assert api.wait_phase("before", {"Succeeded"}, timeout=120)["phase"] == "Succeeded"
+        assert [j.metadata.name for j in api.jobs("before")] == ["before-a1"]
+
+        assert leader.proc is not None
+        leader.proc.send_signal(signal.SIGUSR1)
+        _eventually(
+            "the other replica to hold the Lease",
+            lambda: (_lease_holder(kube_api, namespace, "ops-leader") or "").startswith(
+                f"replica-{ops.index(follower)}_"
+            ),
+        )
+        assert leader.proc.poll() is None, "stepping down must not stop the process"
+        api.create(ftj("after", "succeed"))
+        assert api.wait_phase("after", {"Succeeded"}, timeout=120)["phase"] == "Succeeded"
+        assert [j.metadata.name for j in api.jobs("after")] == ["after-a1"]
+    finally:
+        delete_jobs(kube_cluster.kubeconfig, namespace)
+        for op in ops:
+            op.stop()
+            op.log_path.unlink(missing_ok=True)
+
+
+def _lease_holder(kube_api: client.ApiClient, namespace: str, name: str) -> str | None:
+    lease = client.CoordinationV1Api(kube_api).read_namespaced_lease(name, namespace)
+    return lease.spec.holder_identity

@@ -210,7 +210,9 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     assert done["phase"] == "Succeeded", done
     assert done["progress"]["percent"] == 100
     assert done["metrics"]["evalAccuracy"] == 0.875
-    assert done["data"] == {"rows": 1000, "queryId": "01fake-query", "fingerprint": "sha256:fake"}
+    assert done["data"] == {
+        "rows": 1000, "validationRows": 100, "queryId": "01fake-query", "fingerprint": "sha256:fake",
+    }  # fmt: skip
     assert done["model"] == {"uri": "pvc://models/sentiment/v1", "format": "safetensors"}
     assert done["job"]["name"] == "sentiment-a1" and done["job"]["attempts"] == 1
     assert done["job"]["completionTime"]
@@ -416,3 +418,94 @@ def test_fine_tune_waits_for_its_pretrain_job(
     assert volumes["base-model"].persistent_volume_claim.read_only is True
     config = json.loads(api.core.read_namespaced_config_map("chat-config", api.ns).data["config.json"])  # fmt: skip
     assert config["baseModel"] == f"/mnt/base-model/pretrainjob/{api.ns}/gpt"
+
+
+# -- ownership: children are the job's by owner uid, never by name; a refused child ends the
+# job with the reason instead of a hang.
+
+
+def _foreign_deployment(name: str, image: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+
+
+def test_a_foreign_serving_deployment_is_left_untouched(
+    api: Api, operator_process: Any, model_claim: str, kube_api: client.ApiClient,
+    fake_trainer_image: str,
+) -> None:  # fmt: skip
+    apps = client.AppsV1Api(kube_api)
+    theirs = apps.create_namespaced_deployment(
+        api.ns, _foreign_deployment("sentiment-serve", fake_trainer_image)
+    )
+    api.create(ftj("sentiment", output={"volumeClaimName": model_claim}, serving={"replicas": 1}))
+    status = api.wait_phase("sentiment", {"Succeeded"}, timeout=120)
+    serving = api.wait(
+        "ServingReady=False/Conflict",
+        lambda: (
+            (c := condition(api.status("sentiment"), "ServingReady")).get("reason") == "Conflict"
+            and c
+        ),
+    )
+    assert serving["status"] == "False"
+    assert "sentiment-serve" in serving["message"] and "not this job's" in serving["message"]
+    after = apps.read_namespaced_deployment("sentiment-serve", api.ns)
+    assert after.metadata.uid == theirs.metadata.uid
+    # Its spec was never written (the deployment controller's status writes aside).
+    assert after.metadata.generation == theirs.metadata.generation == 1
+    assert after.spec.template.spec.containers[0].image == fake_trainer_image
+    assert after.metadata.labels == {"app": "sentiment-serve"}
+    assert not after.metadata.owner_references
+    assert status["phase"] == "Succeeded"  # the training itself is unaffected
+    # Deleting the job (garbage collection by owner) must not take theirs either.
+    api.custom.delete_namespaced_custom_object(
+        "snowtrain.io", "v1alpha1", api.ns, "finetunejobs", "sentiment"
+    )
+    api.wait("the job gone", lambda: not api.custom.list_namespaced_custom_object(
+        "snowtrain.io", "v1alpha1", api.ns, "finetunejobs")["items"])  # fmt: skip
+    assert apps.read_namespaced_deployment("sentiment-serve", api.ns).metadata.uid == (
+        theirs.metadata.uid
+    )
+
+
+def test_a_foreign_trainer_config_fails_the_job_as_a_conflict(
+    api: Api, operator_process: Any, kube_api: client.ApiClient
+) -> None:
+    client.CoreV1Api(kube_api).create_namespaced_config_map(
+        api.ns,
+        {"metadata": {"name": "sentiment-config"}, "data": {"config.json": '{"not": "ours"}'}},
+    )
+    api.create(ftj("sentiment"))
+    status = api.wait_phase("sentiment", {"Failed"}, timeout=60)
+    assert status["failure"]["reason"] == "Conflict", status
+    assert "ConfigMap sentiment-config" in status["failure"]["message"]
+    assert api.jobs("sentiment") == []  # nothing ran with a config that is not the job's
+
+
+def test_a_name_that_makes_an_invalid_child_never_hangs(
+    api: Api, operator_process: Any, model_claim: str
+) -> None:
+    """A leading digit is fine for the job (a DNS subdomain) but not for its serving Service
+    (a DNS label starting with a letter): the job says so instead of never reporting."""
+    api.create(ftj("1st-model", output={"volumeClaimName": model_claim}, serving={"replicas": 1}))
+    api.wait_phase("1st-model", {"Succeeded", "Failed"}, timeout=120)
+    serving = api.wait(
+        "ServingReady with the API server's refusal",
+        lambda: (
+            (c := condition(api.status("1st-model"), "ServingReady")).get("reason") == "InvalidSpec"
+            and c
+        ),
+    )
+    assert "Service 1st-model-serve" in serving["message"]
+    assert "must start with" in serving["message"] or "DNS" in serving["message"]

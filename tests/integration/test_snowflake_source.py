@@ -262,7 +262,9 @@ def test_unreachable_server_fails_fast_with_unavailable(snowflake_db):
     start = time.monotonic()
     with pytest.raises(Unavailable, match="after 2 attempt") as err:
         connect(settings, creds, sleep=lambda s: None)
-    assert time.monotonic() - start < 15
+    # The 2 s login timeout is honoured (about 2 s in all), not the connector's default of
+    # minutes per attempt; the bound only separates those two, it is no speed target.
+    assert time.monotonic() - start < 60
     assert snowflake_db.password not in str(err.value)
 
 
@@ -344,8 +346,9 @@ def test_the_training_query_runs_while_the_caller_does_other_work(snowflake_db):
     with source(snowflake_db, validation={"fraction": 0.2}) as early:
         early.profile("classification")
         early.start_training_query()
-        deadline = time.monotonic() + 30
-        while not early._early_query.done() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 300  # a hang guard: the drop must come after the query
+        while not early._early_query.done():
+            assert time.monotonic() < deadline, "the early training query never finished"
             time.sleep(0.05)
         snowflake_db.execute("DROP TABLE REVIEWS")
         got = read(early, "train")

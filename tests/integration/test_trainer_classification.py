@@ -88,7 +88,10 @@ def test_progress_events_and_termination_message_follow_the_contract(classifier_
     term = run.termination
     assert term["outcome"] == "Succeeded" and term["exitCode"] == 0 and term["reason"] is None
     assert term["model"] == {"uri": str(tmp / "model"), "format": "safetensors"}
-    assert term["data"]["fingerprint"] == data["fingerprint"]
+    # The lineage the operator copies into status.data, validationRows included.
+    assert term["data"] == {
+        k: data[k] for k in ("rows", "validationRows", "queryId", "fingerprint")
+    }
     assert term["metrics"]["steps"] == start["totalSteps"]
 
 

@@ -56,7 +56,7 @@ def test_nested_and_concurrent_blocks_unfreeze_once_the_last_one_exits() -> None
     def other_thread() -> None:
         with frozen_long_lived_objects():
             inner_done.set()
-            outer_may_exit.wait(10)
+            outer_may_exit.wait(60)
 
     with frozen_long_lived_objects():
         with frozen_long_lived_objects():
@@ -64,10 +64,10 @@ def test_nested_and_concurrent_blocks_unfreeze_once_the_last_one_exits() -> None
         assert gc.get_freeze_count() > 0  # the inner exit did not unfreeze
         thread = threading.Thread(target=other_thread)
         thread.start()
-        assert inner_done.wait(10)
+        assert inner_done.wait(60)
     assert gc.get_freeze_count() > 0  # the other thread's block is still open
     outer_may_exit.set()
-    thread.join(10)
+    thread.join(60)
     assert gc.get_freeze_count() == 0
 
 

@@ -46,7 +46,7 @@ class RecordingConnection:
     def cursor(self) -> RecordingConnection:
         return self
 
-    def execute(self, sql: str, params: object = ()) -> RecordingConnection:
+    def execute(self, sql: str, params: object = (), **kwargs: object) -> RecordingConnection:
         self.statements.append(sql)
         return self
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from snowtrain.api.status import JobStatusBlock
+from snowtrain.api.status import DataStatus, JobStatusBlock, MetricsStatus
 from snowtrain.operator import status as st
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -116,6 +116,54 @@ def test_progress_lines_become_progress_and_metrics() -> None:
     again = st.compute(observed(running, report=None, old_status=s)).status
     assert again["progress"] == s["progress"]
     assert again["metrics"] == s["metrics"]
+
+
+def test_every_data_field_the_trainer_reports_reaches_the_status() -> None:
+    """status.data holds each field DataStatus declares, as the trainer writes it: from the
+    `data` event while it runs, and from the termination message alone once it is done
+    (validationRows used to be dropped on both ways)."""
+    from snowtrain.trainer.data.profile import DataFingerprint
+
+    wire = DataFingerprint(
+        rows=5000, validation_rows=500, query_id="q-1", content_sha256="ab"
+    ).to_wire()
+    expected = {"rows": 5000, "validationRows": 500, "queryId": "q-1", "fingerprint": "sha256:ab"}
+    assert wire == expected
+    declared = {f.alias or name for name, f in DataStatus.model_fields.items()}
+    assert set(expected) == declared
+
+    log = json.dumps({"event": "data", **wire, "labels": ["negative", "positive"]})
+    running = st.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
+    while_running = st.compute(observed(running, report=st.parse_trainer_lines(log))).status
+    assert while_running["data"] == expected
+    JobStatusBlock.model_validate(while_running)
+
+    summary = {"outcome": "Succeeded", "reason": None, "exitCode": 0, "step": 10,
+               "totalSteps": 10, "metrics": {}, "data": wire}  # fmt: skip
+    done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
+    job = k8s_job(("Complete", ""))
+    job["status"]["completionTime"] = iso(-1)
+    finished = st.compute(observed(st.observe_attempt(job, [done]))).status
+    assert finished["phase"] == "Succeeded"
+    assert finished["data"] == expected
+    JobStatusBlock.model_validate(finished)
+
+
+def test_every_declared_metric_in_the_termination_message_reaches_the_status() -> None:
+    """The trainer's final metrics: each one MetricsStatus declares is copied; the others it
+    reports (steps, samplesPerSecond, trainSeconds) are not, or the status would not validate."""
+    declared = {f.alias or name for name, f in MetricsStatus.model_fields.items()}
+    reported = {name: 1.0 for name in declared} | {
+        "steps": 10, "samplesPerSecond": 3.0, "trainSeconds": 9.0,
+    }  # fmt: skip
+    summary = {"outcome": "Succeeded", "reason": None, "exitCode": 0, "step": 10,
+               "totalSteps": 10, "metrics": reported}  # fmt: skip
+    done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
+    job = k8s_job(("Complete", ""))
+    job["status"]["completionTime"] = iso(-1)
+    status = st.compute(observed(st.observe_attempt(job, [done]))).status
+    assert status["metrics"] == {name: 1.0 for name in declared}
+    JobStatusBlock.model_validate(status)
 
 
 def test_success_reports_final_metrics_and_model_and_keeps_transition_times() -> None:

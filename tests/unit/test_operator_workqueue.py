@@ -7,8 +7,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from kubernetes.client.rest import ApiException
 
+from snowtrain.operator import workqueue
 from snowtrain.operator.reconcile import Context
 from snowtrain.operator.workqueue import WorkQueue
 
@@ -31,7 +33,7 @@ class Recorder:
             self.overlap |= key in self.running
             self.running.add(key)
         self.started.set()
-        self.gate.wait(5)
+        assert self.gate.wait(60), "the test never opened the gate"
         with self.lock:
             self.running.discard(key)
             self.calls.append((key, flag))
@@ -40,11 +42,33 @@ class Recorder:
                 raise ApiException(status=500, reason="etcd leader changed")
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+def wait_for(predicate: Any, timeout: float = 60.0) -> None:
+    """Poll until `predicate()`; the timeout only turns a hang into a failure."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+class FrozenClock:
+    """Stands in for the queue's `time` module: delays fall due only when the test says so,
+    not when a busy machine happens to let enough real time pass."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr(workqueue, "time", frozen)
+    return frozen
 
 
 def test_urgent_keys_run_first_and_a_burst_costs_one_run() -> None:
@@ -95,7 +119,7 @@ def test_failures_are_retried_with_backoff_until_they_succeed() -> None:
     assert elapsed >= 0.15
 
 
-def test_add_after_delays_the_key() -> None:
+def test_add_after_delays_the_key(clock: FrozenClock) -> None:
     rec = Recorder()
     q: WorkQueue[str] = WorkQueue(rec, workers=1)
     q.start()
@@ -104,20 +128,29 @@ def test_add_after_delays_the_key() -> None:
     wait_for(lambda: len(rec.calls) == 1)
     assert rec.calls == [("now", False)]
     assert len(q) == 0  # "later" is not queued until it is due
+    clock.advance(0.15)
+    time.sleep(0.05)
+    assert rec.calls == [("now", False)]  # still not due
+    clock.advance(0.1)
     wait_for(lambda: len(rec.calls) == 2)
     q.stop()
     assert rec.calls[1] == ("later", False)
 
 
-def test_delayed_echoes_of_one_change_fold_into_one_run() -> None:
+def test_delayed_echoes_of_one_change_fold_into_one_run(clock: FrozenClock) -> None:
     rec = Recorder()
     q: WorkQueue[str] = WorkQueue(rec, workers=2)
     q.start()
     for _ in range(5):  # a Job's status, its pod's, ... within the delay
         q.add_after("job", 0.1, priority=2)
-        time.sleep(0.01)
+        clock.advance(0.01)
     q.add_after("job", 0.1, priority=1, flag=True)
+    assert rec.calls == []
+    # Past the first echo's due time (0.1 after it), before the last one's: the one entry
+    # they all folded into keeps the first due time.
+    clock.advance(0.06)
     wait_for(lambda: len(rec.calls) == 1)
+    clock.advance(10)  # anything else that had been waiting would be due now
     time.sleep(0.3)
     q.stop()
     assert rec.calls == [("job", True)]

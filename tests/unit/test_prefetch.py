@@ -24,7 +24,8 @@ def prefetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == THREAD_NAME]
 
 
-def wait_for(condition, timeout: float = 5.0) -> None:
+def wait_for(condition, timeout: float = 60.0) -> None:
+    """Poll until `condition()`; the timeout only turns a hang into a failure."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -111,20 +112,22 @@ def test_a_signal_during_the_first_fetch_stops_at_once() -> None:
     def stop(signum: int, frame: object) -> None:
         raise Stop
 
+    query_finished = []
+
     def slow_query() -> Iterator[int]:
-        time.sleep(10)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # the signal arrives while the query runs
+        time.sleep(60)
+        query_finished.append(True)
         yield 0
 
     previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, 0.2)
-    start = time.monotonic()
     try:
         with pytest.raises(Stop):
             list(prefetch(slow_query()))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - start < 5
+    assert query_finished == []  # interrupted, not waited for
     assert prefetch_threads() == []
 
 
@@ -184,6 +187,8 @@ def test_a_signal_during_threaded_ingest_stops_it_cleanly(wordpiece_tokenizer, t
 
     class Endless:
         def iter_batches(self, split="train"):
+            # Armed once ingest has begun, so the signal always lands inside it.
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
             try:
                 while True:
                     yield batch(["negative", "positive"] * 500)
@@ -195,7 +200,6 @@ def test_a_signal_during_threaded_ingest_stops_it_cleanly(wordpiece_tokenizer, t
 
     previous = signal.signal(signal.SIGALRM, handler)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
         with pytest.raises(Stop):
             build_classification(
                 Endless(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path, threads=2

@@ -72,13 +72,14 @@ calls from the operator's source and fails when these rules grant more, or less.
 - apiGroups: [snowtrain.io]
   resources: [finetunejobs/status, pretrainjobs/status]
   verbs: [patch]
-# Children: trainer config, training Job (+ workers Service), serving Deployment + Service.
+# Children: trainer config, training Job (+ workers Service), serving Deployment + Service;
+# read back on a name conflict to check they are the job's (by owner uid) before any use.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [create]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, delete]
+  verbs: [get, create, delete]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]

@@ -52,6 +52,8 @@ class FailureReason(StrEnum):
     EVICTED = "Evicted"
     BASE_MODEL_FAILED = "BaseModelFailed"
     UNSUPPORTED = "Unsupported"
+    CONFLICT = "Conflict"
+    FORBIDDEN = "Forbidden"
     INTERNAL_ERROR = "InternalError"
     ERROR = "Error"
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
+from .query import UnsafeQuery, check_query
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,26 @@ def errors_from_pydantic(exc: ValidationError, prefix: str = "") -> list[FieldEr
     return out
 
 
+def _query_errors(path: str, query: str | None) -> list[FieldError]:
+    """A query that is not one read-only SELECT, refused at admission rather than in the pod.
+
+    The reason names a position at most, never the query text (it may hold secrets).
+    """
+    if query is None:
+        return []
+    try:
+        check_query(query)
+    except UnsafeQuery as exc:
+        return [FieldError(path, str(exc))]
+    return []
+
+
 def _semantic_errors(job: AnyJob) -> list[FieldError]:
     """Rules the schema cannot express."""
     errors: list[FieldError] = []
     spec = job.spec
+    errors += _query_errors("spec.data.query", spec.data.query)
+    errors += _query_errors("spec.data.validation.query", spec.data.validation.query)
     roles = TASK_COLUMNS[job.task]
     for role in spec.data.columns:
         if role not in roles:

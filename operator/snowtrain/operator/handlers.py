@@ -22,7 +22,9 @@ children are garbage-collected through their owner references.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import threading
 import time
 from typing import Any
@@ -183,16 +185,39 @@ def _refresh_tls_forever(tls: WebhookTls) -> None:
             log.warning("webhook certificate refresh failed: %s", exc)
 
 
+_STEPPING_DOWN = threading.Lock()
+
+
+def step_down() -> None:
+    """Stop reconciling and hand the Lease over, while the webhook and the probes keep
+    serving. Running reconciles finish first (each is short) and their Events are posted, so
+    the next leader starts at once and never overlaps with this one.
+
+    Kubernetes runs the pod's preStop hook before it sends SIGTERM; the chart's hook sends
+    SIGUSR1, so a standby takes over while this pod is still draining its webhook traffic.
+    """
+    with _STEPPING_DOWN:
+        if _QUEUE is not None:
+            _QUEUE.stop()
+        if _CTX is not None:
+            _CTX.events.shutdown(wait=True)  # the Events of those reconciles' transitions
+        if _LEADER is not None:
+            _LEADER.release()
+
+
+@kopf.on.startup()
+async def step_down_on_sigusr1(**_: Any) -> None:
+    """SIGUSR1 (the preStop hook) -> :func:`step_down`, off the event loop (it waits)."""
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1,
+        lambda: threading.Thread(target=step_down, name="step-down", daemon=True).start(),
+    )
+
+
 @kopf.on.cleanup()
 def stop(**_: Any) -> None:
-    """Let running reconciles finish (each is short), then hand the Lease over, so the next
-    leader starts at once and never overlaps with this one."""
-    if _QUEUE is not None:
-        _QUEUE.stop()
-    if _CTX is not None:
-        _CTX.events.shutdown(wait=True)  # the Events of those reconciles' transitions
-    if _LEADER is not None:
-        _LEADER.release()
+    """SIGTERM: step down (if the preStop hook has not already) before kopf exits."""
+    step_down()
 
 
 def _defer_status(key: Key) -> bool:

@@ -24,6 +24,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
+from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
 from snowtrain.api.validation import InvalidJob, parse_job
 
@@ -125,20 +126,59 @@ class Context:
             return list(self.jobs.items())
 
 
-def _ok_exists(exc: ApiException) -> bool:
-    return exc.status == 409
+class ChildRefused(Exception):
+    """A child cannot be made: the API server refused it (a 4xx other than a conflict), or
+    an object that is not this job's holds its name. Retrying would not help; the job says
+    why (reason, message) instead of hanging."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
 
 
-def _create(fn, namespace: str, body: dict[str, Any]) -> bool:
-    """Create; False when it exists already (409: an idempotent re-run)."""
+def owned_by(obj: dict[str, Any] | None, uid: str | None) -> bool:
+    """The object names the job (by uid, not by name: a deleted and re-created job of the
+    same name is another owner) among its owners."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(ref.get("uid") == uid for ref in refs)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def _create(fn, namespace: str, body: dict[str, Any], read: Any = None) -> bool:
+    """Create; False when it exists already and is this job's (409: an idempotent re-run).
+
+    With ``read`` (the matching read method), an existing object is read and must name the
+    job's uid among its owners: another object of the name is never adopted, replaced or
+    used (ChildRefused, Conflict). A refusal (400, 403, 422) is ChildRefused too.
+    """
+    kind, name = body["kind"], body["metadata"]["name"]
     try:
         send(fn, namespace, body)
-        log.info("created %s %s/%s", body["kind"], namespace, body["metadata"]["name"])
+        log.info("created %s %s/%s", kind, namespace, name)
         return True
     except ApiException as exc:
-        if not _ok_exists(exc):
+        if exc.status in (400, 422):
+            raise ChildRefused(
+                R.INVALID_SPEC, f"the API server refused {kind} {name}: {_api_message(exc)}"
+            ) from exc
+        if exc.status == 403:
+            raise ChildRefused(
+                R.FORBIDDEN, f"the API server refused {kind} {name}: {_api_message(exc)}"
+            ) from exc
+        if exc.status != 409:
             raise
-        return False
+    if read is not None:
+        uid = (body["metadata"].get("ownerReferences") or [{}])[0].get("uid")
+        existing = _get_or_none(raw, read, name, namespace)
+        if existing is not None and not owned_by(existing, uid):
+            raise ChildRefused(R.CONFLICT, f"{kind} {name} already exists and is not this job's")
+    return False
 
 
 def _get_or_none(fn, *args: Any) -> Any:
@@ -296,6 +336,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     key = (kind, ns, name)
     listed = bool(old_status) or key in ctx.started
     jobs = _list(kube.batch.list_namespaced_job, ns, labels) if listed else []
+    jobs = [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
@@ -319,11 +360,16 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     )
     first = obs.attempt == 0 and job is not None and (not job.spec.suspend or ctx.caps.job_suspend)
     if can_run and first and job is not None:
-        by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
-        obs.attempt = 1
-        ctx.started.add(key)
-        if not old_status and ctx.defer_status(key):
-            return st.Outcome(old_status)
+        try:
+            by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
+        except ChildRefused as exc:
+            obs.child_refused = (exc.reason, exc.message)
+            can_run = False
+        else:
+            obs.attempt = 1
+            ctx.started.add(key)
+            if not old_status and ctx.defer_status(key):
+                return st.Outcome(old_status)
 
     current = by_attempt.get(obs.attempt)
     if current is not None and job is not None and can_run:
@@ -346,14 +392,25 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         obs.deployment = _get_or_none(
             raw, kube.apps.read_namespaced_deployment, ch.serving_name(name), ns
         )
+        if obs.deployment is not None and not owned_by(obs.deployment, meta.get("uid")):
+            obs.deployment = None
+            obs.serving_refused = (
+                R.CONFLICT,
+                f"Deployment {ch.serving_name(name)} already exists and is not this job's; "
+                "it is left alone (rename the job or remove that Deployment)",
+            )
     outcome = st.compute(obs)
 
     if outcome.start_next_attempt and job is not None and can_run and not deleting:
-        _start_attempt(ctx, job, obs.attempt + 1, pretrain_uri, by_attempt)
-        obs.attempt += 1
-        obs.job_name = ch.job_name(name, obs.attempt)
-        obs.current = st.AttemptState("queued", "Created", "the training Job was created")
-        obs.report = None
+        try:
+            _start_attempt(ctx, job, obs.attempt + 1, pretrain_uri, by_attempt)
+        except ChildRefused as exc:
+            obs.child_refused = (exc.reason, exc.message)
+        else:
+            obs.attempt += 1
+            obs.job_name = ch.job_name(name, obs.attempt)
+            obs.current = st.AttemptState("queued", "Created", "the training Job was created")
+            obs.report = None
         outcome = st.compute(obs)
     if outcome.stop_current and current is not None:
         # Decided as failed: stop the Job from retrying pods that would fail the same way.
@@ -363,8 +420,12 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             ns,
             {"spec": {"parallelism": 0}},
         )
-    if job is not None:
-        _reconcile_serving(ctx, job, outcome, obs)
+    if job is not None and not obs.serving_refused:
+        try:
+            _reconcile_serving(ctx, job, outcome, obs, meta.get("uid"))
+        except ChildRefused as exc:
+            obs.serving_refused = (exc.reason, exc.message)
+            outcome = st.compute(obs)
 
     patch = merge_patch(old_status, outcome.status)
     if patch:
@@ -422,15 +483,16 @@ def _start_attempt(
     if attempt in existing:
         return existing[attempt]
     # The config first: the pod mounts it. Both creates tolerate 409 (a re-run after a crash).
+    kube = ctx.kube
+    config = ch.build_config_map(job, ctx.settings, pretrain_uri)
     _create(
-        ctx.kube.core.create_namespaced_config_map,
-        ns,
-        ch.build_config_map(job, ctx.settings, pretrain_uri),
+        kube.core.create_namespaced_config_map, ns, config, kube.core.read_namespaced_config_map
     )
     if job.spec.resources.nodes > 1:
-        _create(ctx.kube.core.create_namespaced_service, ns, ch.build_workers_service(job))
+        workers = ch.build_workers_service(job)
+        _create(kube.core.create_namespaced_service, ns, workers, kube.core.read_namespaced_service)
     manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
-    if _create(ctx.kube.batch.create_namespaced_job, ns, manifest):
+    if _create(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
         return manifest
     # It existed (a reconcile before a crash created it): observe the real one.
     return raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
@@ -508,8 +570,11 @@ def _read_progress(
     return st.parse_trainer_lines(text or "")
 
 
-def _reconcile_serving(ctx: Context, job: AnyJob, outcome: st.Outcome, obs: st.Observed) -> None:
-    """Create, roll (patch on a spec-hash change) or remove the serving Deployment + Service."""
+def _reconcile_serving(
+    ctx: Context, job: AnyJob, outcome: st.Outcome, obs: st.Observed, uid: str | None
+) -> None:
+    """Create, roll (patch on a spec-hash change) or remove the serving Deployment + Service
+    (only ever this job's: another object of the name is a Conflict, left alone)."""
     kube = ctx.kube
     ns = job.metadata.namespace or "default"
     name = ch.serving_name(job.metadata.name or "")
@@ -517,7 +582,12 @@ def _reconcile_serving(ctx: Context, job: AnyJob, outcome: st.Outcome, obs: st.O
         desired = ch.build_serving_deployment(job, ctx.settings, (outcome.status.get("model") or {}).get("uri"))  # fmt: skip
         current = obs.deployment
         if current is None:
-            _create(kube.apps.create_namespaced_deployment, ns, desired)
+            _create(
+                kube.apps.create_namespaced_deployment,
+                ns,
+                desired,
+                kube.apps.read_namespaced_deployment,
+            )
         else:
             have = ((current.get("metadata") or {}).get("annotations") or {}).get(ch.SPEC_HASH_ANNOTATION)  # fmt: skip
             want = desired["metadata"]["annotations"][ch.SPEC_HASH_ANNOTATION]
@@ -527,12 +597,18 @@ def _reconcile_serving(ctx: Context, job: AnyJob, outcome: st.Outcome, obs: st.O
                                "resourceVersion": current["metadata"]["resourceVersion"]}},
                 )  # fmt: skip
                 log.info("rolled serving Deployment %s/%s", ns, name)
-        _create(kube.core.create_namespaced_service, ns, ch.build_serving_service(job))
+        service = ch.build_serving_service(job)
+        _create(kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service)
     elif not obs.serving_wanted and obs.old_status.get("serving"):
-        # Serving was switched off or removed from the spec: take it down.
-        for fn in (kube.apps.delete_namespaced_deployment, kube.core.delete_namespaced_service):
+        # Serving was switched off or removed from the spec: take ours down.
+        for read, delete in (
+            (kube.apps.read_namespaced_deployment, kube.apps.delete_namespaced_deployment),
+            (kube.core.read_namespaced_service, kube.core.delete_namespaced_service),
+        ):
+            if not owned_by(_get_or_none(raw, read, name, ns), uid):
+                continue
             try:
-                fn(name, ns)
+                delete(name, ns)
             except ApiException as exc:
                 if exc.status != 404:
                     raise

@@ -30,6 +30,8 @@ EXIT_REASONS: dict[int, str] = {
 RETRYABLE = frozenset({R.PREEMPTED, R.EVICTED})
 IMAGE_PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 CONFIG_WAITING = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+#: status.data, as the trainer's `data` event and termination message name the fields.
+DATA_KEYS = ("rows", "validationRows", "queryId", "fingerprint")
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -290,6 +292,12 @@ class Observed:
     """Validation message (InvalidSpec) when the spec does not validate."""
     unsupported: str | None = None
     """Why the cluster cannot run this spec (Unsupported)."""
+    child_refused: tuple[str, str] | None = None
+    """(reason, message) when a training child could not be created: the API server refused
+    it (InvalidSpec, Forbidden) or another object holds its name (Conflict)."""
+    serving_refused: tuple[str, str] | None = None
+    """(reason, message) when the serving Deployment or Service cannot be made: another
+    object (not this job's) holds its name (Conflict), or the API server refused it."""
     waits_for_base: bool = False
     """The job is a FineTuneJob with a pretrainJobRef."""
     base_waiting: str | None = None
@@ -390,10 +398,7 @@ def _progress_fields(obs: Observed, status: dict[str, Any], succeeded: bool) -> 
                 perplexity=e.get("perplexity"),
             )
         if rep.data:
-            d = rep.data
-            data.update(
-                rows=d.get("rows"), queryId=d.get("queryId"), fingerprint=d.get("fingerprint")
-            )
+            data.update({key: rep.data.get(key) for key in DATA_KEYS})
     summary = obs.current.termination if obs.current else None
     if summary:
         for key in (
@@ -408,7 +413,7 @@ def _progress_fields(obs: Observed, status: dict[str, Any], succeeded: bool) -> 
         ):
             if (summary.get("metrics") or {}).get(key) is not None:
                 metrics[key] = summary["metrics"][key]
-        for key in ("rows", "queryId", "fingerprint"):
+        for key in DATA_KEYS:
             if (summary.get("data") or {}).get(key) is not None:
                 data[key] = summary["data"][key]
         if summary.get("step") is not None:
@@ -449,6 +454,8 @@ def _serving_status(obs: Observed, status: dict[str, Any]) -> tuple[bool, str, s
         "endpoint": obs.endpoint,
         "readyReplicas": ready,
     }
+    if obs.serving_refused:
+        return False, *obs.serving_refused
     if dep is None:
         return False, "Deploying", "creating the serving Deployment"
     dstatus = dep.get("status") or {}
@@ -482,6 +489,9 @@ def compute(obs: Observed) -> Outcome:
         return _sticky(obs, outcome)
     elif obs.unsupported:
         phase, reason, message = Phase.FAILED, R.UNSUPPORTED, obs.unsupported
+        failure = (reason, message, None)
+    elif obs.child_refused:
+        phase, (reason, message) = Phase.FAILED, obs.child_refused
         failure = (reason, message, None)
     elif obs.base_failed:
         phase, reason, message = Phase.FAILED, R.BASE_MODEL_FAILED, obs.base_failed

@@ -190,7 +190,9 @@ def _prepare_and_train(
     try:
         train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
         fingerprint = source.fingerprint.to_wire()
-        outcome.data = {k: fingerprint.get(k) for k in ("rows", "queryId", "fingerprint")}
+        outcome.data = {
+            k: fingerprint.get(k) for k in ("rows", "validationRows", "queryId", "fingerprint")
+        }
         reporter.event("data", **fingerprint, labels=labels)
         if len(train_data) == 0:
             raise DataError("no training rows left after the validation split")

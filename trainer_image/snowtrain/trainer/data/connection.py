@@ -129,16 +129,24 @@ def execute(
     on_retry: Callable[[BaseException], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     not_found: Callable[[str], Exception] | None = None,
+    num_statements: int | None = None,
 ) -> Any:
     """Run one statement on a fresh ``cursor()``, retried as ``with_retries`` does, and turn
     the connector's errors into the trainer's (redacted): a statement Snowflake rejects is
     ``InvalidConfig`` (or ``not_found(detail)`` when what it names does not exist), a
-    failure left after the retries ``Unavailable``. Returns the cursor."""
+    failure left after the retries ``Unavailable``. Returns the cursor.
+
+    ``num_statements=1`` sends MULTI_STATEMENT_COUNT=1 with the request, so Snowflake itself
+    refuses a text holding more than one statement whatever the account's default says: the
+    server-side backstop to ``snowtrain.api.query.check_query`` for SQL carrying a user's
+    query. Left out (``None``) the connector's own default applies (PUT/GET and other
+    internal statements)."""
     secrets = list(secrets)
+    extra: dict[str, Any] = {} if num_statements is None else {"num_statements": num_statements}
 
     def attempt() -> Any:
         cur = cursor()
-        cur.execute(sql, params)
+        cur.execute(sql, params, **extra)
         return cur
 
     try:

@@ -142,7 +142,12 @@ class SnowflakeSource:
         self._conn = None
 
     def _run(self, sql: str, params: tuple[Any, ...] = (), what: str = "query") -> Any:
-        """Execute with retries; map the connector's errors to the trainer's."""
+        """Execute with retries; map the connector's errors to the trainer's.
+
+        Every statement here is one SELECT that may carry the user's query, so each goes with
+        the connector's single-statement guard (``num_statements=1``): should a second
+        statement ever get past ``check_query``, Snowflake refuses the request.
+        """
         return execute(
             lambda: self._connection().cursor(),
             sql,
@@ -154,6 +159,7 @@ class SnowflakeSource:
             not_found=lambda detail: DataError(
                 f"{what}: the data does not exist or is not authorized: {detail}"
             ),
+            num_statements=1,
         )
 
     def start_training_query(self) -> None:

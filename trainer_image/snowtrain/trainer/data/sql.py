@@ -1,31 +1,19 @@
 """SQL text for the data source, built only from validated, quoted identifiers.
 
 User-supplied names are the one way SQL could be injected (values are always bound), so every
-table and column goes through ``snowtrain.api.identifiers`` and a user's query must be one
-SELECT statement: it is wrapped as a subquery on its own lines, so a trailing ``--`` comment
-cannot swallow our closing parenthesis and a second statement is refused before anything is
-sent (fakesnow would run it; FACTS §2).
+table and column goes through ``snowtrain.api.identifiers``, and a user's query goes through
+``snowtrain.api.query.check_query`` -- the same check admission runs, repeated here because a
+hand-edited ConfigMap never passed admission. It must be one read-only SELECT; it is wrapped
+as a subquery on its own lines, and the source executes it with the connector's
+single-statement guard as well (fakesnow would run a second statement; FACTS §2).
 """
 
 from __future__ import annotations
 
-import re
-
 from snowtrain.api.identifiers import InvalidIdentifier, quote_column, quote_table
+from snowtrain.api.query import UnsafeQuery, check_query
 
 from ..errors import InvalidConfig
-
-# Strings, quoted identifiers, comments and dollar-quoted blocks, or a bare semicolon.
-_LEXEME = re.compile(
-    r"'(?:[^'\\]|\\.|'')*'"
-    r'|"(?:[^"]|"")*"'
-    r"|--[^\n]*|//[^\n]*"
-    r"|/\*.*?\*/"
-    r"|\$\$.*?\$\$"
-    r"|(?P<semi>;)",
-    re.S,
-)
-_COMMENTS = re.compile(r"--[^\n]*|//[^\n]*|/\*.*?\*/", re.S)
 
 
 def table_ref(name: str) -> str:
@@ -49,16 +37,13 @@ def column_ref(name: str) -> str:
 
 
 def subquery(query: str) -> str:
-    """``(<query>)`` on its own lines, after checking it is a single SELECT statement."""
-    text = query.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    if not text:
-        raise InvalidConfig("data query is empty")
-    for m in _LEXEME.finditer(text):
-        if m.group("semi"):
-            raise InvalidConfig("data query must be a single SELECT statement (found ';')")
-    head = _COMMENTS.sub(" ", text).lstrip(" \t\r\n(").split(None, 1)
-    if not head or head[0].upper() not in ("SELECT", "WITH"):
-        raise InvalidConfig("data query must be a SELECT (or WITH ... SELECT) statement")
-    return f"(\n{text}\n)"
+    """``(<query>)`` on its own lines, after checking it is a single read-only SELECT.
+
+    The statement is taken without its surrounding comments and trailing ``;``; the message
+    of a refusal names a position at most, never the query (it may hold secrets).
+    """
+    try:
+        statement = check_query(query)
+    except UnsafeQuery as exc:
+        raise InvalidConfig(f"data query: {exc}") from None
+    return f"(\n{statement}\n)"
