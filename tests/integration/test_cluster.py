@@ -202,3 +202,64 @@ def test_pod_requesting_more_gpus_than_any_node_has_stays_pending(
     assert condition.reason == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in condition.message
     assert core.read_namespaced_pod("gpu-many", namespace).status.phase == "Pending"
+
+
+@pytest.mark.cluster
+def test_service_cluster_ips_route_from_the_host_from_pods_and_to_the_api_server(
+    kube_api: client.ApiClient, namespace: str, busybox_image: str
+) -> None:
+    """What a real cluster's Service network gives (kube-proxy): a ClusterIP answers from the
+    host (as a node, and the API server calling a webhook), from another pod, from the pod
+    behind it (hairpin), and the `kubernetes` Service reaches the API server from a pod."""
+    import urllib.request
+
+    core = client.CoreV1Api(kube_api)
+    web = _pod("web", busybox_image, "mkdir -p /tmp/w && echo hello > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w")  # fmt: skip
+    web["metadata"]["labels"] = {"app": "web"}
+    core.create_namespaced_pod(namespace, web)
+    core.create_namespaced_pod(namespace, _pod("client", busybox_image, "sleep 3600"))
+    svc = core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            },
+        },
+    )
+    ip = svc.spec.cluster_ip
+    for name in ("web", "client"):
+        _wait_phase(core, namespace, name, {"Running"})
+
+    def from_host() -> str:
+        with urllib.request.urlopen(f"http://{ip}/", timeout=5) as resp:
+            return resp.read().decode().strip()
+
+    def from_pod(pod: str, script: str) -> str:
+        from kubernetes.stream import stream
+
+        return stream(
+            core.connect_get_namespaced_pod_exec, pod, namespace,
+            command=["/bin/sh", "-c", script], stderr=True, stdout=True, stdin=False, tty=False,
+        )  # fmt: skip
+
+    get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80 | tail -1"
+    deadline = time.monotonic() + 60  # kube-proxy syncs the new endpoints within moments
+    while True:
+        try:
+            if from_host() == "hello":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the ClusterIP never answered from the host"
+        time.sleep(0.5)
+    assert from_pod("client", get).strip() == "hello"
+    assert from_pod("web", get).strip() == "hello"  # through its own Service
+    api_server = from_pod(
+        "client",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+        "nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT | head -1",
+    )
+    # Plain HTTP to the TLS port: the API server itself answers that it wants TLS.
+    assert api_server.startswith("HTTP/1.0 400"), api_server
