@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,24 +82,48 @@ def test_batching_does_not_change_answers(base: str) -> None:
         assert resp.json()["predictions"][0]["label"] == a["label"]
 
 
-def test_concurrent_requests_are_served_in_shared_batches(base: str) -> None:
-    def batches() -> tuple[float, float]:
-        metrics = httpx.get(f"{base}/metrics").text
-        return (
-            _sample(metrics, "snowtrain_batch_size_count"),
-            _sample(metrics, "snowtrain_batch_size_sum"),
-        )
+def test_concurrent_requests_are_served_in_shared_batches(
+    tiny_classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that wait while the model is busy go through it together, in one batch.
 
-    count0, items0 = batches()
-    with ThreadPoolExecutor(16) as pool:
-        codes = list(
-            pool.map(lambda i: predict(base, {"instances": [f"text {i}"]}).status_code, range(32))
-        )
-    assert codes == [200] * 32
-    count1, items1 = batches()
-    assert items1 - items0 == 32
-    mean = (items1 - items0) / (count1 - count0)
-    assert mean > 1.5, f"mean batch size {mean}: requests were not batched"
+    A gate holds the model on a first request until the other 16 are queued, so the batch
+    they form does not depend on how fast the clients' threads happen to send them.
+    """
+    from snowtrain.serve.models import ClassifierModel
+
+    entered, gate = threading.Event(), threading.Event()
+    classify = ClassifierModel.predict
+
+    def gated_predict(self: ClassifierModel, texts: list[str]) -> list:
+        if "hold the model" in texts:
+            entered.set()
+            assert gate.wait(120), "the test never opened the gate"
+        return classify(self, texts)
+
+    # load() binds model.predict after this, so only this test's server is gated.
+    monkeypatch.setattr(ClassifierModel, "predict", gated_predict)
+
+    def samples(url: str, *names: str) -> list[float]:
+        metrics = httpx.get(f"{url}/metrics").text
+        return [_sample(metrics, name) for name in names]
+
+    with running_server(tiny_classifier_dir, max_wait_ms=20) as url, ThreadPoolExecutor(17) as pool:
+        try:
+            count0, items0 = samples(url, "snowtrain_batch_size_count", "snowtrain_batch_size_sum")
+            holder = pool.submit(predict, url, {"instances": ["hold the model"]})
+            assert entered.wait(60), "the model never started"
+            waiting = [pool.submit(predict, url, {"instances": [f"text {i}"]}) for i in range(16)]
+            deadline = time.monotonic() + 60
+            while samples(url, "snowtrain_queue_depth") != [16.0]:
+                assert time.monotonic() < deadline, "the requests never all queued"
+                time.sleep(0.02)
+        finally:
+            gate.set()
+        codes = [f.result().status_code for f in [holder, *waiting]]
+        count1, items1 = samples(url, "snowtrain_batch_size_count", "snowtrain_batch_size_sum")
+    assert codes == [200] * 17
+    assert (count1 - count0, items1 - items0) == (2, 17), "the 16 waiting were not one batch"
 
 
 def test_v2_infer_matches_v1_predict(base: str) -> None:
@@ -206,10 +231,9 @@ def test_a_model_that_fails_to_load_is_alive_false_and_never_ready(
         (broken / f.name).write_bytes(f.read_bytes())
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with running_server(broken, wait=False) as url:
-        for _ in range(200):
-            health = httpx.get(f"{url}/healthz")
-            if health.status_code != 200:
-                break
+        deadline = time.monotonic() + 60  # only a hang guard: the load fails at once
+        while (health := httpx.get(f"{url}/healthz")).status_code == 200:
+            assert time.monotonic() < deadline, "the broken model never failed to load"
             time.sleep(0.05)
         assert health.status_code == 500
         assert "model failed to load" in error_message(health)

@@ -223,7 +223,12 @@ def test_answers_come_back_in_request_order_however_the_batch_is_split(
 ) -> None:
     with caplog.at_level("INFO", logger="snowtrain.serve.models"):
         model = load_classifier(tiny_classifier_dir)
-    assert "length grouping cost model" in caplog.text
+    # Loading always calibrates; whether the timings fit depends on how busy the machine is
+    # (fit_forward_cost refuses noisy ones, tested above), so either outcome is logged.
+    assert (
+        "length grouping cost model, measured" in caplog.text
+        or "forward cost calibration unusable" in caplog.text
+    )
     cost = model.forward_cost
     assert cost.per_token > 0 and cost.per_forward >= 0 and cost.per_attention >= 0
     alone = [model.predict([t])[0] for t in TEXTS]

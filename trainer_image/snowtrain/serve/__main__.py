@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
-from snowtrain.serve.settings import QUANTIZE_CHOICES, ServeSettings
+from snowtrain.serve.settings import QUANTIZE_CHOICES, TOKEN_ENV, TOKEN_FILE_ENV, ServeSettings
 
 if TYPE_CHECKING:
     from snowtrain.serve.state import ServerState
@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
     p.add_argument("--max-instances", type=_positive, default=d.max_instances, help="per request")
     p.add_argument("--max-input-chars", type=_positive, default=d.max_input_chars, help="per text")
     p.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens)
+    p.add_argument(
+        "--max-stop-strings", type=_positive, default=d.max_stop_strings, help="per request"
+    )
+    p.add_argument(
+        "--max-stop-chars", type=_positive, default=d.max_stop_chars, help="per stop string"
+    )
     p.add_argument("--max-body-bytes", type=_positive, default=d.max_body_bytes)
     p.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:1")
     p.add_argument(
@@ -73,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
         "differ slightly); default none",
     )
     p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s)
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=os.environ.get(TOKEN_FILE_ENV) or None,
+        help=f"require `Authorization: Bearer <token>` with the token in this file (a mounted "
+        f"Secret; default ${TOKEN_FILE_ENV}); ${TOKEN_ENV} gives the token itself. Health "
+        "checks and /metrics stay open",
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(
@@ -90,11 +104,15 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
             max_instances=a.max_instances,
             max_input_chars=a.max_input_chars,
             max_new_tokens=a.max_new_tokens,
+            max_stop_strings=a.max_stop_strings,
+            max_stop_chars=a.max_stop_chars,
             max_body_bytes=a.max_body_bytes,
             device=a.device,
             threads=a.threads,
             graceful_timeout_s=a.graceful_timeout,
             quantize=a.quantize,
+            token_file=None if a.token_file is None else Path(a.token_file),
+            token=os.environ.get(TOKEN_ENV) or None,
         )
     except ValueError as exc:
         p.error(str(exc))
@@ -113,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from snowtrain.serve.app import create_app  # torch and transformers: import once needed
+    from snowtrain.serve.auth import TokenError
 
-    app = create_app(settings, info)
+    try:
+        app = create_app(settings, info)
+    except TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -1,7 +1,8 @@
 """The HTTP application: health, metrics and model listing, plus the protocol routers.
 
 The model loads in a background thread after startup so `/healthz` answers at once while
-`/readyz` stays 503 until the weights are in memory.
+`/readyz` stays 503 until the weights are in memory. With a token configured, `auth` guards
+every route but health checks and metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from snowtrain.serve.auth import BearerAuth, TokenSource
 from snowtrain.serve.completions import completions_router
 from snowtrain.serve.errors import ApiError, BodySizeLimit, error_response, install_error_handlers
 from snowtrain.serve.kserve import kserve_router
@@ -27,8 +29,17 @@ __all__ = ["ServeSettings", "ServerState", "create_app"]
 
 
 def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAPI:
-    """Build the ASGI app for one model directory (the model loads once the app starts)."""
+    """Build the ASGI app for one model directory (the model loads once the app starts).
+
+    Raises auth.TokenError when a token is configured but unusable (fail at start, not on
+    the first request).
+    """
     info = info or inspect_model_dir(settings.model_dir, settings.name)
+    tokens = (
+        TokenSource(token=settings.token, path=settings.token_file)
+        if settings.auth_enabled
+        else None
+    )
     state = ServerState(settings, info)
 
     @asynccontextmanager
@@ -48,6 +59,8 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
     )
     app.state.serve = state
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    if tokens is not None:  # outside the size limit: no token, no body read
+        app.add_middleware(BearerAuth, tokens=tokens)
     app.add_middleware(LatencyMiddleware, metrics=state.metrics)
     install_error_handlers(app, settings.max_body_bytes)
 

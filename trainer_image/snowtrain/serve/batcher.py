@@ -12,6 +12,11 @@ under overload instead of growing with the backlog. `close()` refuses new work
 (`NotAccepting` -> HTTP 503) and waits until everything already accepted has been answered,
 which is what graceful shutdown on SIGTERM needs.
 
+One bad item must not fail its batch-mates. The batch function returns an exception for an
+item it knows failed; when it raises instead (the batch as a whole could not be tokenized or
+run), the worker runs the batch's items again one at a time, so only the item that breaks
+the function fails, with its own exception, and every other caller gets its answer.
+
 Waiting for company only pays when company is coming. With `more_coming` (the server passes
 "more HTTP requests are being handled than items are in this batch"), a batch starts at once
 when nobody else is on the way and the previous batch was a single item too, so a lone
@@ -24,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - conventional name for the item type
 R = TypeVar("R")
@@ -80,6 +88,7 @@ class DynamicBatcher(Generic[I, R]):
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
+        self._closed = False
         self._running = 0  # items handed to the model and not yet answered
 
     # -- observability -------------------------------------------------------------------
@@ -115,6 +124,7 @@ class DynamicBatcher(Generic[I, R]):
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting, answer everything already accepted, then stop the worker."""
         self.stop_accepting()
+        self._closed = True
         if self._worker is None:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -134,13 +144,16 @@ class DynamicBatcher(Generic[I, R]):
         self._worker = None
 
     # -- producer side -------------------------------------------------------------------
-    def submit_nowait(self, items: Sequence[I]) -> list[asyncio.Future[R]]:
+    def submit_nowait(self, items: Sequence[I], admitted: bool = False) -> list[asyncio.Future[R]]:
         """Enqueue all `items` or none of them; return one future per item.
 
         Raises NotAccepting before start/after close and QueueFull when the queue lacks room
         for all of them. Cancelling a returned future drops its item if it has not run yet.
+        ``admitted``: the request was accepted before :meth:`stop_accepting` (a drain) and
+        only now reaches the queue; it is still taken until :meth:`close`.
         """
-        if not self._accepting or self._queue is None:
+        open_to_it = self._accepting or (admitted and not self._closed)
+        if not open_to_it or self._queue is None:
             raise NotAccepting("not accepting requests")
         if self.queued + len(items) > self.max_queue:
             raise QueueFull(f"queue full ({self.queued} of {self.max_queue} waiting); retry later")
@@ -188,6 +201,36 @@ class DynamicBatcher(Generic[I, R]):
                 break
         return batch
 
+    def _run_checked(self, items: list[I]) -> Sequence[R | BaseException]:
+        results = self._run_batch(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)}")
+        return results
+
+    def _run_isolating(self, items: list[I]) -> list[R | BaseException]:
+        """Run the batch; if it raises, run each item alone so only the bad one fails.
+
+        Runs in the worker thread. A batch of one item simply fails with its exception.
+        """
+        try:
+            return list(self._run_checked(items))
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            log.warning(
+                "a batch of %d failed (%s: %s); running its items one at a time",
+                len(items),
+                type(exc).__name__,
+                exc,
+            )
+        results: list[R | BaseException] = []
+        for item in items:
+            try:
+                results.extend(self._run_checked([item]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -198,10 +241,8 @@ class DynamicBatcher(Generic[I, R]):
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [p.item for p in batch]
+                    self._executor, self._run_isolating, [p.item for p in batch]
                 )
-                if len(results) != len(batch):
-                    raise RuntimeError(f"run_batch returned {len(results)} for {len(batch)}")
             except asyncio.CancelledError:
                 # close() timed out while the model was busy: fail the batch, don't hang it.
                 for p in batch:

@@ -3,9 +3,10 @@
 Each prompt is one batcher item. For streaming, the worker thread hands each new piece of
 text to this request's asyncio queue (`call_soon_threadsafe`), so a stream shares batches
 with every other request; status errors (400/429/503) are answered before the stream starts.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the body class is built per server (it carries
+its limits), so FastAPI must see the annotation object, not a name it cannot resolve.
+"""
 
 import asyncio
 import json
@@ -23,9 +24,8 @@ from snowtrain.serve.batcher import NotAccepting
 from snowtrain.serve.errors import ApiError, error_body
 from snowtrain.serve.generation import Completion, CompletionItem
 from snowtrain.serve.model_dir import Task
-from snowtrain.serve.models import CompletionModel
-from snowtrain.serve.schemas import CompletionRequest
-from snowtrain.serve.state import ServerState
+from snowtrain.serve.models import CompletionModel, InvalidInput
+from snowtrain.serve.state import ServerState, item_error
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +33,22 @@ log = logging.getLogger(__name__)
 def completions_router(state: ServerState) -> APIRouter:
     """`/v1/completions` for a causal LM; on a classifier it answers 400 naming `:predict`."""
     router = APIRouter()
-    info, settings = state.info, state.settings
+    info = state.info
+    CompletionRequest = state.requests.completion
 
     # -- completions ---------------------------------------------------------------------------
     @router.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest) -> Response | dict:
         state.require(body.model, Task.COMPLETION)
         prompts = body.prompts()
-        state.check_texts(prompts, "prompt")
-        if body.max_tokens > settings.max_new_tokens:
-            raise ApiError(
-                400,
-                f"max_tokens {body.max_tokens} exceeds this server's limit of "
-                f"{settings.max_new_tokens}",
-            )
+        state.check_texts(prompts, "prompt")  # max_tokens is bounded by the schema
         state.ensure_ready()
         model = state.model
         assert isinstance(model, CompletionModel)
-        counts = [model.count_tokens(p) for p in prompts]
+        try:  # long prompts take a while to tokenize: not on the event loop
+            counts = await asyncio.to_thread(model.count_tokens_many, prompts)
+        except InvalidInput as exc:
+            raise ApiError(400, str(exc)) from exc
         for i, n in enumerate(counts):
             if n + body.max_tokens > model.context_length:
                 raise ApiError(
@@ -92,18 +90,17 @@ def completions_router(state: ServerState) -> APIRouter:
 
         if not body.stream:
             items = make_items()
-            futures = state.submit_nowait(items)
+            futures = state.submit_nowait(items, admitted=True)
             try:
-                results: list[Completion] = list(await asyncio.gather(*futures))
-            except NotAccepting as exc:
-                raise ApiError(503, "server is shutting down") from exc
-            except Exception as exc:
-                log.exception("generation failed")
-                raise ApiError(500, f"generation failed: {type(exc).__name__}") from exc
+                answers = await asyncio.gather(*futures, return_exceptions=True)
             finally:
                 for it, fut in zip(items, futures, strict=True):
                     it.cancelled.set()
                     fut.cancel()
+            for i, answer in enumerate(answers):
+                if isinstance(answer, BaseException):
+                    raise item_error(answer, f"prompt[{i}]") from answer
+            results: list[Completion] = list(answers)
             account(results)
             return {
                 "id": completion_id,
@@ -129,7 +126,8 @@ def completions_router(state: ServerState) -> APIRouter:
             return lambda text: loop.call_soon_threadsafe(events.put_nowait, (index, text))
 
         items = make_items(on_text)
-        futures = state.submit_nowait(items)  # 429/503 happen here, before the stream starts
+        # 429 happens here, before the stream starts (503 did at ensure_ready).
+        futures = state.submit_nowait(items, admitted=True)
         for i, fut in enumerate(futures):
             fut.add_done_callback(lambda _f, i=i: events.put_nowait((i, None)))
 
@@ -146,13 +144,13 @@ def completions_router(state: ServerState) -> APIRouter:
                     fut = futures[index]
                     if fut.cancelled() or fut.exception() is not None:
                         exc = None if fut.cancelled() else fut.exception()
-                        msg = (
-                            "server is shutting down"
-                            if isinstance(exc, NotAccepting)
-                            else "generation failed"
-                        )
+                        status, msg = 500, "generation failed"
+                        if isinstance(exc, NotAccepting):
+                            msg = "server is shutting down"
+                        elif isinstance(exc, InvalidInput):
+                            status, msg = 400, f"prompt[{index}]: {exc}"
                         log.error("stream %s failed: %r", completion_id, exc)
-                        yield "data: " + json.dumps(error_body(500, msg)) + "\n\n"
+                        yield "data: " + json.dumps(error_body(status, msg)) + "\n\n"
                         continue
                     result = fut.result()
                     done.append(result)

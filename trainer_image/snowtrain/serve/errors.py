@@ -2,7 +2,8 @@
 
 It is the shape OpenAI clients parse, and KServe clients only need a status and a message.
 FastAPI's defaults (422 with a list of pydantic errors, `{"detail": ...}` elsewhere) are
-replaced so a malformed body answers 400 with one sentence saying what is wrong.
+replaced so a malformed body answers 400 with one sentence saying what is wrong, and a body
+that only breaks a size limit (too many items, too long a text) answers 413 quoting the limit.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from snowtrain.serve.schemas import OVER_LIMIT, UNION_TAGS, invalid_text_message
+
+_SIZE_ERRORS = frozenset({"too_long", "string_too_long"})
+"""pydantic error types that mean "too big" (413) rather than "malformed" (400)."""
+
 _TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
@@ -53,19 +60,51 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def _describe(err: Any) -> str:
+    """One sentence for one pydantic error, naming the field (`instances[2].text`)."""
+    # Union members each report; drop the member tag pydantic appends to the location.
+    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p in UNION_TAGS))
+    where = _where(loc)
+    ctx = err.get("ctx") or {}
+    kind = err.get("type")
+    if kind == "too_long":  # the wording the routes used before the schemas held limits
+        actual = ctx.get("actual_length")
+        size = f"{actual} items" if actual is not None else "too many items"
+        return f"{where} has {size}; this server accepts at most {ctx.get('max_length')}"
+    if kind == "string_too_long":
+        value = err.get("input")
+        size = f"{len(value)} characters" if isinstance(value, str) else "too long"
+        return f"{where} is {size}; the limit is {ctx.get('max_length')}"
+    if kind == OVER_LIMIT:
+        return str(err.get("msg"))
+    if kind == "string_unicode" and isinstance(err.get("input"), str):
+        # A lone surrogate in a str pydantic had to measure; say which character.
+        message = invalid_text_message(err["input"])
+        if message is not None:
+            return f"{where}: {message}"
+    return f"{where}: {err.get('msg')}"
+
+
+def validation_status(exc: RequestValidationError) -> int:
+    """413 when every problem is a size limit (the body is fine, just too big), else 400."""
+    errors = exc.errors()
+    return 413 if errors and all(e.get("type") in _SIZE_ERRORS for e in errors) else 400
+
+
 def describe_validation_error(exc: RequestValidationError) -> str:
-    """Turn pydantic's error list into one readable sentence per problem (at most 3)."""
+    """Turn pydantic's error list into one readable sentence per problem (at most 3).
+
+    Never quotes the offending input: it may be megabytes long, or a lone surrogate that
+    the JSON encoder of the answer itself could not encode.
+    """
     msgs = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "")
             return f"request body is not valid JSON: {detail}".rstrip(": ")
-        loc = tuple(err.get("loc", ()))
-        if err.get("type") == "missing" and loc == ("body",):
+        if err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",):
             return "request body is missing (expected a JSON object)"
-        # Union members each report; drop the member type name pydantic appends to loc.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p in {"str", "TextInstance"}))
-        msgs.append(f"{_where(loc)}: {err.get('msg')}")
+        msgs.append(_describe(err))
     unique = list(dict.fromkeys(msgs))
     return "; ".join(unique[:3]) + (f" (and {len(unique) - 3} more)" if len(unique) > 3 else "")
 
@@ -77,7 +116,7 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int | None = None) -> N
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, describe_validation_error(exc))
+        return error_response(validation_status(exc), describe_validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria
 
+MIN_TEMPERATURE = 1e-3
+"""Temperatures below this decode greedily: dividing logits by 1e-300 makes them infinite,
+softmax turns them into NaN and sampling fails; at 1e-3 sampling is already greedy anyway."""
+
 
 @dataclass
 class CompletionItem:
@@ -33,11 +37,13 @@ class CompletionItem:
     """Called from the worker thread with each new piece of text (streaming only)."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when the client went away: the row stops at the next step."""
+    streamed: bool = False
+    """Whether on_text was called: such a row cannot be rerun without repeating its text."""
 
     @property
     def sampling_key(self) -> tuple[float, float]:
         """Items with equal keys can share one generate call (same sampling settings)."""
-        if self.temperature == 0:
+        if self.temperature < MIN_TEMPERATURE:
             return (0.0, 1.0)
         return (self.temperature, self.top_p)
 
@@ -124,6 +130,7 @@ class RowTracker(StoppingCriteria):
         if row.finish_reason is None:
             safe -= _held_back(row.text, row.item.stop)
         if safe > row.emitted:
+            row.item.streamed = True
             row.item.on_text(row.text[row.emitted : safe])
             row.emitted = safe
 

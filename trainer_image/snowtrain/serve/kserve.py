@@ -1,6 +1,8 @@
-"""Classification routes: KServe v1 `:predict` and the Open Inference Protocol v2."""
+"""Classification routes: KServe v1 `:predict` and the Open Inference Protocol v2.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the body classes are built per server (they
+carry its limits), so FastAPI must see the annotation objects, not names it cannot resolve.
+"""
 
 import uuid
 from typing import Any
@@ -9,7 +11,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from snowtrain.serve.model_dir import Task
-from snowtrain.serve.schemas import InferRequest, PredictRequest
 from snowtrain.serve.state import ServerState
 
 
@@ -17,6 +18,8 @@ def kserve_router(state: ServerState) -> APIRouter:
     """Routes for a classifier; on a language model they answer 400 naming the right API."""
     router = APIRouter()
     info = state.info
+    PredictRequest = state.requests.predict
+    InferRequest = state.requests.infer
 
     # -- classification --------------------------------------------------------------------------
     @router.post("/v1/models/{name}:predict")
@@ -24,11 +27,16 @@ def kserve_router(state: ServerState) -> APIRouter:
         state.require(name, Task.CLASSIFICATION)
         texts = body.texts()
         state.check_texts(texts, "instances")
-        results = await state.run(texts)
+        results = await state.run(texts, "instances")
         return {
             "model_name": info.name,
             "predictions": [{"label": r.label, "scores": r.scores} for r in results],
         }
+
+    @router.get("/")
+    async def v1_live() -> dict[str, str]:
+        """KServe v1 liveness: the process answers (readiness is /readyz)."""
+        return {"status": "alive"}
 
     @router.get("/v2/health/live")
     async def v2_live() -> dict[str, bool]:
@@ -60,7 +68,7 @@ def kserve_router(state: ServerState) -> APIRouter:
         state.require(name, Task.CLASSIFICATION)
         texts = body.inputs[0].data
         state.check_texts(texts, f"inputs[0] ({body.inputs[0].name}).data")
-        results = await state.run(texts)
+        results = await state.run(texts, "inputs[0].data")
         labels = info.labels or []
         return {
             "model_name": info.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,31 @@ from snowtrain.serve.model_dir import ModelInfo, Task
 from snowtrain.serve.runtime import Runtime, quantize_int8
 
 log = logging.getLogger(__name__)
+
+
+class InvalidInput(ValueError):
+    """One item's text could not be tokenized: the client's fault (HTTP 400), not the server's.
+
+    Raised only for a single item: a batch that fails to tokenize raises the tokenizer's own
+    error, and the batcher then reruns its items one by one to find the culprit.
+    """
+
+
+def tokenize(tokenizer: Any, texts: list[str], **kwargs: Any) -> Any:
+    """`tokenizer(texts, **kwargs)`, with a single text it cannot encode as InvalidInput.
+
+    The request schemas already refuse text that is not valid Unicode; this is the second
+    line of defence for anything they miss (the Rust tokenizer raises TypeError on a str it
+    cannot turn into UTF-8).
+    """
+    try:
+        return tokenizer(texts, **kwargs)
+    except (TypeError, UnicodeError) as exc:
+        if len(texts) != 1:
+            raise
+        raise InvalidInput(
+            f"the text could not be tokenized ({type(exc).__name__}); is it valid UTF-8?"
+        ) from exc
 
 
 def _load_weights(cls: Any, info: ModelInfo, runtime: Runtime) -> PreTrainedModel:
@@ -158,7 +184,7 @@ class ClassifierModel:
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Classification]:
         assert self.model is not None, "load() first"
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        enc = tokenize(self.tokenizer, list(texts), truncation=True, max_length=self.max_length)
         lengths = [len(ids) for ids in enc["input_ids"]]
         out: list[Classification | None] = [None] * len(texts)
         for group in optimal_groups(lengths, self.forward_cost):
@@ -235,6 +261,7 @@ class CompletionModel:
             self.info.path, padding_side="left", truncation_side="left"
         )
         self._count_tokenizer = AutoTokenizer.from_pretrained(self.info.path)
+        self._count_lock = threading.Lock()  # requests count from a thread pool
         self.model = _load_weights(AutoModelForCausalLM, self.info, self.runtime)
         cfg = self.model.config
         self.context_length = int(
@@ -249,8 +276,23 @@ class CompletionModel:
         self.predict([CompletionItem("warm up", max_tokens=1, temperature=0)])
 
     def count_tokens(self, text: str) -> int:
-        """Prompt length in tokens; call from the request thread only."""
-        return len(self._count_tokenizer(text)["input_ids"])
+        """Prompt length in tokens (InvalidInput if it cannot be tokenized); thread-safe."""
+        return self.count_tokens_many([text])[0]
+
+    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """Each prompt's length in tokens; thread-safe, never the worker's tokenizer.
+
+        Long prompts take a while to tokenize, so routes call this in a thread, not on the
+        event loop; the lock keeps concurrent requests off the one tokenizer instance.
+        """
+        with self._count_lock:
+            out = []
+            for i, text in enumerate(texts):
+                try:
+                    out.append(len(tokenize(self._count_tokenizer, [text])["input_ids"][0]))
+                except InvalidInput as exc:
+                    raise InvalidInput(f"prompt[{i}]: {exc}") from exc
+            return out
 
     def predict(self, items: Sequence[CompletionItem]) -> list[Completion | BaseException]:
         groups: dict[tuple[float, float], list[int]] = defaultdict(list)
@@ -258,16 +300,43 @@ class CompletionModel:
             groups[item.sampling_key].append(i)
         results: list[Completion | BaseException] = [None] * len(items)  # type: ignore[list-item]
         for (temperature, top_p), idx in groups.items():
-            try:
-                done = self._generate([items[i] for i in idx], temperature, top_p)
-            except Exception as exc:  # one bad group must not fail the others
-                done = [exc] * len(idx)
-            for i, res in zip(idx, done, strict=True):
+            done = self._generate_isolating([items[i] for i in idx], temperature, top_p)
+            for i, res in zip(idx, done, strict=True):  # one bad group never fails the others
                 results[i] = res
         self.last_generated_tokens = sum(
             r.completion_tokens for r in results if isinstance(r, Completion)
         )
         return results
+
+    def _generate_isolating(
+        self, items: list[CompletionItem], temperature: float, top_p: float
+    ) -> list[Completion | BaseException]:
+        """Generate for a group; if it fails, retry its rows alone so only the bad one fails.
+
+        A row that already streamed text is not retried (its client would see the text
+        twice): it fails with the group's error.
+        """
+        try:
+            return list(self._generate(items, temperature, top_p))
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            log.warning(
+                "generating a group of %d failed (%s); retrying its rows one at a time",
+                len(items),
+                type(exc).__name__,
+            )
+            group_error = exc
+        out: list[Completion | BaseException] = []
+        for item in items:
+            if item.streamed:
+                out.append(group_error)
+                continue
+            try:
+                out.extend(self._generate([item], temperature, top_p))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     @torch.inference_mode()
     def _generate(
@@ -275,7 +344,8 @@ class CompletionModel:
     ) -> list[Completion]:
         assert self.model is not None, "load() first"
         max_new = max(it.max_tokens for it in items)
-        enc = self.tokenizer(
+        enc = tokenize(
+            self.tokenizer,
             [it.prompt for it in items],
             padding=True,
             truncation=True,

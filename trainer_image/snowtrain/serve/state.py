@@ -17,8 +17,9 @@ from snowtrain.serve.batcher import DynamicBatcher, NotAccepting, QueueFull
 from snowtrain.serve.errors import ApiError
 from snowtrain.serve.metrics import ServerMetrics
 from snowtrain.serve.model_dir import ModelInfo, Task
-from snowtrain.serve.models import ClassifierModel, CompletionModel, build_model
+from snowtrain.serve.models import ClassifierModel, CompletionModel, InvalidInput, build_model
 from snowtrain.serve.runtime import choose_runtime
+from snowtrain.serve.schemas import RequestLimits, RequestModels, request_models
 from snowtrain.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class ServerState:
     def __init__(self, settings: ServeSettings, info: ModelInfo) -> None:
         self.settings = settings
         self.info = info
+        self.requests: RequestModels = request_models(RequestLimits.from_settings(settings))
+        """Request body classes bounded by this server's limits (what the routes parse)."""
         self.metrics = ServerMetrics()
         self.model: ClassifierModel | CompletionModel | None = None
         self.batcher: DynamicBatcher[Any, Any] | None = None
@@ -126,12 +129,20 @@ class ServerState:
             self.metrics.rejected.labels("shutting_down").inc()
             raise ApiError(503, "server is shutting down")
 
-    def submit_nowait(self, items: Sequence[Any]) -> list[asyncio.Future[Any]]:
-        """Enqueue or answer 503 (loading, draining) / 429 (queue full) right away."""
-        self.ensure_ready()
+    def submit_nowait(
+        self, items: Sequence[Any], admitted: bool = False
+    ) -> list[asyncio.Future[Any]]:
+        """Enqueue or answer 503 (loading, draining) / 429 (queue full) right away.
+
+        ``admitted``: the route passed :meth:`ensure_ready` before an ``await`` (it counted
+        tokens off the event loop); a drain that began meanwhile must not refuse it, since
+        accepted work is completed.
+        """
+        if not admitted:
+            self.ensure_ready()
         assert self.batcher is not None
         try:
-            return self.batcher.submit_nowait(items)
+            return self.batcher.submit_nowait(items, admitted=admitted)
         except QueueFull as exc:
             self.metrics.rejected.labels("queue_full").inc()
             raise ApiError(429, str(exc), {"Retry-After": "1"}) from exc
@@ -139,19 +150,33 @@ class ServerState:
             self.metrics.rejected.labels("shutting_down").inc()
             raise ApiError(503, "server is shutting down") from exc
 
-    async def run(self, items: Sequence[Any]) -> list[Any]:
+    async def run(self, items: Sequence[Any], field: str = "instances") -> list[Any]:
+        """Run `items` through the batcher; the first failing item decides the answer.
+
+        An item the model could not tokenize answers 400 naming `field[index]`; other
+        failures are the server's (500). Items batched with another request's bad item are
+        unaffected: the batcher isolates it.
+        """
         futures = self.submit_nowait(items)
         try:
-            results = await asyncio.gather(*futures)
-        except NotAccepting as exc:
-            raise ApiError(503, "server is shutting down") from exc
-        except ApiError:
-            raise
-        except Exception as exc:
-            log.exception("inference failed")
-            raise ApiError(500, f"inference failed: {type(exc).__name__}") from exc
+            results = await asyncio.gather(*futures, return_exceptions=True)
         finally:
             for fut in futures:
                 fut.cancel()  # no-op when done; drops queued items if the client went away
+        for i, res in enumerate(results):
+            if isinstance(res, BaseException):
+                raise item_error(res, f"{field}[{i}]") from res
         self.metrics.items.inc(len(items))
         return list(results)
+
+
+def item_error(exc: BaseException, where: str) -> ApiError:
+    """The HTTP answer for one failed batcher item (logging the server's own failures)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, NotAccepting | asyncio.CancelledError):
+        return ApiError(503, "server is shutting down")
+    if isinstance(exc, InvalidInput):
+        return ApiError(400, f"{where}: {exc}")
+    log.error("inference failed for %s", where, exc_info=exc)
+    return ApiError(500, f"inference failed: {type(exc).__name__}")
