@@ -509,3 +509,40 @@ def test_a_name_that_makes_an_invalid_child_never_hangs(
     )
     assert "Service 1st-model-serve" in serving["message"]
     assert "must start with" in serving["message"] or "DNS" in serving["message"]
+
+
+def test_a_pod_refused_by_a_resource_quota_gives_the_reason_then_fails(
+    api: Api, kube_cluster: Any, namespace: str, fake_trainer_image: str, kube_api: client.ApiClient
+) -> None:
+    """No pod is ever created, so only the Job's Events know why: the status says it at
+    once, and the job fails after the configured time instead of waiting for ever."""
+    from tests.fixtures.operator import OperatorProcess, delete_jobs
+
+    client.CoreV1Api(kube_api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    )
+    op = OperatorProcess(
+        kube_cluster.kubeconfig,
+        [namespace],
+        fake_trainer_image,
+        env={"SNOWTRAIN_STUCK_TIMEOUT_SECONDS": "20"},
+    )
+    op.start()
+    try:
+        api.create(ftj("quota"))
+        queued = api.wait(
+            "the quota named in the status",
+            lambda: (
+                (c := condition(api.status("quota"), "Running")).get("reason") == "QuotaExceeded"
+                and c
+            ),
+            timeout=120,
+        )
+        assert "no-pods" in queued["message"]
+        failed = api.wait_phase("quota", {"Failed"}, timeout=180)
+        assert failed["failure"]["reason"] == "QuotaExceeded"
+        assert "for more than 20 s" in failed["failure"]["message"]
+    finally:
+        delete_jobs(kube_cluster.kubeconfig, namespace)
+        op.stop()
+        op.log_path.unlink(missing_ok=True)

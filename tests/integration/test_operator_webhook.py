@@ -85,3 +85,43 @@ def test_webhook_rejects_invalid_specs_and_training_edits_after_start(
     # Serving and suspend stay editable.
     api.patch_spec("ok", {"serving": {"replicas": 1}, "suspend": True})
     assert api.wait_phase("ok", {"Suspended"}, timeout=30)["phase"] == "Suspended"
+
+
+def test_every_hostile_job_is_refused_at_apply_naming_the_field(
+    namespace: str, webhook_operator: OperatorProcess, kubectl: Callable[..., Any]
+) -> None:
+    """The corpus of tests/hostile_jobs.py against the real API server and the webhook: the
+    same verdicts `snowtrain validate` gives (tests/unit/test_hostile_jobs.py). Type errors
+    are the API server's own schema's; the rest the webhook's."""
+    from tests.hostile_jobs import CASES
+
+    admitted = []
+    for case in CASES:
+        applied = kubectl("apply", "-f", "-", input=json.dumps(case.manifest(namespace)))
+        if applied.returncode == 0:
+            admitted.append(case.id)
+            kubectl("delete", case.kind.lower(), case.name, "-n", namespace, "--wait=false")
+            continue
+        assert case.field in applied.stderr, (case.id, case.why, applied.stderr)
+    assert not admitted, f"admitted: {admitted}"
+
+
+def test_the_installations_policy_is_enforced_at_apply(
+    namespace: str, webhook_operator: OperatorProcess, kubectl: Callable[..., Any]
+) -> None:
+    """What the admin did not allow (an image from another repository, a Snowflake role, an
+    account that is not the Secret's) is refused by the webhook, naming the field."""
+    from tests.hostile_jobs import Hostile
+
+    for patch, field in [
+        ({"spec": {"image": "docker.io/attacker/miner:latest"}}, "spec.image"),
+        ({"spec": {"data": {"snowflake": {"role": "ACCOUNTADMIN"}}}}, "spec.data.snowflake.role"),
+        ({"spec": {"data": {"snowflake": {"account": "other"}}}}, "spec.data.snowflake.account"),
+        (
+            {"spec": {"podTemplate": {"spec": {"serviceAccountName": "admin"}}}},
+            "spec.podTemplate.spec.serviceAccountName",
+        ),
+    ]:
+        job = Hostile("policy", "", patch, field).manifest(namespace)
+        applied = kubectl("apply", "-f", "-", input=json.dumps(job))
+        assert applied.returncode != 0 and field in applied.stderr, (field, applied.stderr)

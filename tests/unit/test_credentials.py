@@ -42,14 +42,37 @@ def test_password_from_env():
 def test_secret_files_win_over_env_and_config_wins_for_non_secrets(tmp_path):
     (tmp_path / "password").write_text(PASSWORD + "\n")  # Secrets often end with a newline
     (tmp_path / "account").write_text("from-secret")
+    (tmp_path / "user").write_text("alice")
     (tmp_path / "warehouse").write_text("WH_SECRET")
-    settings = SnowflakeSettings(credentials_dir=str(tmp_path), account="from-config")
-    env = {**BASE_ENV, "SNOWFLAKE_PASSWORD": "env-password", "SNOWFLAKE_PORT": "8080"}
+    (tmp_path / "role").write_text("SECRET_ROLE")
+    settings = SnowflakeSettings(credentials_dir=str(tmp_path), role="CONFIG_ROLE")
+    env = {**BASE_ENV, "SNOWFLAKE_PASSWORD": "env-password", "SNOWFLAKE_WAREHOUSE": "ENV_WH"}
     kwargs = load_credentials(settings, env=env).connect_kwargs()
     assert kwargs["password"] == PASSWORD
-    assert kwargs["account"] == "from-config"
     assert kwargs["warehouse"] == "WH_SECRET"
-    assert kwargs["port"] == 8080
+    assert kwargs["role"] == "CONFIG_ROLE"  # the operator admits a CR role only if allowed
+
+
+def test_with_a_secret_the_destination_comes_from_the_secret_alone(tmp_path):
+    """A pod override's environment or the job's config cannot send the Secret's password to
+    another account or host, or over plain HTTP."""
+    (tmp_path / "password").write_text(PASSWORD)
+    (tmp_path / "account").write_text("real-account")
+    (tmp_path / "user").write_text("alice")
+    settings = SnowflakeSettings(credentials_dir=str(tmp_path), account="attacker-account")
+    env = {
+        "SNOWFLAKE_HOST": "collector.attacker.example",
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_PORT": "80",
+        "SNOWFLAKE_USER": "someone-else",
+    }
+    kwargs = load_credentials(settings, env=env).connect_kwargs()
+    assert (kwargs["account"], kwargs["user"]) == ("real-account", "alice")
+    assert "host" not in kwargs and "protocol" not in kwargs and "port" not in kwargs
+    (tmp_path / "host").write_text("emulator.internal")
+    (tmp_path / "protocol").write_text("http")
+    kwargs = load_credentials(settings, env=env).connect_kwargs()
+    assert (kwargs["host"], kwargs["protocol"]) == ("emulator.internal", "http")
 
 
 def test_key_pair_with_passphrase_becomes_a_key_object():

@@ -149,24 +149,48 @@ def test_pod_template_override_merges_onto_the_trainer_container_by_name() -> No
     override = {
         "metadata": {"labels": {"team": "nlp"}},
         "spec": {
-            "hostNetwork": True,
+            "terminationGracePeriodSeconds": 600,
+            "volumes": [{"name": "extra", "configMap": {"name": "vocab"}}],
             "containers": [
-                {"name": "trainer", "env": [{"name": "FAKE_TRAINER_MODE", "value": "succeed"}]},
-                {"name": "sidecar", "image": "busybox"},
+                {
+                    "name": "trainer",
+                    "env": [{"name": "FAKE_TRAINER_MODE", "value": "succeed"}],
+                    "volumeMounts": [{"name": "extra", "mountPath": "/extra", "readOnly": True}],
+                },
             ],
         },
     }
-    m = ch.build_training_job(parse_job(ftj(podTemplate=override)), SETTINGS, 2, NEW)
+    job = parse_job(ftj(podTemplate=override, resources={"tolerations": [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}))  # fmt: skip
+    m = ch.build_training_job(job, SETTINGS, 2, NEW)
     pod = _pod(m)
-    assert pod["hostNetwork"] is True
-    assert [c["name"] for c in pod["containers"]] == ["trainer", "sidecar"]
+    assert pod["terminationGracePeriodSeconds"] == 600
+    assert [c["name"] for c in pod["containers"]] == ["trainer"]
     env = {e["name"]: e["value"] for e in _trainer(m)["env"]}
     assert env["FAKE_TRAINER_MODE"] == "succeed"
     assert env["SNOWTRAIN_ATTEMPT"] == "2"
     assert _trainer(m)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "extra", "mountPath": "/extra", "readOnly": True} in _trainer(m)["volumeMounts"]
+    assert {"name": "extra", "configMap": {"name": "vocab"}} in pod["volumes"]
+    # What the override does not set stays the operator's (an unset list replaces nothing).
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["automountServiceAccountToken"] is False
     labels = m["spec"]["template"]["metadata"]["labels"]
     assert labels["team"] == "nlp"
     assert labels["snowtrain.io/job"] == "sentiment"
+
+
+def test_the_operators_own_volumes_are_the_reserved_names() -> None:
+    """An override volume named like one of these would merge into it (another Secret as the
+    credentials): validation refuses the names, and they must be all the builders use."""
+    from snowtrain.api.pod import RESERVED_VOLUME_NAMES
+
+    job = parse_job(ftj(resources={"nodes": 1}, output={"volumeClaimName": "m"}))
+    names = {v["name"] for v in _pod(ch.build_training_job(job, SETTINGS, 1, NEW))["volumes"]}
+    served = parse_job(ftj(output={"volumeClaimName": "m"}, serving={"replicas": 1}))
+    dep = ch.build_serving_deployment(served, SETTINGS, "pvc://m/x")
+    names |= {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert names <= RESERVED_VOLUME_NAMES
 
 
 def test_several_gpus_on_one_node_are_the_trainers_to_use() -> None:

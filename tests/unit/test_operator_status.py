@@ -305,6 +305,41 @@ def test_unschedulable_is_a_condition_while_pending_then_fails_after_the_timeout
     assert late.stop_current
 
 
+def _failed_create(message: str, first_s: float = -60) -> dict:
+    return {"reason": "FailedCreate", "message": message, "type": "Warning",
+            "firstTimestamp": iso(first_s), "lastTimestamp": iso(-1)}  # fmt: skip
+
+
+def test_a_pod_refused_by_a_quota_says_so_then_fails_after_the_timeout() -> None:
+    """No pod ever exists, so no pod status can say why: the Job's Events do."""
+    quota = _failed_create(
+        'pods "sentiment-a1-x" is forbidden: exceeded quota: gpu-quota, requested: '
+        "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+    )
+    state = st.observe_attempt(k8s_job(), [], job_events=[quota])
+    out = st.compute(observed(state, stuck_timeout_seconds=300))
+    assert out.phase == "Queued"
+    running = conds(out.status)["Running"]
+    assert running["reason"] == "QuotaExceeded" and "gpu-quota" in running["message"]
+    late = st.compute(observed(state, stuck_timeout_seconds=30))
+    assert late.phase == "Failed" and late.status["failure"]["reason"] == "QuotaExceeded"
+
+
+def test_a_pod_refused_by_pod_security_fails_at_once() -> None:
+    psa = _failed_create(
+        'pods "x" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true'
+    )
+    out = st.compute(observed(st.observe_attempt(k8s_job(), [], job_events=[psa])))
+    assert out.phase == "Failed"
+    assert out.status["failure"]["reason"] == "PodSecurity"
+    assert "restricted" in out.status["failure"]["message"]
+
+
+def test_other_events_of_a_podless_job_change_nothing() -> None:
+    other = {"reason": "SuccessfulCreate", "message": "Created pod: x", "firstTimestamp": iso()}
+    assert st.observe_attempt(k8s_job(), [], job_events=[other]).reason == "Created"
+
+
 def test_image_pull_errors() -> None:
     backoff = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling"})
     out = st.compute(observed(st.observe_attempt(k8s_job(active=1), [backoff])))

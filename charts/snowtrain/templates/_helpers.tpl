@@ -93,10 +93,11 @@ calls from the operator's source and fails when these rules grant more, or less.
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# Events on every status transition (kopf posts its own too).
+# Events on every status transition (kopf posts its own too); a Job's Events say why it
+# has no pod (a quota, Pod Security admission).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [list, create]
 {{- end -}}
 
 {{/* What kopf needs cluster-wide whatever the watched namespaces. */}}

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .base import ApiModel
+from .pod import PodOverrides
 from .spec import (
     ArchitectureSpec,
     BaseModelRef,
@@ -57,9 +58,10 @@ class CommonJobSpec(ApiModel):
     """Fail an attempt that runs longer than this (DeadlineExceeded)."""
     backoff_limit: int = Field(default=2, ge=0, le=100)
     """Retries of a failed pod within an attempt before the job fails."""
-    pod_template: dict[str, Any] | None = None
-    """Overrides merged onto the training pod template ({metadata, spec}); containers merge
-    by name (the trainer container is named "trainer")."""
+    pod_template: PodOverrides | None = None
+    """Typed additions to the training pods ({metadata, spec}): labels, annotations,
+    placement, grace period, env and extra volumes of the container named "trainer", probe
+    timings. Nothing that widens what the pod may do (see the README)."""
 
 
 class FineTuneJobSpec(CommonJobSpec):

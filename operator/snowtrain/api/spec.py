@@ -9,12 +9,13 @@ into the generated schema; the rest live in :mod:`snowtrain.api.validation`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import ApiModel
+from .base import YAML_FLOAT, ApiModel, Float
 from .identifiers import COLUMN_PATTERN, STAGE_PATTERN, TABLE_PATTERN
+from .pod import PodOverrides
 
 #: Kubernetes resource quantity (``"4"``, ``"500m"``, ``"16Gi"``).
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
@@ -45,11 +46,12 @@ class SnowflakeConnection(ApiModel):
     database, schema, host, port, protocol. Required on a cluster; local mode reads the
     environment or ~/.snowflake/connections.toml instead."""
     account: str | None = Field(default=None, max_length=255)
-    """Account identifier (non-secret; overrides the Secret's value when set)."""
+    """Account identifier, local mode only: on a cluster it comes from the Secret alone."""
     user: str | None = Field(default=None, max_length=255)
-    """Login name (non-secret; overrides the Secret's value when set)."""
+    """Login name, local mode only: on a cluster it comes from the Secret alone."""
     role: str | None = Field(default=None, max_length=255)
-    """Role to use for the session."""
+    """Role for the session; on a cluster only a role the installation allows
+    (snowflake.allowedRoles), otherwise the Secret's."""
     warehouse: str | None = Field(default=None, max_length=255)
     """Virtual warehouse that runs the query."""
     database: str | None = Field(default=None, max_length=255)
@@ -67,7 +69,7 @@ class SnowflakeConnection(ApiModel):
 class ValidationSource(ApiModel):
     """Where validation rows come from: a fraction of the training rows, or their own source."""
 
-    fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    fraction: Float = Field(default=0.1, ge=0.0, le=0.5)
     """Fraction of rows held out, chosen deterministically by hashing each row (stable across
     runs and resumes). Ignored when table or query is set."""
     table: str | None = Field(default=None, pattern=TABLE_PATTERN, max_length=800)
@@ -123,7 +125,7 @@ class LoraSpec(ApiModel):
     """Adapter rank."""
     alpha: int = Field(default=32, ge=1, le=4096)
     """Scaling numerator (effective scale alpha / r)."""
-    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    dropout: Float = Field(default=0.05, ge=0.0, lt=1.0)
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
     """Module names to adapt; default: the attention and MLP projections of the family."""
@@ -138,7 +140,7 @@ class CheckpointSpec(ApiModel):
 
     every_steps: int | None = Field(default=500, ge=1)
     """Checkpoint every N optimizer steps."""
-    every_minutes: float | None = Field(default=10.0, gt=0, le=1440)
+    every_minutes: Annotated[float | None, YAML_FLOAT] = Field(default=10.0, gt=0, le=1440)
     """Also checkpoint when this much time passed since the last one."""
     keep: int = Field(default=2, ge=1, le=100)
     """Keep the newest K checkpoints."""
@@ -147,7 +149,7 @@ class CheckpointSpec(ApiModel):
 class TrainingSpec(ApiModel):
     """Optimisation hyper-parameters."""
 
-    epochs: float = Field(default=3.0, gt=0, le=1000)
+    epochs: Float = Field(default=3.0, gt=0, le=1000)
     """Passes over the training rows (fractions allowed). Ignored when maxSteps is set."""
     max_steps: int | None = Field(default=None, ge=1)
     """Stop after this many optimizer steps."""
@@ -155,15 +157,15 @@ class TrainingSpec(ApiModel):
     """Sequences per device per micro-step."""
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     """Micro-steps per optimizer step."""
-    learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    learning_rate: Float = Field(default=5e-5, gt=0, le=1)
     """Peak learning rate (AdamW)."""
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay after warmup."""
-    warmup_ratio: float = Field(default=0.05, ge=0, le=0.5)
+    warmup_ratio: Float = Field(default=0.05, ge=0, le=0.5)
     """Fraction of steps spent warming up linearly."""
-    weight_decay: float = Field(default=0.01, ge=0, le=1)
+    weight_decay: Float = Field(default=0.01, ge=0, le=1)
     """AdamW weight decay (not applied to biases and norms)."""
-    max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
+    max_grad_norm: Float = Field(default=1.0, gt=0, le=1000)
     """Gradient clipping norm."""
     max_seq_length: int = Field(default=256, ge=8, le=131072)
     """Truncate (fine-tuning) or pack (pretraining) sequences to this many tokens."""
@@ -256,8 +258,9 @@ class ServingSpec(ApiModel):
     quantize: Literal["none", "int8"] = "none"
     """int8: dynamic int8 linear layers on CPU serving pods (measured 1.1-1.5x faster
     forwards for MiniLM, probabilities within 0.005); CPU only."""
-    pod_template: dict[str, Any] | None = None
-    """Strategic overrides merged onto the serving pod template ({metadata, spec})."""
+    pod_template: PodOverrides | None = None
+    """Typed additions to the serving pods, as spec.podTemplate (the container is named
+    "server")."""
 
     @model_validator(mode="after")
     def _int8_on_cpu(self) -> ServingSpec:
@@ -306,7 +309,7 @@ class ArchitectureSpec(ApiModel):
     """Key/value heads for grouped-query attention (llama)."""
     intermediate_size: int | None = Field(default=None, ge=8, le=262144)
     """MLP width."""
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
     """Dropout probability (gpt2: embeddings, residuals and attention; llama: attention).
     0 is usual for pretraining and runs fastest; raise it (e.g. 0.1) when a small corpus is
     trained for many epochs."""

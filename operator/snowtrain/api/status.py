@@ -54,6 +54,8 @@ class FailureReason(StrEnum):
     UNSUPPORTED = "Unsupported"
     CONFLICT = "Conflict"
     FORBIDDEN = "Forbidden"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    POD_SECURITY = "PodSecurity"
     INTERNAL_ERROR = "InternalError"
     ERROR = "Error"
 

@@ -8,11 +8,13 @@ Failed/InvalidSpec instead of crash-looping) and in ``snowtrain run``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from . import kube_rules as kr
 from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
 from .query import UnsafeQuery, check_query
 
@@ -82,9 +84,39 @@ def _query_errors(path: str, query: str | None) -> list[FieldError]:
     return []
 
 
+def _kubernetes_errors(job: AnyJob) -> list[FieldError]:
+    """What the API server, the scheduler or the trainer would refuse after admission."""
+    from .trainer_config import default_output_path  # it imports this module
+
+    spec = job.spec
+    problems = kr.name_problems(job)
+    problems += kr.node_selector_problems(
+        "spec.resources.nodeSelector", spec.resources.node_selector
+    )
+    problems += kr.toleration_problems("spec.resources.tolerations", spec.resources.tolerations)
+    if why := kr.extended_resource_problem(spec.resources.gpu_resource_name):
+        problems.append(("spec.resources.gpuResourceName", why))
+    if spec.resources.queue_name and (why := kr.label_value_problem(spec.resources.queue_name)):
+        problems.append(("spec.resources.queueName", f"becomes a label value: {why}"))
+    uris = [("spec.tokenizer.uri", getattr(getattr(spec, "tokenizer", None), "uri", None))]
+    if isinstance(job, FineTuneJob):
+        uris.append(("spec.baseModel.uri", spec.base_model.uri))
+    for path, uri in uris:
+        if uri and (why := kr.model_uri_problem(uri)):
+            problems.append((path, why))
+    if why := kr.output_path_problem(job, default_output_path(job)):
+        problems.append(("spec.output.path", why))
+    problems += kr.pod_override_problems("spec.podTemplate", spec.pod_template, "trainer")
+    if spec.serving is not None:
+        problems += kr.pod_override_problems(
+            "spec.serving.podTemplate", spec.serving.pod_template, "server"
+        )
+    return [FieldError(path, reason) for path, reason in problems]
+
+
 def _semantic_errors(job: AnyJob) -> list[FieldError]:
     """Rules the schema cannot express."""
-    errors: list[FieldError] = []
+    errors: list[FieldError] = _kubernetes_errors(job)
     spec = job.spec
     errors += _query_errors("spec.data.query", spec.data.query)
     errors += _query_errors("spec.data.validation.query", spec.data.validation.query)
@@ -141,7 +173,9 @@ def parse_job(obj: dict[str, Any]) -> AnyJob:
         raise InvalidJob([FieldError("spec", "field required")])
     body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
     try:
-        job = JOB_KINDS[kind].model_validate(body)
+        # Strict, as the API server's schema is: `batchSize: "16"` or `true` is refused here
+        # too. JSON mode, so enums and timestamps still come as the strings they are.
+        job = JOB_KINDS[kind].model_validate_json(json.dumps(body, default=str), strict=True)
     except ValidationError as exc:
         raise InvalidJob(errors_from_pydantic(exc)) from None
     errors = _semantic_errors(job)

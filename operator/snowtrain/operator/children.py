@@ -438,7 +438,9 @@ def build_training_job(
         "metadata": {"labels": {**selector_labels(job), **labels}},
         "spec": pod_spec,
     }
-    template = merge_pod_template(template, spec.pod_template)
+    template = merge_pod_template(
+        template, spec.pod_template.as_template() if spec.pod_template else None
+    )
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "completions": res.nodes,
@@ -574,7 +576,9 @@ def build_serving_deployment(
             "volumes": volumes,
         },
     }
-    template = merge_pod_template(template, serving.pod_template)
+    template = merge_pod_template(
+        template, serving.pod_template.as_template() if serving.pod_template else None
+    )
     spec = {
         "replicas": serving.replicas,
         "selector": {"matchLabels": dict(labels)},

@@ -31,6 +31,7 @@ from snowtrain.api.validation import InvalidJob, parse_job
 from . import children as ch
 from . import metrics
 from . import status as st
+from .policy import policy_errors
 from .settings import OperatorSettings
 
 log = logging.getLogger("snowtrain.operator")
@@ -312,6 +313,12 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         job = parse_job({k: v for k, v in body.items() if k != "status"})
     except InvalidJob as exc:
         obs.invalid = f"invalid spec: {exc}"
+    else:
+        # Where no webhook runs (or the job predates the policy): refused here instead.
+        denied = policy_errors(job, settings)
+        if denied:
+            obs.invalid = "not allowed: " + "; ".join(str(e) for e in denied)
+            job = None
     pretrain_uri: str | None = None
     if job is not None:
         obs.suspend = job.spec.suspend
@@ -377,8 +384,16 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     pods: list[dict[str, Any]] = []
     jstat = (current or {}).get("status") or {}
     has_pods = any(jstat.get(k) for k in ("active", "succeeded", "failed"))
+    job_events: list[dict[str, Any]] | None = None
     if current is not None and not has_pods:
         obs.job_name = current["metadata"]["name"]  # just created: no pods to look at yet
+        if _waiting_for_pods(current, obs.now):
+            # Still no pod: the Job controller's Events say why (quota, Pod Security).
+            job_events = raw(
+                kube.core.list_namespaced_event,
+                ns,
+                field_selector=f"involvedObject.kind=Job,involvedObject.name={obs.job_name}",
+            )["items"]
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         obs.job_name = current["metadata"]["name"]
         pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
@@ -386,7 +401,9 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     elif current is not None:
         obs.job_name = current["metadata"]["name"]
-    obs.current = st.observe_attempt(current, pods, user_suspended=obs.suspend)
+    obs.current = st.observe_attempt(
+        current, pods, user_suspended=obs.suspend, job_events=job_events
+    )
 
     if obs.serving_wanted:
         obs.deployment = _get_or_none(
@@ -437,6 +454,22 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     if outcome.phase != old_status.get("phase"):
         _emit_event(ctx, body, old_status.get("phase"), outcome)
     return outcome
+
+
+#: A Job without pods this long is asked why (its Events): the Job controller creates pods
+#: within moments, so anything older is refused pods, not a slow controller.
+NO_POD_GRACE_SECONDS = 10.0
+
+
+def _waiting_for_pods(job: dict[str, Any], now: datetime) -> bool:
+    meta, spec = job.get("metadata") or {}, job.get("spec") or {}
+    if spec.get("suspend") or meta.get("deletionTimestamp"):
+        return False
+    created = meta.get("creationTimestamp")
+    if not created:
+        return False
+    age = now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    return age.total_seconds() >= NO_POD_GRACE_SECONDS
 
 
 def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str | None:

@@ -21,6 +21,18 @@ class OperatorSettings(BaseSettings):
     """Comma-separated namespaces to watch; empty watches the whole cluster."""
     trainer_image: str = "ghcr.io/snowtrain/trainer:0.1.0"
     """Image of the trainer and the model server, unless a job names its own."""
+    allowed_image_repositories: str = ""
+    """Comma-separated repositories ``spec.image`` may name (``registry/team/*`` allows every
+    repository below it); empty: only the trainer image's own repository."""
+    allowed_snowflake_roles: str = ""
+    """Comma-separated Snowflake roles a job's ``spec.data.snowflake.role`` may name; empty:
+    none (jobs use the role their Secret names)."""
+    allowed_service_accounts: str = ""
+    """Comma-separated service accounts a job's podTemplate may name; empty: none (the
+    namespace's default, whose token is never mounted)."""
+    allowed_volume_kinds: str = ""
+    """Comma-separated extra volume kinds (csi, nfs, ephemeral) a job's podTemplate may add,
+    beyond configMap, secret, persistentVolumeClaim and emptyDir."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of training and serving pods."""
     progress_refresh_seconds: float = Field(default=10.0, gt=0, le=15)

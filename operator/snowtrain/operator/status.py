@@ -197,13 +197,33 @@ def _pending_problem(pod: dict[str, Any]) -> tuple[str, str, str | None, bool] |
     return None
 
 
+def pod_create_problem(events: list[dict[str, Any]]) -> tuple[str, str, str | None, bool] | None:
+    """(reason, message, since, fatal) from the Job controller's FailedCreate Events: its pods
+    are refused before they exist (a ResourceQuota, Pod Security admission, a policy), so no
+    pod status will ever say why. A quota may free up (wait, then fail); the rest will not."""
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    first = min(failed, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")
+    last = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    message = str(last.get("message") or "the Job cannot create its pod")
+    since = first.get("firstTimestamp") or first.get("eventTime")
+    if "exceeded quota" in message:
+        return R.QUOTA_EXCEEDED, f"the training pod is refused: {message}", since, False
+    if "PodSecurity" in message:
+        return R.POD_SECURITY, f"the training pod is refused: {message}", since, True
+    return R.FORBIDDEN, f"the training pod cannot be created: {message}", since, True
+
+
 def observe_attempt(
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     *,
     user_suspended: bool = False,
+    job_events: list[dict[str, Any]] | None = None,
 ) -> AttemptState:
-    """Classify one attempt from its batch/v1 Job and that Job's pods."""
+    """Classify one attempt from its batch/v1 Job, that Job's pods and, while it has none,
+    the Job's Events (why the Job controller cannot create them)."""
     if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
         return AttemptState("gone")
     jstatus = job.get("status") or {}
@@ -275,6 +295,11 @@ def observe_attempt(
         return AttemptState("queued", reason, message, code, summary, **base)
     if any((p.get("status") or {}).get("phase") == "Pending" for p in pods):
         return AttemptState("queued", "PodPending", "the training pod is starting", **base)
+    refused = pod_create_problem(job_events or []) if not pods else None
+    if refused:
+        reason, message, since, fatal = refused
+        state = "failed" if fatal else "queued"
+        return AttemptState(state, reason, message, stuck_since=since, **base)
     return AttemptState("queued", "Created", "the training Job was created", **base)
 
 

@@ -17,6 +17,7 @@ from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 from snowtrain.api.validation import InvalidJob, immutable_changes, parse_job
 
 from . import certs, metrics
+from .policy import policy_errors
 from .settings import OperatorSettings
 from .webhook_tls import WebhookTls
 
@@ -33,22 +34,34 @@ def started(status: dict[str, Any] | None) -> bool:
 
 
 def review(
-    operation: str | None, new: dict[str, Any] | None, old: dict[str, Any] | None
+    operation: str | None,
+    new: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+    settings: OperatorSettings | None = None,
 ) -> list[str]:
-    """Problems with an admission request, each ``path: reason`` (empty: allowed). Pure."""
+    """Problems with an admission request, each ``path: reason`` (empty: allowed). Pure.
+
+    With ``settings``, also what this installation's policy does not allow (the image).
+    """
     if operation not in ("CREATE", "UPDATE") or not new:
         return []
     try:
-        parse_job({k: v for k, v in new.items() if k != "status"})
+        job = parse_job({k: v for k, v in new.items() if k != "status"})
     except InvalidJob as exc:
         return [str(e) for e in exc.errors]
+    if settings is not None and (denied := policy_errors(job, settings)):
+        return [str(e) for e in denied]
     if operation == "UPDATE" and old and started(old.get("status")):
         return [str(e) for e in immutable_changes(old.get("spec") or {}, new.get("spec") or {})]
     return []
 
 
+_POLICY: OperatorSettings | None = None
+"""The running operator's settings (set by :func:`configure_admission`)."""
+
+
 def _validate(operation: str | None, new: Any, old: Any, **_: Any) -> None:
-    problems = review(operation, dict(new) if new else None, dict(old) if old else None)
+    problems = review(operation, dict(new) if new else None, dict(old) if old else None, _POLICY)
     metrics.webhook_decision(str((new or old or {}).get("kind", "")), allowed=not problems)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
@@ -86,6 +99,8 @@ def configure_admission(
     :class:`WebhookTls` to refresh periodically. Outside a cluster, kopf keeps a URL-based
     configuration with a self-signed certificate (development and tests).
     """
+    global _POLICY
+    _POLICY = ours
     if ours.webhook_service_name:
         if not (ours.webhook_secret_name and ours.pod_namespace):
             raise kopf.PermanentError(

@@ -37,7 +37,10 @@ ENV_VARS: dict[str, str] = {
     "port": "SNOWFLAKE_PORT",
     "protocol": "SNOWFLAKE_PROTOCOL",
 }
-SECRET_KEYS = ("password", "privateKey", "privateKeyPassphrase", "token")
+#: With a mounted Secret (a cluster), these come from it alone: neither the environment (a
+#: pod override) nor the job's config may send the Secret's password to another account or
+#: host, or over plain HTTP.
+SECRET_ONLY = ("account", "user", "host", "port", "protocol")
 #: Non-secret keys the trainer config may also set; the config's value wins.
 CONFIG_WINS = (
     "account",
@@ -152,13 +155,17 @@ def _read_dir(directory: str | None) -> dict[str, str]:
 def load_credentials(
     settings: SnowflakeSettings, env: Mapping[str, str] = os.environ
 ) -> Credentials:
-    """Collect credentials: config (non-secret) > Secret files > environment variables.
+    """Collect credentials: config (non-secret) > Secret files > environment variables, except
+    that with a mounted Secret the keys in ``SECRET_ONLY`` come from the Secret alone.
 
     Raises ``InvalidConfig`` naming the missing keys (never a value) when account, user or an
     authentication method is missing.
     """
+    locked = SECRET_ONLY if settings.credentials_dir else ()
     values: dict[str, str] = {
-        key: env[var] for key, var in ENV_VARS.items() if env.get(var) not in (None, "")
+        key: env[var]
+        for key, var in ENV_VARS.items()
+        if env.get(var) not in (None, "") and key not in locked
     }
     values.update({k: v for k, v in _read_dir(settings.credentials_dir).items() if v})
     configured = {
@@ -172,7 +179,13 @@ def load_credentials(
         "port": settings.port,
         "protocol": settings.protocol,
     }
-    values.update({k: str(v) for k, v in configured.items() if k in CONFIG_WINS and v is not None})
+    values.update(
+        {
+            k: str(v)
+            for k, v in configured.items()
+            if k in CONFIG_WINS and k not in locked and v is not None
+        }
+    )
 
     missing = [k for k in ("account", "user") if not values.get(k)]
     if not any(values.get(k) for k in ("password", "privateKey", "token")):
