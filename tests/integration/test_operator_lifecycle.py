@@ -497,18 +497,14 @@ def test_a_name_that_makes_an_invalid_child_never_hangs(
     api: Api, operator_process: Any, model_claim: str
 ) -> None:
     """A leading digit is fine for the job (a DNS subdomain) but not for its serving Service
-    (a DNS label starting with a letter): the job says so instead of never reporting."""
+    (a DNS label starting with a letter). Without a webhook the operator refuses it the same
+    way (Failed/InvalidSpec naming the field) instead of never reporting; nothing is created."""
     api.create(ftj("1st-model", output={"volumeClaimName": model_claim}, serving={"replicas": 1}))
-    api.wait_phase("1st-model", {"Succeeded", "Failed"}, timeout=120)
-    serving = api.wait(
-        "ServingReady with the API server's refusal",
-        lambda: (
-            (c := condition(api.status("1st-model"), "ServingReady")).get("reason") == "InvalidSpec"
-            and c
-        ),
-    )
-    assert "Service 1st-model-serve" in serving["message"]
-    assert "must start with" in serving["message"] or "DNS" in serving["message"]
+    status = api.wait_phase("1st-model", {"Failed"}, timeout=120)
+    assert status["failure"]["reason"] == "InvalidSpec", status
+    assert "metadata.name" in status["failure"]["message"]
+    assert "1st-model-serve" in status["failure"]["message"]
+    assert api.jobs("1st-model") == []
 
 
 def test_a_pod_refused_by_a_resource_quota_gives_the_reason_then_fails(
