@@ -1,6 +1,6 @@
 """Bring the single-node cluster up and down.
 
-Order matters (FACTS.md §1): the pod bridge with the host's address (the API server binds it)
+Order matters: the pod bridge with the host's address (the API server binds it)
 -> etcd -> kube-apiserver -> CRDs (before the controller-manager, whose garbage collector
 otherwise learns new types only every 30 s) -> controller-manager and scheduler -> containerd
 (with the CNI config already present, or the node stays NotReady) -> kubelet -> node Ready ->

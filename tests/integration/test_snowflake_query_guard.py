@@ -1,7 +1,7 @@
 """The data query against the emulator: hostile texts never reach it, tricky good ones run,
 and every statement carrying the query goes with the connector's single-statement guard.
 
-fakesnow runs every statement of a text (it ignores MULTI_STATEMENT_COUNT; FACTS §2), so the
+fakesnow runs every statement of a text (it ignores MULTI_STATEMENT_COUNT, as test_the_emulator_itself_would_run_the_old_bypass shows), so the
 table surviving here is the work of ``snowtrain.api.query.check_query`` alone.
 """
 

@@ -192,6 +192,8 @@ def test_queue_depth_and_wait_are_read_at_scrape_time() -> None:
                      for m in ("depth", "delayed", "running"))  # fmt: skip
 
     assert depth() == (3, 1, 0)
+    # The keys wait at least this long before a worker exists: their wait samples must land
+    # above the 0.05 s bucket. Load only makes the wait longer, never shorter.
     time.sleep(0.06)
     q.start()
     assert started.wait(5)

@@ -1,6 +1,6 @@
 """``spec.data.query`` must be one read-only SELECT, decided by Snowflake's lexical rules.
 
-The check is the only guard the emulator has (fakesnow runs a second statement; FACTS §2) and
+The check is the only guard the emulator has (fakesnow runs a second statement: tests/integration/test_snowflake_query_guard.py) and
 the main one Snowflake has once an account lifts MULTI_STATEMENT_COUNT, so these cases pin
 down what is code and what is a string, a quoted name or a comment. No timing asserts here:
 linear growth is shown by bench/bench_query_check.py.

@@ -5,7 +5,7 @@ table and column goes through ``snowtrain.api.identifiers``, and a user's query 
 ``snowtrain.api.query.check_query`` -- the same check admission runs, repeated here because a
 hand-edited ConfigMap never passed admission. It must be one read-only SELECT; it is wrapped
 as a subquery on its own lines, and the source executes it with the connector's
-single-statement guard as well (fakesnow would run a second statement; FACTS §2).
+single-statement guard as well (the fakesnow emulator would run a second statement).
 """
 
 from __future__ import annotations
