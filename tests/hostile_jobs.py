@@ -113,6 +113,10 @@ CASES: list[Hostile] = [
     Hostile("serving-host-network", "the model server's pods too", _spec(serving={"podTemplate": {"spec": {"hostNetwork": True}}}), "spec.serving.podTemplate.spec"),
     Hostile("serving-privileged", "the model server's container too", _spec(serving={"podTemplate": {"spec": {"containers": [{"name": "server", "securityContext": {"privileged": True}}]}}}), "spec.serving.podTemplate.spec.containers[0]"),
     Hostile("serving-other-container", "only the server container", _spec(serving={"podTemplate": {"spec": {"containers": [{"name": "trainer"}]}}}), "spec.serving.podTemplate.spec.containers[0].name"),
+    Hostile("serving-volume-serve-auth", "would replace the model server's token Secret with another", _spec(serving={"podTemplate": {"spec": {"volumes": [{"name": "serve-auth", "secret": {"secretName": "other"}}]}}}), "spec.serving.podTemplate.spec.volumes[0].name"),
+    Hostile("serving-auth-bad-secret", "a Secret name is lowercase DNS", _spec(serving={"auth": {"secretRef": {"name": "Serve_Token"}}}), "spec.serving.auth.secretRef.name"),
+    Hostile("serving-auth-bad-key", "a Secret key has no slashes (it would name a path)", _spec(serving={"auth": {"secretRef": {"name": "t", "key": "../token"}}}), "spec.serving.auth.secretRef.key"),
+    Hostile("serving-auth-no-secret", "auth without the Secret that holds the token", _spec(serving={"auth": {}}), "spec.serving.auth"),
     # -- types: what the API server's schema refuses, refused locally too ------------------------
     Hostile("batch-size-string", "a string is not an integer", _training(batchSize="16"), "spec.training.batchSize"),
     Hostile("batch-size-bool", "true is not an integer", _training(batchSize=True), "spec.training.batchSize"),

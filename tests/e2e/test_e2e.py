@@ -28,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import secrets
 import shutil
 import statistics
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -398,10 +400,11 @@ def _service_url(kubectl: Kubectl, namespace: str, service: str) -> str:
     return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def _post(url: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert resp.status == 200
         return json.loads(resp.read())
@@ -468,6 +471,20 @@ def _assert_unbroken(pairs: list[tuple[str, str]], final: str) -> None:
     assert pairs[-1][1] == final, pairs
 
 
+def _assert_network_policies(kubectl: Kubectl, namespace: str, name: str, uid: str) -> None:
+    """The chart's default (networkPolicy.enabled) gave the job its two policies, created by
+    the in-cluster operator under the chart's RBAC and owned by the job. (This cluster's
+    bridge CNI does not enforce them; what they select and allow is unit-tested.)"""
+    out = kubectl("get", "networkpolicies", "-n", namespace, "-l", f"snowtrain.io/job={name}",
+                  "-o", "json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    policies = {p["metadata"]["name"]: p for p in json.loads(out.stdout)["items"]}
+    assert set(policies) == {f"{name}-training", f"{name}-serve"}, set(policies)
+    for policy in policies.values():
+        assert policy["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+
+
 def _training_jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     out = kubectl("get", "jobs.batch", "-n", namespace, "-l", f"snowtrain.io/job={name}",
                   "-o", "jsonpath={.items[*].metadata.name}")  # fmt: skip
@@ -508,6 +525,7 @@ def test_default_install_refuses_bad_jobs_trains_serves_and_reports(
     with timed("finetune: prediction through the Service's ClusterIP"):
         answer = _post(f"{url}/v1/models/{name}:predict", {"instances": ["love it"]})
     assert answer["predictions"][0]["label"] in {"positive", "negative", "neutral"}
+    _assert_network_policies(kubectl, ns, name, obj["metadata"]["uid"])
 
     # -- 2. what the operator's /metrics say after that -----------------------------------
     scraped = [_metrics(p["status"]["podIP"]) for p in release.operator_pods()]
@@ -547,9 +565,13 @@ def test_default_install_refuses_bad_jobs_trains_serves_and_reports(
             "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 32},
             "resources": {"gpusPerNode": 1},
             "output": {"volumeClaimName": CLAIM},
-            "serving": {"enabled": True},
+            "serving": {"enabled": True, "auth": {"secretRef": {"name": "serve-token"}}},
         },
     }
+    token = secrets.token_urlsafe(24)
+    created = kubectl("create", "secret", "generic", "serve-token", "-n", ns,
+                      f"--from-literal=token={token}")  # fmt: skip
+    assert created.returncode == 0, created.stderr
     _cluster_sized(child["spec"], sfdb)
     # Half a core each: the first model server goes, so the node fits the next pods.
     kubectl("delete", "finetunejob", name, "-n", ns, "--timeout=90s")
@@ -563,10 +585,14 @@ def test_default_install_refuses_bad_jobs_trains_serves_and_reports(
     with timed("dependent finetune: serving ready"):
         cobj = _wait_serving(kubectl, ns, "finetunejob", "qa-from-pretrained")
     url = _service_url(kubectl, ns, cobj["status"]["serving"]["service"])
-    completion = _post(
-        f"{url}/v1/completions",
-        {"model": "qa-from-pretrained", "prompt": "question 3:", "max_tokens": 4},
-    )
+    ask = {"model": "qa-from-pretrained", "prompt": "question 3:", "max_tokens": 4}
+    with pytest.raises(urllib.error.HTTPError) as no_token:
+        _post(f"{url}/v1/completions", ask)
+    assert no_token.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as wrong_token:
+        _post(f"{url}/v1/completions", ask, token=token + "x")
+    assert wrong_token.value.code == 401
+    completion = _post(f"{url}/v1/completions", ask, token=token)
     assert isinstance(completion["choices"][0]["text"], str)
     kubectl("delete", "finetunejobs,pretrainjobs", "--all", "-n", ns, "--timeout=90s")
     TIMINGS["product flow total (after install)"] = round(time.monotonic() - start, 1)

@@ -61,6 +61,7 @@ class Api:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         plural = body["kind"].lower() + "s"
@@ -240,6 +241,17 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     ]  # fmt: skip
     assert server.readiness_probe.http_get.path == "/readyz"
     assert api.core.read_namespaced_service("sentiment-serve", api.ns).spec.ports[0].port == port
+    # Network policies (on by default): training pods open to their own job only, serving
+    # pods on the serving port only; both owned by the job.
+    policies = {
+        p.metadata.name: p
+        for p in api.networking.list_namespaced_network_policy(
+            api.ns, label_selector="snowtrain.io/job=sentiment"
+        ).items
+    }
+    assert set(policies) == {"sentiment-training", "sentiment-serve"}
+    assert all(p.metadata.owner_references[0].name == "sentiment" for p in policies.values())
+    assert policies["sentiment-serve"].spec.ingress[0].ports[0].port == port
     assert kubectl("wait", "-n", api.ns, "--for=condition=Ready", "ftj/sentiment", "--timeout=10s").returncode == 0  # fmt: skip
 
     # An event on every transition.
@@ -256,6 +268,28 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
         lambda: api.apps.read_namespaced_deployment("sentiment-serve", api.ns).spec.replicas == 2,
         timeout=30,
     )
+
+    # Serving switched off: the Deployment, its Service and its policy go; training's stays.
+    api.patch_spec("sentiment", {"serving": {"enabled": False}})
+
+    def serving_gone() -> bool:
+        for read in (
+            api.apps.read_namespaced_deployment,
+            api.core.read_namespaced_service,
+            api.networking.read_namespaced_network_policy,
+        ):
+            try:
+                read("sentiment-serve", api.ns)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            return False
+        return True
+
+    api.wait("serving children removed", serving_gone, timeout=60)
+    api.networking.read_namespaced_network_policy("sentiment-training", api.ns)
+    assert condition(api.status("sentiment"), "ServingReady").get("status") != "True"
 
 
 def test_failures_end_with_the_right_reason(api: Api, operator_process: Any) -> None:

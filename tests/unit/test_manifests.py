@@ -8,6 +8,7 @@ fail), so a typo in a manifest fails here rather than at `kubectl apply` in a us
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -103,15 +104,22 @@ def env_of(deploy: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
-def test_every_env_setting_is_one_the_operator_reads(rendered: list[dict[str, Any]]) -> None:
-    """A misspelt SNOWTRAIN_* variable would be silently ignored by pydantic-settings."""
+def test_every_env_setting_is_one_the_operator_reads(
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt SNOWTRAIN_* variable would be silently ignored by pydantic-settings, and
+    every value must parse the way the operator reads it (from the environment: JSON for
+    lists)."""
     (deploy,) = by_kind(rendered, "Deployment")
     env = env_of(deploy)
     known = {f"SNOWTRAIN_{name.upper()}" for name in OperatorSettings.model_fields}
     assert set(env) <= known, set(env) - known
-    OperatorSettings.model_validate(
-        {k.removeprefix("SNOWTRAIN_").lower(): v for k, v in env.items()}
-    )
+    for key in list(os.environ):
+        if key.startswith("SNOWTRAIN_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # valueFrom (downward API) entries read as ""
+    OperatorSettings()
 
 
 def test_probes_hit_kopfs_liveness_endpoint(rendered: list[dict[str, Any]]) -> None:

@@ -187,7 +187,9 @@ def test_the_operators_own_volumes_are_the_reserved_names() -> None:
 
     job = parse_job(ftj(resources={"nodes": 1}, output={"volumeClaimName": "m"}))
     names = {v["name"] for v in _pod(ch.build_training_job(job, SETTINGS, 1, NEW))["volumes"]}
-    served = parse_job(ftj(output={"volumeClaimName": "m"}, serving={"replicas": 1}))
+    served = parse_job(
+        ftj(output={"volumeClaimName": "m"}, serving={"auth": {"secretRef": {"name": "t"}}})
+    )
     dep = ch.build_serving_deployment(served, SETTINGS, "pvc://m/x")
     names |= {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert names <= RESERVED_VOLUME_NAMES
@@ -308,6 +310,58 @@ def test_serving_deployment_and_service() -> None:
         ch.build_serving_deployment(edited, SETTINGS)["metadata"]["annotations"]
         != dep["metadata"]["annotations"]
     )
+
+
+def test_serving_auth_mounts_the_token_secret_and_points_the_server_at_it() -> None:
+    """The token reaches the server as a file from the job's Secret (rotation without a
+    restart), never as an env var or in the command line."""
+    job = parse_job(ftj(serving={"auth": {"secretRef": {"name": "serve-token", "key": "t"}}}))
+    pod = ch.build_serving_deployment(job, SETTINGS)["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "serve-auth")
+    assert vol["secret"]["secretName"] == "serve-token"
+    assert vol["secret"]["items"] == [{"key": "t", "path": "token"}]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "serve-auth")
+    assert mount["readOnly"] is True
+    token_file = c["command"][c["command"].index("--token-file") + 1]
+    assert token_file == f"{mount['mountPath']}/token"
+    assert not any("serve-token" in str(e) for e in c["env"])
+    # Probes stay open (the server exempts them), so auth cannot make pods unready.
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Without auth, no token flag: existing Deployments keep their spec hash.
+    plain = parse_job(ftj())
+    command = ch.build_serving_deployment(plain, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["command"]  # fmt: skip
+    assert "--token-file" not in command
+
+
+def test_network_policies_close_training_pods_to_all_but_their_job_and_serving_to_its_port() -> (
+    None
+):
+    """Training pods: only their own job's pods may connect (rendezvous, collectives).
+    Serving pods: only the serving port, from their namespace and the admin's extra peers."""
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    settings = SETTINGS.model_copy(update={"serving_ingress_from": [monitoring]})
+    job = parse_job(ftj(resources={"nodes": 2}))
+    training = ch.build_training_network_policy(job)
+    pod_labels = ch.build_training_job(job, settings, 1, NEW)["spec"]["template"]["metadata"]["labels"]  # fmt: skip
+    selector = training["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()  # it selects this job's training pods
+    assert training["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = training["spec"]["ingress"]
+    assert rule == {"from": [{"podSelector": {"matchLabels": selector}}]}
+    assert training["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+    serving = ch.build_serving_network_policy(job, settings)
+    dep = ch.build_serving_deployment(job, settings)
+    serving_pods = dep["spec"]["template"]["metadata"]["labels"]
+    assert serving["spec"]["podSelector"]["matchLabels"].items() <= serving_pods.items()
+    # Training and serving policies never select each other's pods.
+    assert not selector.items() <= serving_pods.items()
+    (rule,) = serving["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert rule["from"] == [{"podSelector": {}}, monitoring]
+    for manifest in (training, serving):
+        kubernetes_validate.validate(manifest, "1.25", strict=True)
 
 
 def test_long_names_stay_valid_label_values() -> None:

@@ -51,6 +51,7 @@ CLIENT_RESOURCES: dict[str, tuple[str, str]] = {
     "deployment": ("apps", "deployments"),
     "deployment_status": ("apps", "deployments/status"),
     "deployment_scale": ("apps", "deployments/scale"),
+    "network_policy": ("networking.k8s.io", "networkpolicies"),
     "lease": ("coordination.k8s.io", "leases"),
     "validating_webhook_configuration": (
         "admissionregistration.k8s.io",

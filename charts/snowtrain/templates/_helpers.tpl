@@ -86,6 +86,12 @@ calls from the operator's source and fails when these rules grant more, or less.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update, delete]
+{{- if .Values.networkPolicy.enabled }}
+# NetworkPolicies of training and serving pods (networkPolicy.enabled).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, delete]
+{{- end }}
 # Observation: pod state and the trainer's progress lines.
 - apiGroups: [""]
   resources: [pods]

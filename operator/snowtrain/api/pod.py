@@ -30,7 +30,7 @@ RESERVED_ENV_PREFIXES = ("SNOWFLAKE_", "SNOWTRAIN_")
 #: the same name would merge into it (another Secret as the credentials, another claim as the
 #: model volume). tests/unit/test_pod_overrides.py keeps this in step with the builders.
 RESERVED_VOLUME_NAMES = frozenset(
-    {"config", "scratch", "dshm", "models", "snowflake", "base-model"}
+    {"config", "scratch", "dshm", "models", "snowflake", "base-model", "serve-auth"}
 )
 #: Volume kinds an installation must allow explicitly (chart value podOverrides.volumeKinds).
 ADMIN_VOLUME_KINDS = ("csi", "nfs", "ephemeral")

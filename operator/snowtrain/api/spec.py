@@ -238,6 +238,29 @@ class ServingResources(ApiModel):
     """GPUs per serving pod."""
 
 
+#: A key of a Secret's data (what the API server accepts as a data key).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the job's namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    """Name of the Secret."""
+    key: str = Field(default="token", pattern=SECRET_KEY_PATTERN, max_length=253)
+    """The key holding the value."""
+
+
+class ServingAuth(ApiModel):
+    """Bearer-token authentication of the model server."""
+
+    secret_ref: SecretKeySelector
+    """Secret key holding the token. Every request but health checks and /metrics must carry
+    ``Authorization: Bearer <token>`` (401 otherwise); the token is compared in constant
+    time, never logged, and re-read within seconds of the Secret changing (rotation without
+    a restart)."""
+
+
 class ServingSpec(ApiModel):
     """Roll out an inference Deployment + Service once training succeeds."""
 
@@ -258,6 +281,9 @@ class ServingSpec(ApiModel):
     quantize: Literal["none", "int8"] = "none"
     """int8: dynamic int8 linear layers on CPU serving pods (measured 1.1-1.5x faster
     forwards for MiniLM, probabilities within 0.005); CPU only."""
+    auth: ServingAuth | None = None
+    """Require a bearer token on inference requests (token from a Secret); without it, any
+    client the network policy lets in may query the model."""
     pod_template: PodOverrides | None = None
     """Typed additions to the serving pods, as spec.podTemplate (the container is named
     "server")."""

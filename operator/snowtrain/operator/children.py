@@ -32,6 +32,8 @@ SPEC_HASH_ANNOTATION = "snowtrain.io/spec-hash"
 CONFIG_DIR = "/etc/snowtrain"
 CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 CREDENTIALS_DIR = "/var/run/secrets/snowtrain/snowflake"
+SERVE_AUTH_DIR = "/var/run/secrets/snowtrain/serve-auth"
+SERVE_AUTH_FILE = f"{SERVE_AUTH_DIR}/token"
 BASE_MODEL_MOUNT = "/mnt/base-model"
 SCRATCH_DIR = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
@@ -122,6 +124,10 @@ def workers_service_name(name: str) -> str:
 
 def serving_name(name: str) -> str:
     return child_name(name, "serve")
+
+
+def training_policy_name(name: str) -> str:
+    return child_name(name, "training")
 
 
 def selector_labels(job: AnyJob) -> dict[str, str]:
@@ -512,6 +518,27 @@ def build_serving_deployment(
         )
     else:
         volumes.append({"name": "models", "emptyDir": {}})
+    mounts = [
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
+    ]
+    auth_args: list[str] = []
+    if serving.auth:
+        ref = serving.auth.secret_ref
+        # Mounted as a file, not an env var: a rotated Secret reaches the running server
+        # (it re-reads the file), and the token never shows in the pod spec or `env`.
+        volumes.append(
+            {
+                "name": "serve-auth",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": "token"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "serve-auth", "mountPath": SERVE_AUTH_DIR, "readOnly": True})
+        auth_args = ["--token-file", SERVE_AUTH_FILE]
     port = serving.port
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
     container = {
@@ -538,6 +565,7 @@ def build_serving_deployment(
             str(serving.max_queue),
             # Only when asked: an unchanged command keeps existing Deployments from rolling.
             *(["--quantize", serving.quantize] if serving.quantize != "none" else []),
+            *auth_args,
         ],
         "ports": [{"name": "http", "containerPort": port}],
         "env": _scratch_env(),
@@ -559,10 +587,7 @@ def build_serving_deployment(
         # Endpoints drop a terminating pod at the same time as it gets SIGTERM: keep serving a
         # few seconds so in-flight routing settles, then the server drains (--graceful-timeout).
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
-        "volumeMounts": [
-            {"name": "scratch", "mountPath": SCRATCH_DIR},
-            {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
-        ],
+        "volumeMounts": mounts,
         "securityContext": container_security_context(),
     }
     template = {
@@ -605,3 +630,50 @@ def build_serving_service(job: AnyJob) -> dict[str, Any]:
             "ports": [{"name": "http", "port": serving.port, "targetPort": "http"}],
         },
     }
+
+
+# --- network policies -----------------------------------------------------------------------
+
+
+def _network_policy(
+    job: AnyJob, name: str, pods: dict[str, str], ingress: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(job, name),
+        "spec": {
+            "podSelector": {"matchLabels": dict(pods)},
+            # Ingress only: the trainer reaches Snowflake, stages and registries whose
+            # addresses no policy can list, and serving pods answer on established flows.
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def build_training_network_policy(job: AnyJob) -> dict[str, Any]:
+    """Training pods accept connections from their own job's pods only (torchrun's
+    rendezvous and NCCL/Gloo pick ports at run time, so every port, but no other pod)."""
+    own = selector_labels(job)
+    return _network_policy(
+        job,
+        training_policy_name(job.metadata.name or ""),
+        own,
+        [{"from": [{"podSelector": {"matchLabels": dict(own)}}]}],
+    )
+
+
+def build_serving_network_policy(job: AnyJob, settings: OperatorSettings) -> dict[str, Any]:
+    """Serving pods accept the serving port only, from pods of their own namespace and the
+    peers the installation lists (``serving_ingress_from``): not from every pod in the
+    cluster. The kubelet's probes come from the node and are not subject to it."""
+    serving = job.spec.serving
+    assert serving is not None
+    peers = [{"podSelector": {}}, *copy.deepcopy(settings.serving_ingress_from)]
+    return _network_policy(
+        job,
+        serving_name(job.metadata.name or ""),
+        serving_labels(job),
+        [{"from": peers, "ports": [{"protocol": "TCP", "port": serving.port}]}],
+    )

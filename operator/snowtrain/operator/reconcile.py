@@ -48,6 +48,7 @@ class Kube:
     core: client.CoreV1Api = field(init=False)
     batch: client.BatchV1Api = field(init=False)
     apps: client.AppsV1Api = field(init=False)
+    networking: client.NetworkingV1Api = field(init=False)
     custom: client.CustomObjectsApi = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +56,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
+        self.networking = client.NetworkingV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
     def capabilities(self) -> ch.Capabilities:
@@ -515,8 +517,16 @@ def _start_attempt(
     ns = job.metadata.namespace or "default"
     if attempt in existing:
         return existing[attempt]
-    # The config first: the pod mounts it. Both creates tolerate 409 (a re-run after a crash).
+    # The policy before any pod exists (no moment where the pods are open to all), then the
+    # config (the pod mounts it). Every create tolerates 409 (a re-run after a crash).
     kube = ctx.kube
+    if ctx.settings.network_policies:
+        _create(
+            kube.networking.create_namespaced_network_policy,
+            ns,
+            ch.build_training_network_policy(job),
+            kube.networking.read_namespaced_network_policy,
+        )
     config = ch.build_config_map(job, ctx.settings, pretrain_uri)
     _create(
         kube.core.create_namespaced_config_map, ns, config, kube.core.read_namespaced_config_map
@@ -632,11 +642,22 @@ def _reconcile_serving(
                 log.info("rolled serving Deployment %s/%s", ns, name)
         service = ch.build_serving_service(job)
         _create(kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service)
+        if ctx.settings.network_policies:
+            _create(
+                kube.networking.create_namespaced_network_policy,
+                ns,
+                ch.build_serving_network_policy(job, ctx.settings),
+                kube.networking.read_namespaced_network_policy,
+            )
     elif not obs.serving_wanted and obs.old_status.get("serving"):
         # Serving was switched off or removed from the spec: take ours down.
         for read, delete in (
             (kube.apps.read_namespaced_deployment, kube.apps.delete_namespaced_deployment),
             (kube.core.read_namespaced_service, kube.core.delete_namespaced_service),
+            (
+                kube.networking.read_namespaced_network_policy,
+                kube.networking.delete_namespaced_network_policy,
+            ),
         ):
             if not owned_by(_get_or_none(raw, read, name, ns), uid):
                 continue

@@ -6,7 +6,7 @@ typed object instead of reading the environment themselves (tests build it direc
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,15 @@ class OperatorSettings(BaseSettings):
     allowed_volume_kinds: str = ""
     """Comma-separated extra volume kinds (csi, nfs, ephemeral) a job's podTemplate may add,
     beyond configMap, secret, persistentVolumeClaim and emptyDir."""
+    network_policies: bool = True
+    """Give every job NetworkPolicies: training pods accept connections only from their own
+    job's pods (multi-node rendezvous and collectives), serving pods only on the serving port
+    and only from their namespace plus ``serving_ingress_from``. Egress is left open (the
+    trainer must reach Snowflake and stages)."""
+    serving_ingress_from: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra NetworkPolicy peers (JSON list of ``from`` entries: namespaceSelector,
+    podSelector, ipBlock) allowed to reach every serving pod, e.g. an ingress controller's
+    or Prometheus' namespace."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of training and serving pods."""
     progress_refresh_seconds: float = Field(default=10.0, gt=0, le=15)
