@@ -1,7 +1,7 @@
 """Log in to Snowflake with timeouts, retry transient failures, never leak a secret.
 
-The connector's defaults block for minutes on a dead network (FACTS §2), so login and network
-timeouts are always set. Transient failures (network errors, HTTP 5xx/429, an expired session)
+The connector's defaults block for minutes on a dead network, so login and network timeouts
+are always set. Transient failures (network errors, HTTP 5xx/429, an expired session)
 are retried with capped exponential backoff and a fresh login; after ``retries`` retries the
 caller gets ``Unavailable`` (exit 69) so the operator can tell an outage from bad data. Errors
 raised from here carry the connector's error number and a redacted message, never a secret.
@@ -9,10 +9,12 @@ raised from here carry the connector's error number and a redacted message, neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import snowflake.connector
@@ -21,8 +23,8 @@ from snowflake.connector import errors as sf_errors
 
 from snowtrain.api.trainer_config import SnowflakeSettings
 
-from ..errors import InvalidConfig, Unavailable
-from .credentials import Credentials
+from ..errors import DataError, InvalidConfig, Unavailable
+from .credentials import Credentials, load_credentials
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -205,3 +207,79 @@ def connect(
     except sf_errors.Error as exc:
         # Anything else from the connector: report it without its (unredacted) traceback chain.
         raise Unavailable(f"Snowflake login failed: {describe_error(exc, secrets)}") from None
+
+
+class LazyConnection:
+    """A connection that logs in on first use, and again after ``drop`` (a transient error).
+
+    Credentials are read from the environment / ``credentialsDir`` at that first login unless
+    given. A ``shared`` connection belongs to the caller: it is used as is, never dropped or
+    closed here, so a retry goes out on the same session.
+    """
+
+    def __init__(
+        self,
+        settings: SnowflakeSettings,
+        credentials: Credentials | None = None,
+        *,
+        shared: Any | None = None,
+        env: Mapping[str, str] = os.environ,
+        connector: Callable[..., SnowflakeConnection] = snowflake.connector.connect,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings, self._credentials, self._env = settings, credentials, env
+        self._conn = shared
+        self._owned = shared is None
+        self._connector, self._sleep = connector, sleep
+
+    def secrets(self) -> list[str]:
+        """The secret values to scrub from messages (none known before the first login)."""
+        return self._credentials.secret_values() if self._credentials else []
+
+    def cursor(self) -> Any:
+        if self._conn is None:
+            if self._credentials is None:
+                self._credentials = load_credentials(self._settings, self._env)
+            self._conn = connect(
+                self._settings, self._credentials, connector=self._connector, sleep=self._sleep
+            )
+        return self._conn.cursor()
+
+    def select(self, sql: str, params: tuple[Any, ...] = (), *, what: str) -> Any:
+        """Run one SELECT of the data with retries; return the cursor.
+
+        Every such statement may carry the user's query, so each goes with the connector's
+        single-statement guard (``num_statements=1``): should a second statement ever get
+        past ``check_query``, Snowflake refuses the request. A table or view that does not
+        exist (or that the role may not see) is bad data, not a bad spec: ``DataError``.
+        """
+        return execute(
+            self.cursor,
+            sql,
+            params,
+            retries=self._settings.retries,
+            what=what,
+            secrets=self.secrets(),
+            on_retry=self.drop,
+            sleep=self._sleep,
+            not_found=lambda detail: DataError(
+                f"{what}: the data does not exist or is not authorized: {detail}"
+            ),
+            num_statements=1,
+        )
+
+    def close(self) -> None:
+        """Log out, when the connection is ours; a later statement logs in again."""
+        if self._owned and self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def drop(self, _exc: BaseException | None = None) -> None:
+        """Forget our session so the next statement logs in afresh (the retry hook).
+
+        A dead connection may fail to close; that failure is not the caller's concern.
+        """
+        if self._owned and self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None

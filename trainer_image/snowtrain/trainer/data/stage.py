@@ -15,7 +15,6 @@ error after a backoff and a fresh login, and connector errors turned into the tr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ from snowtrain.api.identifiers import InvalidIdentifier, quote_stage
 from snowtrain.api.trainer_config import SnowflakeSettings
 
 from ..errors import InvalidConfig
-from .connection import connect, execute
+from .connection import LazyConnection, execute
 from .credentials import Credentials
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ def upload_to_stage(
     """PUT every file under ``local_dir`` to ``stage`` (``@NAME[/path]``); return stage paths.
 
     Each PUT goes through ``connection.execute``, as every data read does (``on_retry`` may
-    drop ``conn``'s session so the retry logs in afresh, as ``_Session.drop`` does).
+    drop ``conn``'s session so the retry logs in afresh, as ``LazyConnection.drop`` does).
     """
     root = Path(local_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -82,25 +81,6 @@ def upload_to_stage(
     return uploaded
 
 
-class _Session:
-    """A connection that logs in on first use, and again after ``drop`` (as the reads do)."""
-
-    def __init__(self, settings: SnowflakeSettings, credentials: Credentials, **kwargs: Any):
-        self._settings, self._credentials, self._kwargs = settings, credentials, kwargs
-        self._conn: Any = None
-
-    def cursor(self) -> Any:
-        if self._conn is None:
-            self._conn = connect(self._settings, self._credentials, **self._kwargs)
-        return self._conn.cursor()
-
-    def drop(self, _exc: BaseException | None = None) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):  # a dead connection may fail to close
-                self._conn.close()
-            self._conn = None
-
-
 def upload_model(
     local_dir: str | Path,
     stage: str,
@@ -116,7 +96,7 @@ def upload_model(
     spent, and ``InvalidConfig`` when Snowflake rejects the upload (no such stage, no
     privilege).
     """
-    session = _Session(settings, credentials, connector=connector, sleep=sleep)
+    session = LazyConnection(settings, credentials, connector=connector, sleep=sleep)
     try:
         uploaded = upload_to_stage(
             session,
