@@ -1,9 +1,11 @@
 """Checkpoints: periodic, atomic, pruned, and found again by the next run on its own.
 
-A checkpoint is a directory ``step-00000123/`` holding ``state.pt`` (model, optimizer,
-scheduler, grad scaler, RNG states and the loop's position in the data) and ``meta.json``.
-It is written under a temporary name and renamed into place, so a run killed mid-write leaves
-either the previous checkpoint or the new one, never a torn one. The newest ``keep`` survive.
+A checkpoint is a directory ``step-00000123/`` holding ``state.pt`` (a ``Payload``: model,
+optimizer, scheduler, grad scaler, RNG states and the loop's ``TrainState``) and
+``meta.json``. It is written under a temporary name and renamed into place, so a run killed
+mid-write leaves either the previous checkpoint or the new one, never a torn one. The newest
+``keep`` survive. What goes into a checkpoint and how it is put back is decided here alone
+(``save_training`` / ``resume``), so the loop never spells a key.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import random
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
+from torch import nn
 
 from .durable import fsync_dir, fsync_tree
+from .errors import InvalidConfig
 
 _NAME = re.compile(r"^step-(\d+)$")
 STATE_FILE = "state.pt"
@@ -45,7 +50,36 @@ class TrainState:
     """Sum of per-step training losses, so the final mean covers resumed runs too."""
     fingerprint: str | None = None
     """Data fingerprint of the run that wrote the checkpoint (a change is reported)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        """The state as ``asdict`` saved it; checkpoints written before ``extra`` was dropped
+        carry it (always empty), and they must still resume."""
+        return cls(**{k: v for k, v in saved.items() if k != "extra"})
+
+
+@dataclass
+class Trainables:
+    """The objects whose state a checkpoint holds besides the ``TrainState``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    """fp16's loss scaler; None in bf16 and fp32."""
+
+
+class Payload(TypedDict):
+    """What ``state.pt`` holds (plain containers and tensors: loadable with weights_only)."""
+
+    model: dict[str, torch.Tensor]
+    """The trainable weights; all of them unless adapters train on a frozen base."""
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any] | None
+    rng: dict[str, Any]
+    """Rank 0's generators (``capture_rng``)."""
+    train_state: dict[str, Any]
 
 
 def capture_rng() -> dict[str, Any]:
@@ -134,7 +168,9 @@ class CheckpointManager:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    def save(self, step: int, payload: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, step: int, payload: Mapping[str, Any], meta: dict[str, Any] | None = None
+    ) -> Path:
         """Write ``payload`` as checkpoint ``step`` atomically, then prune old ones."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_partial()
@@ -159,15 +195,68 @@ class CheckpointManager:
         """Read a checkpoint's payload (weights_only: a checkpoint cannot run code)."""
         return torch.load(Path(path) / STATE_FILE, map_location=map_location, weights_only=True)
 
+    def save_training(self, state: TrainState, parts: Trainables, *, total_steps: int) -> Path:
+        """Checkpoint the run at ``state.step`` (rank 0 alone calls this)."""
+        payload: Payload = {
+            "model": _trainable_weights(parts.model),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler else None,
+            "rng": capture_rng(),
+            "train_state": asdict(state),
+        }
+        meta = {"fingerprint": state.fingerprint, "totalSteps": total_steps}
+        return self.save(state.step, payload, meta=meta)
+
+    def resume(self, parts: Trainables, *, restore_generators: bool) -> TrainState | None:
+        """Load the newest checkpoint into ``parts``; its ``TrainState``, or None when none.
+
+        ``restore_generators`` puts back the saved RNG states. Under DDP they are rank 0's, so
+        the caller reseeds each rank instead.
+        """
+        latest = self.latest()
+        if latest is None:
+            return None
+        payload: Payload = self.load(latest)  # type: ignore[assignment]
+        _load_weights(parts.model, payload["model"], latest)
+        parts.optimizer.load_state_dict(payload["optimizer"])
+        parts.scheduler.load_state_dict(payload["scheduler"])
+        if parts.scaler is not None and payload.get("scaler"):
+            parts.scaler.load_state_dict(payload["scaler"])  # type: ignore[arg-type]
+        state = TrainState.from_dict(payload["train_state"])
+        if restore_generators:
+            restore_rng(payload["rng"])
+        return state
+
     def _remove_partial(self) -> None:
         """Temp dirs of writers that died mid-save."""
         for p in self.directory.glob(".tmp-step-*"):
             shutil.rmtree(p, ignore_errors=True)
 
 
-def train_state_from(payload: dict[str, Any]) -> TrainState:
-    return TrainState(**payload["train_state"])
+def _trainable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, less a frozen base: adapters resume on a base reloaded from its
+    source, so saving it again would only cost disk and time."""
+    weights = model.state_dict()
+    if all(p.requires_grad for p in model.parameters()):
+        return weights
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in weights.items() if k in trainable}
 
 
-def train_state_to(state: TrainState) -> dict[str, Any]:
-    return asdict(state)
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: Any) -> None:
+    """Load checkpoint weights; only frozen parameters (a LoRA base) may be absent."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatch: the config changed under the checkpoint
+        raise InvalidConfig(
+            f"checkpoint {where} does not fit this model; delete the checkpoints to start "
+            f"over ({str(exc).splitlines()[0]})"
+        ) from None
+    missing = sorted(set(result.missing_keys) & trainable)
+    if missing or result.unexpected_keys:
+        raise InvalidConfig(
+            f"checkpoint {where} does not match this model (missing {missing[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}); delete the checkpoints to start over"
+        )
