@@ -240,10 +240,6 @@ def pad_rows(
     return out
 
 
-class PromptTooLong(ValueError):
-    """The prompt plus max_tokens does not fit the model's context window."""
-
-
 class CompletionModel:
     """Causal LM: prompts in, completions out; one batch may mix sampling settings."""
 

@@ -270,7 +270,3 @@ def train_tokenizer(
         pad_token=EOS,
         model_max_length=model_max_length,
     )
-
-
-def count_parameters(model: torch.nn.Module, *, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
