@@ -40,6 +40,6 @@ class ApiModel(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         """Serialise with camelCase keys, dropping unset optional fields (what the API stores)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

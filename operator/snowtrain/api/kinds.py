@@ -7,7 +7,7 @@ mode validate with them, and the operator renders children from them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,9 +25,11 @@ from .spec import (
 )
 from .status import JobStatusBlock
 
-GROUP = "snowtrain.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "snowtrain.io/v1alpha1"
+GROUP, VERSION = API_VERSION.split("/")
+
+JobKind = Literal["FineTuneJob", "PretrainJob"]
+Task = Literal["classification", "causal-lm", "pretrain"]
 
 #: Column roles each task reads, in the order the trainer uses them.
 TASK_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -98,7 +100,7 @@ class ObjectMeta(ApiModel):
 class _JobResource(ApiModel):
     """Envelope shared by both kinds."""
 
-    KIND: ClassVar[str]
+    KIND: ClassVar[JobKind]
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[list[str]]
     TASK: ClassVar[str | None] = None
@@ -117,14 +119,14 @@ class _JobResource(ApiModel):
         return data
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> JobKind:
         return self.KIND
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         raise NotImplementedError
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": self.KIND, **super().to_wire()}
 
 
@@ -138,7 +140,7 @@ class FineTuneJob(_JobResource):
     spec: FineTuneJobSpec
 
     @property
-    def task(self) -> str:
+    def task(self) -> Literal["classification", "causal-lm"]:
         return self.spec.task
 
 
@@ -152,9 +154,9 @@ class PretrainJob(_JobResource):
     spec: PretrainJobSpec
 
     @property
-    def task(self) -> str:
+    def task(self) -> Literal["pretrain"]:
         return "pretrain"
 
 
-JOB_KINDS: dict[str, type[_JobResource]] = {k.KIND: k for k in (FineTuneJob, PretrainJob)}
 AnyJob = FineTuneJob | PretrainJob
+JOB_KINDS: dict[str, type[AnyJob]] = {k.KIND: k for k in (FineTuneJob, PretrainJob)}

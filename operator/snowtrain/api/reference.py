@@ -21,7 +21,7 @@ END = "<!-- END CR REFERENCE -->"
 def _type_of(node: dict[str, Any]) -> str:
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
-    kind = node.get("type", "object")
+    kind: str = node.get("type", "object")
     if kind == "array":
         return f"list of {_type_of(node.get('items', {}))}"
     if kind == "object" and "additionalProperties" in node:

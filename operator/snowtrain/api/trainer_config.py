@@ -8,6 +8,7 @@ the trainer through environment variables or a mounted Secret directory (``crede
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,7 @@ from pydantic import Field, ValidationError
 
 from .base import ApiModel
 from .identifiers import canonical_column
-from .kinds import TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
+from .kinds import TASK_COLUMNS, AnyJob, FineTuneJob, JobKind, Task
 from .spec import ArchitectureSpec, TokenizerSpec, TrainingSpec, ValidationSource
 from .validation import errors_from_pydantic
 
@@ -86,10 +87,10 @@ class ProgressConfig(ApiModel):
 class TrainerConfig(ApiModel):
     """Everything the trainer needs, and nothing secret."""
 
-    kind: Literal["FineTuneJob", "PretrainJob"]
+    kind: JobKind
     name: str
     namespace: str | None = None
-    task: Literal["classification", "causal-lm", "pretrain"]
+    task: Task
     base_model: str | None = None
     """Local path or hub id of the starting model (fine-tuning)."""
     architecture: ArchitectureSpec | None = None
@@ -151,7 +152,7 @@ def render_trainer_config(
     output_uri: str | None = None,
     base_model: str | None = None,
     credentials_dir: str | None = None,
-    snowflake_overrides: dict | None = None,
+    snowflake_overrides: Mapping[str, str | int | None] | None = None,
     progress_interval_seconds: float = 5.0,
 ) -> TrainerConfig:
     """Turn a validated resource into the trainer config (pure; used by operator and CLI).
@@ -168,19 +169,29 @@ def render_trainer_config(
         role=conn.role,
         warehouse=conn.warehouse,
         database=conn.database,
-        schema=conn.schema_,
+        schema_=conn.schema_,
         login_timeout_seconds=conn.login_timeout_seconds,
         network_timeout_seconds=conn.network_timeout_seconds,
         retries=conn.retries,
     )
     if snowflake_overrides:
         settings = settings.model_copy(update=snowflake_overrides)
-    common = {
-        "kind": job.kind,
-        "name": job.metadata.name or "job",
-        "namespace": job.metadata.namespace,
-        "task": job.task,
-        "data": TrainerDataConfig(
+    resolved_base_model: str | None = None
+    architecture: ArchitectureSpec | None = None
+    tokenizer: TokenizerSpec | None = None
+    if isinstance(job, FineTuneJob):
+        resolved_base_model = base_model or job.spec.base_model.uri
+    else:
+        architecture, tokenizer = job.spec.architecture, job.spec.tokenizer
+    return TrainerConfig(
+        kind=job.kind,
+        name=job.metadata.name or "job",
+        namespace=job.metadata.namespace,
+        task=job.task,
+        base_model=resolved_base_model,
+        architecture=architecture,
+        tokenizer=tokenizer,
+        data=TrainerDataConfig(
             snowflake=settings,
             table=spec.data.table,
             query=spec.data.query,
@@ -189,14 +200,9 @@ def render_trainer_config(
             max_rows=spec.data.max_rows,
             batch_rows=spec.data.batch_rows,
         ),
-        "training": spec.training,
-        "output": OutputConfig(
+        training=spec.training,
+        output=OutputConfig(
             dir=output_dir, checkpoint_dir=checkpoint_dir, uri=output_uri, stage=spec.output.stage
         ),
-        "progress": ProgressConfig(interval_seconds=progress_interval_seconds),
-    }
-    if isinstance(job, FineTuneJob):
-        resolved = base_model or spec.base_model.uri
-        return TrainerConfig(base_model=resolved, **common)
-    assert isinstance(job, PretrainJob)
-    return TrainerConfig(architecture=spec.architecture, tokenizer=spec.tokenizer, **common)
+        progress=ProgressConfig(interval_seconds=progress_interval_seconds),
+    )

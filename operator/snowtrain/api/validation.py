@@ -98,9 +98,11 @@ def _kubernetes_errors(job: AnyJob) -> list[FieldError]:
         problems.append(("spec.resources.gpuResourceName", why))
     if spec.resources.queue_name and (why := kr.label_value_problem(spec.resources.queue_name)):
         problems.append(("spec.resources.queueName", f"becomes a label value: {why}"))
-    uris = [("spec.tokenizer.uri", getattr(getattr(spec, "tokenizer", None), "uri", None))]
+    uris: list[tuple[str, str | None]]
     if isinstance(job, FineTuneJob):
-        uris.append(("spec.baseModel.uri", spec.base_model.uri))
+        uris = [("spec.baseModel.uri", job.spec.base_model.uri)]
+    else:
+        uris = [("spec.tokenizer.uri", job.spec.tokenizer.uri)]
     for path, uri in uris:
         if uri and (why := kr.model_uri_problem(uri)):
             problems.append((path, why))
@@ -130,10 +132,10 @@ def _semantic_errors(job: AnyJob) -> list[FieldError]:
                 )
             )
     lora = spec.training.lora
-    if isinstance(job, FineTuneJob) and lora and lora.enabled and spec.task != "causal-lm":
+    if isinstance(job, FineTuneJob) and lora and lora.enabled and job.spec.task != "causal-lm":
         errors.append(FieldError("spec.training.lora", "LoRA is supported for task causal-lm only"))
     if isinstance(job, PretrainJob):
-        arch = spec.architecture
+        arch = job.spec.architecture
         if arch.hidden_size and arch.num_heads and arch.hidden_size % arch.num_heads:
             errors.append(
                 FieldError(
@@ -181,7 +183,7 @@ def parse_job(obj: dict[str, Any]) -> AnyJob:
     errors = _semantic_errors(job)
     if errors:
         raise InvalidJob(errors)
-    return job  # type: ignore[return-value]
+    return job
 
 
 #: Spec fields that may change after training started; everything else is frozen.
