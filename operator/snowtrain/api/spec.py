@@ -279,8 +279,8 @@ class ServingSpec(ApiModel):
     max_queue: int = Field(default=256, ge=1, le=100_000)
     """Requests waiting beyond this are answered 429 instead of growing memory."""
     quantize: Literal["none", "int8"] = "none"
-    """int8: dynamic int8 linear layers on CPU serving pods (measured 1.1-1.5x faster
-    forwards for MiniLM, probabilities within 0.005); CPU only."""
+    """int8: dynamic int8 linear layers on CPU serving pods (faster forwards, probabilities
+    slightly different from fp32; bench/bench_serve.py compares them); CPU only."""
     auth: ServingAuth | None = None
     """Require a bearer token on inference requests (token from a Secret); without it, any
     client the network policy lets in may query the model."""
