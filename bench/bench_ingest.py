@@ -9,8 +9,8 @@ Variants, each run in its own subprocess so peak RSS (``ru_maxrss``) is its own:
   ``build_classification`` for the train and the hashed validation split (Arrow batches,
   batch tokenize, memory-mapped store). It does strictly more work than ``seed``.
 - ``ours-parquet``: the same tokenize+store stage fed from a parquet file in
-  ``--batch-rows`` chunks. fakesnow returns a whole result in one response (FACTS §2; real
-  Snowflake sends chunks of a few MB), so this variant shows the memory our stage needs when
+  ``--batch-rows`` chunks. fakesnow returns a whole result in one response (real Snowflake
+  sends chunks of a few MB), so this variant shows the memory our stage needs when
   its input really is chunked.
 
 The fakesnow server runs in its own process (its memory is "Snowflake", not the client's).
@@ -101,7 +101,7 @@ def train_tokenizer(texts: list[str], path: Path) -> None:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     # Lowercase + whitespace/punctuation split: a small, fast WordPiece (BERT's full normalizer
-    # costs ~2.5x more per text here and would only dilute both variants' data handling).
+    # costs more per text and would only dilute both variants' data handling).
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(texts, WordPieceTrainer(vocab_size=8000, special_tokens=specials))

@@ -5,7 +5,7 @@ Measures, from watches opened by this script (client-side clocks, millisecond re
 - Job complete -> Succeeded: Job's Complete condition first seen -> resource phase Succeeded;
 and the operator's peak RSS (VmHWM). Pods are pinned to a node label no node has, so nothing
 runs; the script plays the kubelet and marks each pod Succeeded through the status
-subresource (the real Job controller then completes the Job), as FACTS.md §1 describes.
+subresource, and the real Job controller completes the Job as it would for a kubelet's report.
 
     .venv/bin/python -m bench.bench_operator --count 200 [--complete-rate 0]
 

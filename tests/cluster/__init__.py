@@ -3,9 +3,10 @@
 Why it exists: snowtrain is an operator, and its behaviour (owner references, Job status,
 scheduling on `nvidia.com/gpu`, pod logs) can only be trusted when tested against a real API
 server, controller manager, scheduler and kubelet. This machine has no Docker engine and no
-registry access beyond Debian/PyPI/npm, so kind/k3s are out; ../../shared/FACTS.md §1 records how
-Debian's `kubernetes` source package (which carries the full v1.20.2 tree with vendor/) builds
-and runs here. Modules, one job each:
+registry access beyond Debian/PyPI/npm, so kind/k3s are out. Debian bookworm's `kubernetes`
+source package carries the full v1.20.2 tree with vendor/: ``build`` says how it compiles
+offline (three fixes), ``config`` and ``localkube`` how it runs on 127.0.0.1. Modules, one
+job each:
 
 - ``paths``: where binaries, build trees and cluster state live.
 - ``debian``: the Debian packages and the deb-src entry the build needs.

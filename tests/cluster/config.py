@@ -2,7 +2,7 @@
 
 Everything lives under the cluster state dir and points only at 127.0.0.1, so the host's own
 /etc, /var/lib/containerd or /etc/cni are never read or written. Values that are not obvious
-carry the reason (FACTS.md §1).
+carry their reason in a comment beside them.
 """
 
 from __future__ import annotations

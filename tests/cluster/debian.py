@@ -1,7 +1,7 @@
 """The Debian packages the local cluster needs, installed idempotently.
 
 Only Debian's own archive is used: Go toolchain, etcd, containerd/runc, the CNI plugins,
-Debian's reflect2 1.0.2 source (FACTS §1 fix 3), umoci for images, busybox-static for test
+Debian's reflect2 1.0.2 source (fix 3 in ``build``), umoci for images, busybox-static for test
 images. `apt-get update` runs only when something is missing, so a warm machine does no I/O.
 """
 
@@ -35,7 +35,7 @@ PACKAGES = (
 
 SRC_LIST = Path("/etc/apt/sources.list.d/snowtrain-src.sources")
 SRC_ENTRY = """\
-# Added by snowtrain (tests/cluster): the kubernetes 1.20.2 source package, FACTS.md §1.
+# Added by snowtrain (tests/cluster): the kubernetes 1.20.2 source package (bookworm's).
 Types: deb-src
 URIs: http://deb.debian.org/debian
 Suites: bookworm bookworm-updates

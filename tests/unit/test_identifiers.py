@@ -1,6 +1,6 @@
 """Injection safety: names carrying SQL are refused before any query is sent.
 
-fakesnow runs several statements in one string (FACTS §2), so these guarantees come from our
+fakesnow runs several statements in one string, so these guarantees come from our
 own validation; the emulator test in tests/integration shows the table survives.
 """
 
