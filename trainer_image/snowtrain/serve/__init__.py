@@ -1,6 +1,7 @@
-"""snowtrain's model server: `python -m snowtrain.serve --model-dir DIR` (contracts §4).
+"""snowtrain's model server: `python -m snowtrain.serve --model-dir DIR` (README: "The model
+server").
 
-Serves one exported model directory (contracts §1) over HTTP:
+Serves one exported model directory (README: "The trainer contract", **Out**) over HTTP:
 
 - classifier: KServe v1 `POST /v1/models/{name}:predict` and Open Inference Protocol v2
   `POST /v2/models/{name}/infer` (+ `GET /v2/models/{name}`, `/v2/health/{live,ready}`);

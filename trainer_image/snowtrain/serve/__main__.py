@@ -1,4 +1,4 @@
-"""`python -m snowtrain.serve --model-dir DIR ...` (contracts §4).
+"""`python -m snowtrain.serve --model-dir DIR ...` (README: "The model server").
 
 uvicorn already shuts down gracefully on SIGTERM: it stops listening, lets in-flight
 requests finish (up to --graceful-timeout), then runs the app's shutdown, which drains the
@@ -121,8 +121,8 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     # OpenMP threads that spin while waiting burn a pod's CPU quota and, on a shared node,
-    # stall every batch behind a descheduled peer (measured: a 2-thread MiniLM forward went
-    # from ~0.1 s to ~1 s). Sleeping waiters cost little when the cores are ours. It must be
+    # stall every batch behind a descheduled peer, so a forward can take many times longer
+    # than it needs. Sleeping waiters cost little when the cores are ours. It must be
     # set before torch loads, which is why torch is imported below, not at the top.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:

@@ -13,8 +13,9 @@ inefficient matrix products). The cost of a pass of n texts padded to L tokens i
 The constants depend on the model, the device and quantization, so the classifier measures
 them once at load (`fit_forward_cost` over a few timed forwards of different shapes) instead
 of trusting numbers from another machine. `DEFAULT_COST` is the fallback when that fit is
-unusable; measured here: MiniLM-L6 (fp32, 2 CPU threads, shared 2-core VM) fits roughly
-14 ms + 0.3 ms per token, attention negligible below a few hundred tokens.
+unusable: the shape measured for a small encoder (MiniLM-L6) on a few CPU threads, where a
+forward's fixed cost is worth some tens of tokens and attention is negligible below a few
+hundred tokens.
 """
 
 from __future__ import annotations

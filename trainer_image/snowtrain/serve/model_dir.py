@@ -1,4 +1,7 @@
-"""Reading an exported model directory (contracts §1): which task it serves, its name, labels.
+"""Reading an exported model directory: which task it serves, its name, labels.
+
+The directory is what the trainer writes (README: "The trainer contract", **Out**;
+``snowtrain.trainer.export``).
 
 The trainer records the task in `snowtrain.json`; directories exported by other tools (or a
 plain `save_pretrained`) have none, so the architecture name in `config.json` decides.

@@ -7,11 +7,11 @@ this torch would spawn one thread per node core and thrash against its CPU limit
 
 `--quantize int8` (CPU only) swaps every `nn.Linear` for a dynamically quantized int8 one
 after loading (`torch.ao.quantization.quantize_dynamic`: int8 weights, activations quantized
-per batch): measured on MiniLM-L6 with 2 threads, 1.1-1.5x faster forwards (up to ~3x on
-some shapes) and at most 0.005 difference in any probability. It is opt-in because it
-changes outputs slightly. There are no int8 dynamic kernels for CUDA, where the model
-already runs in bf16/fp16, so asking for int8 on CUDA is refused at startup rather than
-silently ignored: a setting that quietly does nothing is worse than an error that says so.
+per batch): faster forwards on CPU at the price of slightly different scores (README: "The
+model server"; ``bench/bench_serve.py``). It is opt-in because it changes outputs. There are
+no int8 dynamic kernels for CUDA, where the model already runs in bf16/fp16, so asking for
+int8 on CUDA is refused at startup rather than silently ignored: a setting that quietly does
+nothing is worse than an error that says so.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ TOKEN_FILE_ENV = "SNOWTRAIN_SERVE_TOKEN_FILE"
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Everything `python -m snowtrain.serve` accepts (contracts §4), with safe defaults."""
+    """Everything `python -m snowtrain.serve` accepts (README: "The model server"), with safe
+    defaults."""
 
     model_dir: Path
     name: str | None = None

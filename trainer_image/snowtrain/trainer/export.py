@@ -1,4 +1,4 @@
-"""Export the trained model directory (contracts §1), atomically.
+"""Export the trained model directory (README: "The trainer contract", **Out**), atomically.
 
 Everything is written into a sibling temp directory first and renamed into place, so the
 server and the operator never see half a model. Lineage carries the trainer config (which

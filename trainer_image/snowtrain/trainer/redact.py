@@ -1,10 +1,11 @@
 """Scrub credential values out of everything the trainer prints.
 
 Credentials must never reach stdout, stderr, the termination message or the exported files
-(contracts §3). Code is written not to print them, but a connector exception or a third-party
-log line may still quote one; so the trainer wraps ``sys.stdout``/``sys.stderr`` in a stream
-that replaces every known secret value before the text leaves the process. The values come
-from the data layer's ``Credentials.secret_values()``.
+(README: "The trainer contract", **In**). Code is written not to print them, but a connector
+exception or a third-party log line may still quote one; so the trainer wraps
+``sys.stdout``/``sys.stderr`` in a stream that replaces every known secret value before the
+text leaves the process. The values come from the data layer's
+``Credentials.secret_values()``.
 """
 
 from __future__ import annotations

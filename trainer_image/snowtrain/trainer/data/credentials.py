@@ -2,9 +2,10 @@
 
 Secrets reach the trainer only through the environment or files in
 ``snowflake.credentialsDir`` (one file per key, a mounted Kubernetes Secret); the config file
-never carries them (contracts §3). Every secret is held as a ``pydantic.SecretStr`` so that a
-stray ``repr``/log line/exception shows ``**********`` instead of the value, and
-``secret_values()`` hands the raw values to whoever must scrub output (the trainer's redactor).
+never carries them (README: "The trainer contract", **In**). Every secret is held as a
+``pydantic.SecretStr`` so that a stray ``repr``/log line/exception shows ``**********``
+instead of the value, and ``secret_values()`` hands the raw values to whoever must scrub
+output (the trainer's redactor).
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Keep Python's garbage collector off the objects that outlive ingest while it runs.
 
-Why: every tokenized batch creates one GC-tracked ``Encoding`` per row (8192 at a time), so
-ingest drives the cyclic collector into frequent collections, and each full collection walks
-every tracked object in the process: torch, transformers, pyarrow, the loaded base model
-(~260k objects with the imports alone). That walk was 25-30% of the tokenizing CPU (200k
-rows, tcmalloc; ``perf``: ``gc_collect_main`` + ``visit_decref`` + ``visit_reachable``).
-In bench_ingest at 1e6 rows the tokenizer alone went from 16.9-18.5 s to 7.6-10.1 s and
-ingest through the emulator from 21.6-25.1 s to 14.1-16.9 s (three runs each).
+Why: every tokenized batch creates one GC-tracked ``Encoding`` per row, so ingest drives the
+cyclic collector into frequent collections, and each full collection walks every tracked
+object in the process: torch, transformers, pyarrow, the loaded base model (hundreds of
+thousands of objects with the imports alone). That walk took a large share of the tokenizing
+CPU (in ``perf``: ``gc_collect_main`` + ``visit_decref`` + ``visit_reachable``); freezing
+makes ingest markedly faster (README: "The trainer contract"; ``bench/bench_ingest.py``).
 
 ``gc.freeze()`` moves the objects alive at the start into a permanent generation that
 collections skip; the objects ingest creates are still collected as usual, so cycles it makes

@@ -125,8 +125,8 @@ class Encoder:
       tokenization itself for short texts.
     - Special tokens that a post-processor adds around every text ([CLS] x [SEP], <s> x </s>)
       are added here with numpy around the content tokens instead: the Rust post-processor
-      copies and merges every encoding, ~12% of the tokenizing wall time (2 cores, 205k
-      ~100-char rows, median of 6 interleaved runs). Content is truncated to ``max_len``
+      copies and merges every encoding, a noticeable share of the tokenizing time
+      (``bench/bench_ingest.py`` measures it). Content is truncated to ``max_len``
       minus those tokens, as the backend does.
       Used only when both ways give the same ids on probe texts; otherwise the backend's
       post-processor runs as usual.
