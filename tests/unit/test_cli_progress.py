@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
 
+from snowtrain.api.events import DoneEvent, ProgressEvent, build_event, parse_event
 from snowtrain.cli.report import loss_history, plot_loss_curve, read_events, summary_table
-from snowtrain.cli.trainer_process import ProgressView, format_eta, parse_event
+from snowtrain.cli.trainer_process import ProgressView, format_eta
+
+ev = build_event
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -16,12 +20,31 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=buf, width=120, force_terminal=False, soft_wrap=True), buf
 
 
-def test_parse_event_accepts_only_event_objects():
-    assert parse_event('{"event":"progress","step":3}\n') == {"event": "progress", "step": 3}
+def test_parse_event_accepts_only_well_formed_events():
+    assert parse_event('{"event":"progress","step":3}\n') == ProgressEvent(step=3)
     assert parse_event("INFO loading model\n") is None
     assert parse_event('{"step": 3}') is None  # no event field: log text
     assert parse_event('{"event": "progress"') is None  # truncated
+    assert parse_event('{"event": "progress", "step": "x"}') is None  # not an event's shape
+    assert parse_event('{"event": "unheard-of", "step": 3}') is None
     assert parse_event("[1, 2]") is None
+    # A field a newer trainer adds does not make the line unreadable.
+    assert parse_event('{"event":"progress","step":3,"newField":1}').step == 3
+
+
+def test_the_trainer_cannot_emit_a_field_no_reader_declares():
+    assert ev("progress", step=3, totalSteps=10).to_wire() == {
+        "event": "progress",
+        "step": 3,
+        "totalSteps": 10,
+    }
+    with pytest.raises(ValueError, match="stepz"):
+        ev("progress", step=3, stepz=4)
+    with pytest.raises(ValueError, match=r"metrics\.trainLos"):
+        ev("done", outcome="Succeeded", exitCode=0, metrics={"trainLos": 1.0})
+    # NaN is not JSON: it goes out as null, never as an invalid line.
+    line = ev("progress", step=1, loss=float("nan")).to_json()
+    assert json.loads(line)["loss"] is None and parse_event(line) == ProgressEvent(step=1)
 
 
 def test_format_eta():
@@ -33,20 +56,11 @@ def test_format_eta():
 def test_progress_view_follows_the_trainer():
     console, buf = _console()
     with ProgressView(console, "Training x") as view:
-        view.handle({"event": "start", "totalSteps": 100, "resumedFromStep": 40})
-        view.handle(
-            {
-                "event": "data",
-                "rows": 2700,
-                "validationRows": 300,
-                "labels": ["negative", "positive"],
-            }
-        )
-        view.handle(
-            {"event": "progress", "step": 60, "totalSteps": 100, "loss": 0.51234, "etaSeconds": 30}
-        )
-        view.handle({"event": "eval", "step": 60, "evalLoss": 0.4, "evalAccuracy": 0.9})
-        view.handle({"event": "done", "outcome": "Succeeded"})
+        view.handle(ev("start", totalSteps=100, resumedFromStep=40))
+        view.handle(ev("data", rows=2700, validationRows=300, labels=["negative", "positive"]))
+        view.handle(ev("progress", step=60, totalSteps=100, loss=0.51234, etaSeconds=30))
+        view.handle(ev("eval", step=60, evalLoss=0.4, evalAccuracy=0.9))
+        view.handle(ev("done", outcome="Succeeded", exitCode=0))
         task = view.progress.tasks[0]
         assert (task.completed, task.total) == (60, 100)
         assert task.fields["loss"] == "0.5123" and task.fields["eta"] == "0:30"
@@ -54,33 +68,34 @@ def test_progress_view_follows_the_trainer():
     assert "Resuming from the checkpoint at step 40" in out
     assert "2700 training rows, 300 validation rows, labels negative, positive" in out
     assert "Eval at step 60: loss 0.4000, accuracy 0.9000" in out
-    assert view.done == {"event": "done", "outcome": "Succeeded"}
+    assert view.done == DoneEvent(outcome="Succeeded", exit_code=0)
 
 
 def test_loss_history_keeps_the_attempts_that_made_the_model():
     events = [
-        {"event": "start", "resumedFromStep": None},
-        {"event": "progress", "step": 10, "loss": 2.0},
-        {"event": "progress", "step": 20, "loss": 1.5},
-        {"event": "progress", "step": 30, "loss": 1.4},  # after the last checkpoint: lost
-        {"event": "start", "resumedFromStep": 20},
-        {"event": "progress", "step": 30, "loss": 1.2},
-        {"event": "eval", "step": 30, "evalLoss": 1.3},
+        ev("start", totalSteps=40),
+        ev("progress", step=10, loss=2.0),
+        ev("progress", step=20, loss=1.5),
+        ev("progress", step=30, loss=1.4),  # after the last checkpoint: lost
+        ev("start", totalSteps=40, resumedFromStep=20),
+        ev("progress", step=30, loss=1.2),
+        ev("eval", step=30, evalLoss=1.3),
     ]
     train, evals = loss_history(events)
     assert train == [(10, 2.0), (20, 1.5), (30, 1.2)]
     assert evals == [(30, 1.3)]
     # A fresh start (no resume) forgets earlier attempts.
-    train, _ = loss_history([*events, {"event": "start", "resumedFromStep": None}])
+    train, _ = loss_history([*events, ev("start", totalSteps=40)])
     assert train == []
 
 
 def test_loss_curve_png_is_written(tmp_path):
     events_path = tmp_path / "events.jsonl"
-    lines = [{"event": "start"}] + [
-        {"event": "progress", "step": s, "loss": 2.0 / s} for s in range(1, 20)
+    lines = [ev("start", totalSteps=19)] + [
+        ev("progress", step=s, loss=2.0 / s) for s in range(1, 20)
     ]
-    events_path.write_text("\n".join(json.dumps(e) for e in lines) + "\nnot json\n")
+    events_path.write_text("\n".join(e.to_json() for e in lines) + "\nnot json\n")
+    assert len(read_events(events_path)) == 20
     out = plot_loss_curve(read_events(events_path), tmp_path / "model" / "loss_curve.png", "x")
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_loss_curve([], tmp_path / "none.png", "x") is None

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from snowtrain.api.events import now_iso
 from snowtrain.api.status import DataStatus, JobStatusBlock, MetricsStatus
+from snowtrain.operator import attempts as at
 from snowtrain.operator import status as st
+from snowtrain.operator import trainer_log
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def iso(delta_s: float = 0) -> str:
-    return st.now_iso(NOW + timedelta(seconds=delta_s))
+    return now_iso(NOW + timedelta(seconds=delta_s))
 
 
 def k8s_job(*conditions: tuple[str, str], suspend: bool = False, active: int = 0) -> dict:
@@ -53,7 +56,7 @@ def pod(phase: str, *, terminated: dict | None = None, waiting: dict | None = No
     return {"metadata": {"creationTimestamp": iso(-90)}, "status": status}
 
 
-def observed(current: st.AttemptState, **kw) -> st.Observed:
+def observed(current: at.AttemptState, **kw) -> st.Observed:
     defaults = dict(
         generation=2,
         now=NOW,
@@ -84,8 +87,8 @@ def test_progress_lines_become_progress_and_metrics() -> None:
             "{broken json",
         ]
     )  # fmt: skip
-    report = st.parse_trainer_lines(log)
-    running = st.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
+    report = trainer_log.parse_trainer_lines(log)
+    running = at.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
     out = st.compute(observed(running, report=report))
     s = out.status
     assert s["phase"] == "Running"
@@ -133,8 +136,8 @@ def test_every_data_field_the_trainer_reports_reaches_the_status() -> None:
     assert set(expected) == declared
 
     log = json.dumps({"event": "data", **wire, "labels": ["negative", "positive"]})
-    running = st.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
-    while_running = st.compute(observed(running, report=st.parse_trainer_lines(log))).status
+    running = at.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
+    while_running = st.compute(observed(running, report=trainer_log.parse_trainer_lines(log))).status
     assert while_running["data"] == expected
     JobStatusBlock.model_validate(while_running)
 
@@ -143,7 +146,7 @@ def test_every_data_field_the_trainer_reports_reaches_the_status() -> None:
     done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
     job = k8s_job(("Complete", ""))
     job["status"]["completionTime"] = iso(-1)
-    finished = st.compute(observed(st.observe_attempt(job, [done]))).status
+    finished = st.compute(observed(at.observe_attempt(job, [done]))).status
     assert finished["phase"] == "Succeeded"
     assert finished["data"] == expected
     JobStatusBlock.model_validate(finished)
@@ -161,7 +164,7 @@ def test_every_declared_metric_in_the_termination_message_reaches_the_status() -
     done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
     job = k8s_job(("Complete", ""))
     job["status"]["completionTime"] = iso(-1)
-    status = st.compute(observed(st.observe_attempt(job, [done]))).status
+    status = st.compute(observed(at.observe_attempt(job, [done]))).status
     assert status["metrics"] == {name: 1.0 for name in declared}
     JobStatusBlock.model_validate(status)
 
@@ -180,7 +183,7 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
     done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)})  # fmt: skip
     job = k8s_job(("Complete", ""))
     job["status"]["completionTime"] = iso(-1)
-    state = st.observe_attempt(job, [done])
+    state = at.observe_attempt(job, [done])
     first = st.compute(observed(state)).status
     assert first["phase"] == "Succeeded"
     c = conds(first)
@@ -203,13 +206,13 @@ def test_success_reports_final_metrics_and_model_and_keeps_transition_times() ->
 
 def test_a_succeeded_job_whose_job_object_vanished_stays_succeeded() -> None:
     old = {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True"}]}
-    out = st.compute(observed(st.AttemptState("gone"), old_status=old))
+    out = st.compute(observed(at.AttemptState("gone"), old_status=old))
     assert out.phase == "Succeeded"
     assert not out.start_next_attempt
 
 
 def test_serving_readiness_after_success() -> None:
-    state = st.observe_attempt(k8s_job(("Complete", "")), [])
+    state = at.observe_attempt(k8s_job(("Complete", "")), [])
     kw = dict(serving_wanted=True, serving_replicas=2, serving_names=("j-serve", "j-serve"),
               endpoint="http://j-serve.ns.svc:8080")  # fmt: skip
     out = st.compute(observed(state, **kw))
@@ -236,7 +239,7 @@ def test_serving_readiness_after_success() -> None:
 
 def failed_with(pods: list[dict], *conditions: tuple[str, str], **kw) -> dict:
     job = k8s_job(*(conditions or (("Failed", "BackoffLimitExceeded"),)))
-    out = st.compute(observed(st.observe_attempt(job, pods), **kw))
+    out = st.compute(observed(at.observe_attempt(job, pods), **kw))
     assert out.phase == "Failed"
     assert conds(out.status)["Failed"]["status"] == "True"
     assert conds(out.status)["Ready"]["status"] == "False"
@@ -269,7 +272,7 @@ def test_exit_codes_without_a_termination_message() -> None:
 
 def test_data_error_is_final_even_while_the_job_would_retry() -> None:
     p = pod("Failed", terminated={"exitCode": 65, "reason": "Error"})
-    out = st.compute(observed(st.observe_attempt(k8s_job(active=0), [p])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(active=0), [p])))
     assert out.phase == "Failed"
     assert out.status["failure"]["reason"] == "DataError"
 
@@ -292,7 +295,7 @@ def test_unschedulable_is_a_condition_while_pending_then_fails_after_the_timeout
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
         "lastTransitionTime": iso(-60)}])  # fmt: skip
-    state = st.observe_attempt(k8s_job(active=1), [unsched])
+    state = at.observe_attempt(k8s_job(active=1), [unsched])
     out = st.compute(observed(state, stuck_timeout_seconds=300))
     assert out.phase == "Queued"
     running = conds(out.status)["Running"]
@@ -316,7 +319,7 @@ def test_a_pod_refused_by_a_quota_says_so_then_fails_after_the_timeout() -> None
         'pods "sentiment-a1-x" is forbidden: exceeded quota: gpu-quota, requested: '
         "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
     )
-    state = st.observe_attempt(k8s_job(), [], job_events=[quota])
+    state = at.observe_attempt(k8s_job(), [], job_events=[quota])
     out = st.compute(observed(state, stuck_timeout_seconds=300))
     assert out.phase == "Queued"
     running = conds(out.status)["Running"]
@@ -329,7 +332,7 @@ def test_a_pod_refused_by_pod_security_fails_at_once() -> None:
     psa = _failed_create(
         'pods "x" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true'
     )
-    out = st.compute(observed(st.observe_attempt(k8s_job(), [], job_events=[psa])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(), [], job_events=[psa])))
     assert out.phase == "Failed"
     assert out.status["failure"]["reason"] == "PodSecurity"
     assert "restricted" in out.status["failure"]["message"]
@@ -337,23 +340,23 @@ def test_a_pod_refused_by_pod_security_fails_at_once() -> None:
 
 def test_other_events_of_a_podless_job_change_nothing() -> None:
     other = {"reason": "SuccessfulCreate", "message": "Created pod: x", "firstTimestamp": iso()}
-    assert st.observe_attempt(k8s_job(), [], job_events=[other]).reason == "Created"
+    assert at.observe_attempt(k8s_job(), [], job_events=[other]).reason == "Created"
 
 
 def test_image_pull_errors() -> None:
     backoff = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling"})
-    out = st.compute(observed(st.observe_attempt(k8s_job(active=1), [backoff])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(active=1), [backoff])))
     assert out.phase == "Queued"
     assert conds(out.status)["Running"]["reason"] == "ImagePullError"
     invalid = pod("Pending", waiting={"reason": "InvalidImageName", "message": "bad ref"})
-    out = st.compute(observed(st.observe_attempt(k8s_job(active=1), [invalid])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(active=1), [invalid])))
     assert out.phase == "Failed"
     assert out.status["failure"]["reason"] == "ImagePullError"
 
 
 def test_preempted_attempt_starts_the_next_one() -> None:
     preempted = pod("Failed", terminated={"exitCode": 75, "reason": "Error"})
-    state = st.observe_attempt(k8s_job(("Failed", "BackoffLimitExceeded")), [preempted])
+    state = at.observe_attempt(k8s_job(("Failed", "BackoffLimitExceeded")), [preempted])
     assert state.retryable
     out = st.compute(observed(state, attempt=1, max_attempts=3))
     assert out.start_next_attempt
@@ -361,7 +364,7 @@ def test_preempted_attempt_starts_the_next_one() -> None:
     assert "attempt 2" in conds(out.status)["Running"]["message"]
     evicted = {"metadata": {"creationTimestamp": iso(-5)},
                "status": {"phase": "Failed", "reason": "Evicted", "message": "node low on memory"}}  # fmt: skip
-    state = st.observe_attempt(k8s_job(("Failed", "BackoffLimitExceeded")), [evicted])
+    state = at.observe_attempt(k8s_job(("Failed", "BackoffLimitExceeded")), [evicted])
     assert state.reason == "Evicted"
     exhausted = st.compute(observed(state, attempt=3, max_attempts=3))
     assert exhausted.phase == "Failed"
@@ -371,7 +374,7 @@ def test_preempted_attempt_starts_the_next_one() -> None:
 
 def test_suspend_and_resume_without_job_suspend() -> None:
     # Kubernetes 1.20: suspending deletes the attempt's Job; resuming starts the next attempt.
-    gone = st.AttemptState("gone")
+    gone = at.AttemptState("gone")
     out = st.compute(observed(gone, suspend=True))
     assert out.phase == "Suspended"
     assert conds(out.status)["Suspended"]["status"] == "True"
@@ -383,32 +386,32 @@ def test_suspend_and_resume_without_job_suspend() -> None:
 
 def test_suspended_job_object_user_vs_kueue() -> None:
     job = k8s_job(suspend=True)
-    assert st.compute(observed(st.observe_attempt(job, [], user_suspended=True), suspend=True)).phase == "Suspended"  # fmt: skip
-    queued = st.compute(observed(st.observe_attempt(job, [])))
+    assert st.compute(observed(at.observe_attempt(job, [], user_suspended=True), suspend=True)).phase == "Suspended"  # fmt: skip
+    queued = st.compute(observed(at.observe_attempt(job, [])))
     assert queued.phase == "Queued"
     assert conds(queued.status)["Running"]["reason"] == "WaitingForAdmission"
 
 
 def test_invalid_spec_and_waiting_for_base_model() -> None:
-    out = st.compute(observed(st.AttemptState("gone"), attempt=0, invalid="spec.data: set exactly one of table or query"))  # fmt: skip
+    out = st.compute(observed(at.AttemptState("gone"), attempt=0, invalid="spec.data: set exactly one of table or query"))  # fmt: skip
     assert out.phase == "Failed"
     assert out.status["failure"]["reason"] == "InvalidSpec"
     assert "spec.data" in out.status["failure"]["message"]
-    wait = st.compute(observed(st.AttemptState("gone"), attempt=0, waits_for_base=True,
+    wait = st.compute(observed(at.AttemptState("gone"), attempt=0, waits_for_base=True,
                                base_waiting="PretrainJob gpt is Running (42%)"))  # fmt: skip
     assert wait.phase == "Waiting"
     w = conds(wait.status)["WaitingForBaseModel"]
     assert w["status"] == "True" and "gpt" in w["message"]
-    go = st.compute(observed(st.AttemptState("gone"), attempt=0, waits_for_base=True))
+    go = st.compute(observed(at.AttemptState("gone"), attempt=0, waits_for_base=True))
     assert go.phase == "Pending"
     assert conds(go.status)["WaitingForBaseModel"]["status"] == "False"
-    failed = st.compute(observed(st.AttemptState("gone"), attempt=0, waits_for_base=True,
+    failed = st.compute(observed(at.AttemptState("gone"), attempt=0, waits_for_base=True,
                                  base_failed="PretrainJob gpt failed: DataError"))  # fmt: skip
     assert failed.status["failure"]["reason"] == "BaseModelFailed"
 
 
 def test_unsupported_multi_node() -> None:
-    out = st.compute(observed(st.AttemptState("gone"), attempt=0, unsupported="needs 1.24"))
+    out = st.compute(observed(at.AttemptState("gone"), attempt=0, unsupported="needs 1.24"))
     assert out.phase == "Failed"
     assert out.status["failure"] == {"reason": "Unsupported", "message": "needs 1.24"}
 
@@ -434,13 +437,13 @@ def test_a_finished_pod_keeps_the_job_running_until_the_job_completes() -> None:
     # Between the pod's exit and the Job controller's Complete condition the phase must not
     # flap back to Queued (a Running -> Queued -> Succeeded event sequence).
     done = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
-    out = st.compute(observed(st.observe_attempt(k8s_job(active=0), [done])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(active=0), [done])))
     assert out.phase == "Running"
 
 
 def test_a_pod_failure_the_job_will_retry_is_queued_with_its_reason() -> None:
     crashed = pod("Failed", terminated={"exitCode": 1, "reason": "Error", "message": "boom"})
-    out = st.compute(observed(st.observe_attempt(k8s_job(active=0), [crashed])))
+    out = st.compute(observed(at.observe_attempt(k8s_job(active=0), [crashed])))
     assert out.phase == "Queued"
     assert conds(out.status)["Running"]["reason"] == "Error"
     assert "retries" in conds(out.status)["Running"]["message"]

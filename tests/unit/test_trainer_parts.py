@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from snowtrain.api.events import TrainerSummary, parse_summary
 from snowtrain.api.spec import ArchitectureSpec, LoraSpec, TokenizerSpec
 from snowtrain.trainer.checkpoint import CheckpointManager, capture_rng, restore_rng
 from snowtrain.trainer.errors import InvalidConfig
@@ -82,16 +83,15 @@ def test_progress_interval_and_json_lines(capsys):
 
 
 def test_termination_message_fits_4096_bytes_and_is_scrubbed():
-    summary = {
-        "outcome": "Failed",
-        "reason": "DataError",
-        "message": SECRET + "x" * 10000,
-        "metrics": {},
-    }
+    summary = TrainerSummary.of_exit(
+        65, reason="DataError", message=SECRET + "x" * 10000, metrics={"trainLoss": 0.5}
+    )
     text = encode_summary(summary, Redactor([SECRET]))
     assert len(text.encode()) <= TERMINATION_LIMIT
-    decoded = json.loads(text)
-    assert decoded["reason"] == "DataError" and decoded["message"].startswith(MASK)
+    decoded = parse_summary(text)
+    assert decoded is not None and decoded.outcome == "Failed" and decoded.exit_code == 65
+    assert decoded.reason == "DataError" and (decoded.message or "").startswith(MASK)
+    assert decoded.metrics.train_loss == 0.5  # the message gave way, the metrics stayed
 
 
 # --------------------------------------------------------------------------- metrics

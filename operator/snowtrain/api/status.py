@@ -60,7 +60,15 @@ class FailureReason(StrEnum):
     ERROR = "Error"
 
 
-class Condition(ApiModel):
+class StatusModel(ApiModel):
+    """A part of the status. Read back from the API server on every reconcile, where an
+    operator of another version may have written fields this one does not know: those are
+    ignored on reading (and dropped on the next write), never an error."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+
+class Condition(StatusModel):
     """A Kubernetes-style condition."""
 
     type: str
@@ -77,7 +85,7 @@ class Condition(ApiModel):
     """The spec generation this condition describes."""
 
 
-class ProgressStatus(ApiModel):
+class ProgressStatus(StatusModel):
     """Training progress, refreshed from the trainer's progress lines."""
 
     percent: float | None = None
@@ -94,7 +102,7 @@ class ProgressStatus(ApiModel):
     """When the trainer last reported (RFC 3339)."""
 
 
-class MetricsStatus(ApiModel):
+class MetricsStatus(StatusModel):
     """Latest training metrics."""
 
     train_loss: float | None = None
@@ -115,7 +123,7 @@ class MetricsStatus(ApiModel):
     """Tokens consumed so far."""
 
 
-class DataStatus(ApiModel):
+class DataStatus(StatusModel):
     """Lineage of the data that was read."""
 
     rows: int | None = None
@@ -128,7 +136,7 @@ class DataStatus(ApiModel):
     """Content hash of the rows read (sha256)."""
 
 
-class ModelStatus(ApiModel):
+class ModelStatus(StatusModel):
     """Where the trained model is."""
 
     uri: str | None = None
@@ -139,7 +147,7 @@ class ModelStatus(ApiModel):
     """Snowflake stage it was uploaded to, if any."""
 
 
-class FailureStatus(ApiModel):
+class FailureStatus(StatusModel):
     """Why the job failed, when it did."""
 
     reason: str | None = None
@@ -150,7 +158,7 @@ class FailureStatus(ApiModel):
     """Trainer exit code, when it exited."""
 
 
-class JobStatus(ApiModel):
+class JobStatus(StatusModel):
     """The batch/v1 Job of the current attempt."""
 
     name: str | None = None
@@ -163,7 +171,7 @@ class JobStatus(ApiModel):
     """When training ended (RFC 3339)."""
 
 
-class ServingStatus(ApiModel):
+class ServingStatus(StatusModel):
     """The inference Deployment + Service."""
 
     deployment: str | None = None
@@ -176,7 +184,7 @@ class ServingStatus(ApiModel):
     """Serving pods ready."""
 
 
-class JobStatusBlock(ApiModel):
+class JobStatusBlock(StatusModel):
     """Status of a FineTuneJob or PretrainJob."""
 
     observed_generation: int | None = None

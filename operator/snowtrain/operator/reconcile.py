@@ -23,13 +23,14 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from snowtrain.api.events import now_iso
 from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
 from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
 from snowtrain.api.validation import InvalidJob, parse_job
 
+from . import attempts, metrics, trainer_log
 from . import children as ch
-from . import metrics
 from . import status as st
 from .policy import policy_errors
 from .settings import OperatorSettings
@@ -403,7 +404,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     elif current is not None:
         obs.job_name = current["metadata"]["name"]
-    obs.current = st.observe_attempt(
+    obs.current = attempts.observe_attempt(
         current, pods, user_suspended=obs.suspend, job_events=job_events
     )
 
@@ -428,7 +429,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         else:
             obs.attempt += 1
             obs.job_name = ch.job_name(name, obs.attempt)
-            obs.current = st.AttemptState("queued", "Created", "the training Job was created")
+            obs.current = attempts.AttemptState("queued", "Created", "the training Job was created")
             obs.report = None
         outcome = st.compute(obs)
     if outcome.stop_current and current is not None:
@@ -581,7 +582,7 @@ def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[s
 
 def _read_progress(
     ctx: Context, key: tuple[str, str, str], pods: list[dict[str, Any]], force: bool
-) -> st.TrainerReport | None:
+) -> trainer_log.TrainerReport | None:
     """The trainer's newest JSON lines from the pod log tail, at most once per refresh
     interval per job (log reads cost the API server more than anything else we do)."""
     started = [
@@ -610,7 +611,7 @@ def _read_progress(
     except ApiException as exc:
         log.debug("cannot read the log of %s: %s", newest["metadata"]["name"], exc.reason)
         return None
-    return st.parse_trainer_lines(text or "")
+    return trainer_log.parse_trainer_lines(text or "")
 
 
 def _reconcile_serving(
@@ -677,7 +678,7 @@ def _emit_event(
     ready = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {})
     reason = failure.get("reason") or outcome.phase
     message = failure.get("message") or ready.get("message") or ""
-    now = st.now_iso()
+    now = now_iso()
     event = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from snowtrain.api.events import ExitCode, TrainerSummary
 from snowtrain.api.identifiers import IDENTIFIER_PART, InvalidIdentifier, canonical_column
 
 from . import credentials, emulator
@@ -26,7 +27,7 @@ from .manifest import load_job
 from .plan import RunPlan, check_resumable, is_complete, plan_run
 from .report import plot_loss_curve, read_events, summary_table
 from .serving import ModelServer, demo_request, free_port, model_task, port_is_free
-from .trainer_process import EXIT_PREEMPTED, log_tail, run_trainer
+from .trainer_process import log_tail, run_trainer
 
 DEFAULT_PORT = 8080
 
@@ -90,12 +91,13 @@ class LocalRun:
                 f"Already trained: {plan.model_dir} (rerun with --fresh to train again)",
                 markup=False,
             )
-            summary = {"outcome": "Succeeded", "metrics": self._read_metrics(plan)}
-            rows = None
+            outcome, metrics, rows = "Succeeded", self._read_metrics(plan), None
         else:
             code, summary, rows = self._train(plan)
             if code != 0:
                 return code
+            outcome = summary.outcome if summary else "Succeeded"
+            metrics = summary.metrics.to_wire() if summary else {}
         wall = time.monotonic() - started
         curve = plot_loss_curve(
             read_events(plan.events_path), plan.model_dir / "loss_curve.png", f"{job.metadata.name}"
@@ -103,8 +105,8 @@ class LocalRun:
         self.console.print(
             summary_table(
                 title=f"{job.kind} {job.metadata.name}",
-                outcome=summary.get("outcome", "Succeeded"),
-                metrics=summary.get("metrics") or self._read_metrics(plan),
+                outcome=outcome,
+                metrics=metrics or self._read_metrics(plan),
                 rows=rows,
                 wall_seconds=wall,
                 model_dir=plan.model_dir,
@@ -160,7 +162,7 @@ class LocalRun:
         except (OSError, json.JSONDecodeError):
             return {}
 
-    def _train(self, plan: RunPlan) -> tuple[int, dict[str, Any], Any]:
+    def _train(self, plan: RunPlan) -> tuple[int, TrainerSummary | None, int | None]:
         target = credentials.resolve(self.args.snowflake, self.args.connection)
         with ExitStack() as stack:
             env = target.env
@@ -169,18 +171,19 @@ class LocalRun:
             else:
                 self.say(f"Snowflake: {target.description}", markup=False)
             outcome = run_trainer(plan, env, self.console)
-        summary = outcome.summary or {}
-        rows = (summary.get("data") or {}).get("rows") or outcome.data.get("rows")
-        if outcome.interrupted or outcome.exit_code == EXIT_PREEMPTED:
-            step = summary.get("step")
+        summary = outcome.summary
+        lineage = (summary.data if summary else None) or outcome.data
+        rows = lineage.rows if lineage else None
+        if outcome.interrupted or outcome.exit_code == ExitCode.PREEMPTED:
+            step = summary.step if summary else None
             self.say(
                 f"[yellow]Stopped{f' at step {step}' if step else ''}.[/] Run the same command "
                 "again to resume from the last checkpoint."
             )
-            return (130 if outcome.interrupted else EXIT_PREEMPTED), summary, rows
+            return (130 if outcome.interrupted else ExitCode.PREEMPTED), summary, rows
         if outcome.exit_code != 0:
-            reason = summary.get("reason") or "Failed"
-            message = summary.get("message") or "the trainer failed"
+            reason = (summary.reason if summary else None) or "Failed"
+            message = (summary.message if summary else None) or "the trainer failed"
             self.say(f"[red]Training failed ({reason}, exit code {outcome.exit_code}):[/]")
             self.say(message, markup=False)
             # Classified failures (DataError, InvalidSpec, Unavailable) carry a message meant for

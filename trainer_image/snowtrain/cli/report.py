@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-#: Metric key (contracts §1) -> label and format, in display order.
+from snowtrain.api.events import EvalEvent, ProgressEvent, StartEvent, TrainerEvent, parse_event
+
+#: Metric key (a ``snowtrain.api.events.TrainerMetrics`` field, as metrics.json and the
+#: summary name it) -> label and format, in display order.
 _METRICS = (
     ("trainLoss", "train loss", "{:.4f}"),
     ("evalLoss", "eval loss", "{:.4f}"),
@@ -24,25 +26,17 @@ _METRICS = (
 )
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path) -> list[TrainerEvent]:
     """The events of every attempt of this run, oldest first (bad lines skipped)."""
-    events = []
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return []
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events
+    return [event for line in lines if (event := parse_event(line)) is not None]
 
 
 def loss_history(
-    events: list[dict[str, Any]],
+    events: list[TrainerEvent],
 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(step, train loss) and (step, eval loss) points of the attempt chain that made the model.
 
@@ -52,19 +46,18 @@ def loss_history(
     train: list[tuple[int, float]] = []
     evals: list[tuple[int, float]] = []
     for ev in events:
-        kind = ev.get("event")
-        if kind == "start":
-            keep = ev.get("resumedFromStep") or 0
+        if isinstance(ev, StartEvent):
+            keep = ev.resumed_from_step or 0
             train = [p for p in train if p[0] <= keep]
             evals = [p for p in evals if p[0] <= keep]
-        elif kind == "progress" and isinstance(ev.get("loss"), int | float):
-            train.append((int(ev.get("step", 0)), float(ev["loss"])))
-        elif kind == "eval" and isinstance(ev.get("evalLoss"), int | float):
-            evals.append((int(ev.get("step", 0)), float(ev["evalLoss"])))
+        elif isinstance(ev, ProgressEvent) and ev.loss is not None:
+            train.append((ev.step, ev.loss))
+        elif isinstance(ev, EvalEvent) and ev.eval_loss is not None:
+            evals.append((ev.step, ev.eval_loss))
     return train, evals
 
 
-def plot_loss_curve(events: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+def plot_loss_curve(events: list[TrainerEvent], out: Path, title: str) -> Path | None:
     """Write the loss curve PNG; None when there is nothing to plot."""
     train, evals = loss_history(events)
     if not train and not evals:

@@ -1,4 +1,5 @@
-"""Run the trainer as a child process and follow its JSON progress lines (contracts §2).
+"""Run the trainer as a child process and follow its JSON progress lines (README: "The
+trainer contract"; the events are the models of :mod:`snowtrain.api.events`).
 
 This is the same channel the operator reads from a pod's log: one JSON object with an
 ``event`` field per stdout line, everything else log text, and the final summary in the
@@ -12,13 +13,12 @@ command resumes -- the same path a preempted pod takes.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -31,36 +31,33 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from snowtrain.api.events import (
+    DataEvent,
+    DataLineage,
+    DoneEvent,
+    EvalEvent,
+    ProgressEvent,
+    StartEvent,
+    TrainerEvent,
+    TrainerSummary,
+    parse_event,
+    parse_summary,
+)
 from snowtrain.trainer.allocator import with_preloaded_allocator
 
 from .plan import RunPlan
 
-#: sysexits code the trainer uses after SIGTERM (checkpoint saved, rerun resumes).
-EXIT_PREEMPTED = 75
 
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """The event object on a stdout line, or None for ordinary log text."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) and isinstance(obj.get("event"), str) else None
-
-
-def format_eta(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or seconds < 0:
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
         return "-:--"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+def _num(value: float | None, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"
 
 
 @dataclass
@@ -68,10 +65,10 @@ class TrainerOutcome:
     """How the trainer ended: its exit code and its final summary (done event or file)."""
 
     exit_code: int
-    summary: dict[str, Any] | None
+    summary: TrainerSummary | None
     interrupted: bool = False
     resumed_from_step: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: DataLineage | None = None
 
 
 class ProgressView:
@@ -92,9 +89,9 @@ class ProgressView:
             transient=False,
         )
         self.task = self.progress.add_task(title, total=None, loss="-", eta="-:--")
-        self.done: dict[str, Any] | None = None
+        self.done: DoneEvent | None = None
         self.resumed_from_step: int | None = None
-        self.data: dict[str, Any] = {}
+        self.data: DataEvent | None = None
 
     def __enter__(self) -> ProgressView:
         self.progress.start()
@@ -103,44 +100,43 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def handle(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
+    def handle(self, event: TrainerEvent) -> None:
         say = self.progress.console.print
-        if kind == "start":
-            self.resumed_from_step = event.get("resumedFromStep")
+        if isinstance(event, StartEvent):
+            self.resumed_from_step = event.resumed_from_step
             self.progress.update(
-                self.task, total=event.get("totalSteps"), completed=self.resumed_from_step or 0
+                self.task, total=event.total_steps, completed=self.resumed_from_step or 0
             )
             if self.resumed_from_step:
                 say(f"Resuming from the checkpoint at step {self.resumed_from_step}")
-        elif kind == "data":
+        elif isinstance(event, DataEvent):
             self.data = event
-            labels = event.get("labels")
+            labels = event.labels
             say(
-                f"Data: {event.get('rows')} training rows, {event.get('validationRows')} "
+                f"Data: {event.rows} training rows, {event.validation_rows} "
                 f"validation rows" + (f", labels {', '.join(map(str, labels))}" if labels else "")
             )
-        elif kind == "progress":
+        elif isinstance(event, ProgressEvent):
             self.progress.update(
                 self.task,
-                completed=event.get("step", 0),
-                total=event.get("totalSteps") or self.progress.tasks[0].total,
-                loss=_num(event.get("loss")),
-                eta=format_eta(event.get("etaSeconds")),
+                completed=event.step,
+                total=event.total_steps or self.progress.tasks[0].total,
+                loss=_num(event.loss),
+                eta=format_eta(event.eta_seconds),
             )
-        elif kind == "eval":
+        elif isinstance(event, EvalEvent):
             parts = [
-                f"{name} {_num(event.get(key))}"
-                for key, name in (
-                    ("evalLoss", "loss"),
-                    ("evalAccuracy", "accuracy"),
-                    ("evalMacroF1", "macro-F1"),
-                    ("perplexity", "perplexity"),
+                f"{name} {_num(value)}"
+                for value, name in (
+                    (event.eval_loss, "loss"),
+                    (event.eval_accuracy, "accuracy"),
+                    (event.eval_macro_f1, "macro-F1"),
+                    (event.perplexity, "perplexity"),
                 )
-                if event.get(key) is not None
+                if value is not None
             ]
-            say(f"Eval at step {event.get('step')}: " + ", ".join(parts))
-        elif kind == "done":
+            say(f"Eval at step {event.step}: " + ", ".join(parts))
+        elif isinstance(event, DoneEvent):
             self.done = event
 
 
@@ -182,7 +178,7 @@ def run_trainer(plan: RunPlan, extra_env: dict[str, str], console: Console) -> T
                     log.write(line)
                     log.flush()
                     continue
-                events.write(json.dumps(event) + "\n")
+                events.write(event.to_json() + "\n")
                 events.flush()
                 view.handle(event)
 
@@ -202,16 +198,15 @@ def run_trainer(plan: RunPlan, extra_env: dict[str, str], console: Console) -> T
             except KeyboardInterrupt:
                 proc.kill()
                 proc.wait()
-    summary = view.done or _read_json(plan.termination_path)
+    summary = view.done or _read_summary(plan.termination_path)
     return TrainerOutcome(proc.returncode, summary, interrupted, view.resumed_from_step, view.data)
 
 
-def _read_json(path: Any) -> dict[str, Any] | None:
+def _read_summary(path: Path) -> TrainerSummary | None:
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return parse_summary(path.read_text())
+    except OSError:
         return None
-    return obj if isinstance(obj, dict) else None
 
 
 def log_tail(plan: RunPlan, lines: int = 15) -> str:

@@ -1,4 +1,5 @@
-"""The trainer program: config in, model directory + metrics out (contracts §2).
+"""The trainer program: config in, model directory + metrics out (README: "The trainer
+contract").
 
 ``run`` wires the parts in order — credentials, data profile (fail fast on bad data), model
 and tokenizer, token datasets, the training loop, export — and turns every ending into an
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from snowtrain.api.events import DataLineage, ModelInfo, TrainerMetrics, TrainerSummary
 from snowtrain.api.trainer_config import ConfigFileError, TrainerConfig
 
 from .allocator import PRELOAD, active_allocator
@@ -68,13 +70,30 @@ class Outcome:
     step: int = 0
     total_steps: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
+    data: DataLineage | None = None
     model_uri: str | None = None
     model_stage: str | None = None
 
+    def summary(
+        self, exit_code: int, reason: str | None, message: str | None
+    ) -> TrainerSummary:
+        """The ``done`` event's body and the termination message."""
+        return TrainerSummary.of_exit(
+            exit_code,
+            reason=reason,
+            message=message,
+            step=self.step,
+            total_steps=self.total_steps,
+            metrics=TrainerMetrics.model_validate(self.metrics),
+            model=ModelInfo(uri=self.model_uri, stage=self.model_stage)
+            if self.model_uri
+            else None,
+            data=self.data,
+        )
+
 
 def run(config: TrainerConfig) -> int:
-    """Train as configured; return the process exit code (0, 1, 64, 65, 69 or 75)."""
+    """Train as configured; return the process exit code (a ``snowtrain.api.events.ExitCode``)."""
     redactor = Redactor()
     install(redactor)
     logging.basicConfig(
@@ -111,29 +130,12 @@ def run(config: TrainerConfig) -> int:
         outcome.total_steps = getattr(exc, "total_steps", outcome.total_steps)
         log.error("%s: %s", reason, message)
     except Exception as exc:
-        reason, exit_code = "InternalError", 1
+        reason, exit_code = TrainerError.reason, TrainerError.exit_code
         message = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
-        summary = {
-            "outcome": "Succeeded"
-            if exit_code == 0
-            else "Preempted"
-            if exit_code == 75
-            else "Failed",
-            "reason": reason,
-            "message": redactor(message) if message else None,
-            "exitCode": exit_code,
-            "step": outcome.step,
-            "totalSteps": outcome.total_steps,
-            "metrics": outcome.metrics,
-            "model": {"uri": outcome.model_uri, "format": "safetensors"}
-            | ({"stage": outcome.model_stage} if outcome.model_stage else {})
-            if outcome.model_uri
-            else None,
-            "data": outcome.data or None,
-        }
-        reporter.event("done", **summary)
+        summary = outcome.summary(exit_code, reason, redactor(message) if message else None)
+        reporter.event("done", **summary.model_dump(exclude_none=True))
         if world.is_main:
             write_termination_message(summary, redactor)
         shutdown(world)
@@ -189,11 +191,8 @@ def _prepare_and_train(
     workdir = Path(tempfile.mkdtemp(prefix="snowtrain-data-"))
     try:
         train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
-        fingerprint = source.fingerprint.to_wire()
-        outcome.data = {
-            k: fingerprint.get(k) for k in ("rows", "validationRows", "queryId", "fingerprint")
-        }
-        reporter.event("data", **fingerprint, labels=labels)
+        outcome.data = DataLineage.model_validate(source.fingerprint.to_wire())
+        reporter.event("data", **outcome.data.model_dump(), labels=labels)
         if len(train_data) == 0:
             raise DataError("no training rows left after the validation split")
         if config.training.lora is not None and config.training.lora.enabled:
@@ -220,7 +219,7 @@ def _prepare_and_train(
             reporter=reporter,
             checkpoints=_checkpoints(config),
             num_labels=len(labels) if labels else None,
-            fingerprint=str(fingerprint.get("fingerprint")),
+            fingerprint=str(outcome.data.fingerprint),
             betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
             should_stop=lambda: guard.requested,
             flops_per_token=flops_per_token,
@@ -338,7 +337,7 @@ def _export(
         config.output.dir,
         model,
         tokenizer,
-        lineage_record=lineage(config, outcome.data, labels),
+        lineage_record=lineage(config, outcome.data.to_wire() if outcome.data else {}, labels),
         metrics=outcome.metrics,
         labels=labels,
         lora_merge=lora.merge if lora is not None and lora.enabled else None,
@@ -363,14 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ConfigFileError) as exc:  # neither quotes the file's content
         text = f"cannot read trainer config {args.config}: {exc}"
         print(text, file=sys.stderr)
-        summary = {
-            "outcome": "Failed",
-            "reason": InvalidConfig.reason,
-            "message": text,
-            "exitCode": InvalidConfig.exit_code,
-            "step": 0,
-        }
-        Reporter().event("done", **summary)
+        summary = Outcome().summary(InvalidConfig.exit_code, InvalidConfig.reason, text)
+        Reporter().event("done", **summary.model_dump(exclude_none=True))
         write_termination_message(summary, Redactor())
         return InvalidConfig.exit_code
     return run(config)

@@ -1,42 +1,31 @@
-"""Progress events on stdout and the final termination message (contracts §2).
+"""Progress events on stdout and the final termination message (README: "The trainer
+contract").
 
 The operator (and local mode) read the trainer through exactly two channels: JSON lines with
 an ``event`` field on stdout, and one JSON summary in the container's termination-message
-file. Everything else on stdout/stderr is ordinary log text.
+file. Everything else on stdout/stderr is ordinary log text. Both are the models of
+:mod:`snowtrain.api.events`, which the readers parse with.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from snowtrain.api.events import TrainerSummary, build_event, now_iso
 
 from .redact import Redactor
+
+log = logging.getLogger(__name__)
 
 #: Kubernetes truncates termination messages beyond 4096 bytes.
 TERMINATION_LIMIT = 4096
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
-
-
-def now_iso() -> str:
-    """UTC timestamp with a Z suffix, as Kubernetes writes them."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/Infinity: report them as null instead of writing invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 class Reporter:
@@ -48,7 +37,7 @@ class Reporter:
         *,
         enabled: bool = True,
         redactor: Redactor | None = None,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interval_seconds = interval_seconds
         self.enabled = enabled
@@ -56,11 +45,21 @@ class Reporter:
         self._clock = clock
         self._last_progress: float | None = None
 
-    def event(self, name: str, **fields: Any) -> None:
-        """Print one ``{"event": name, ...}`` line (flushed: the reader follows it live)."""
+    def event(self, name: str, **fields: object) -> None:
+        """Print one ``{"event": name, ...}`` line (flushed: the reader follows it live).
+        A field the event model does not declare is a bug here, not something to print."""
         if not self.enabled:
             return
-        line = json.dumps({"event": name, **_clean(fields)}, separators=(",", ":"))
+        try:
+            line = build_event(name, **fields).to_json()
+        except ValueError as exc:
+            # A bug on this side, which the test suite turns into a failure
+            # ($SNOWTRAIN_STRICT_EVENTS); a user's run must not fail for it. Readers will
+            # see the line as log text.
+            if os.environ.get("SNOWTRAIN_STRICT_EVENTS") == "1":
+                raise
+            log.error("%s", exc)
+            line = json.dumps({"event": name, **fields}, default=str)
         sys.stdout.write(self.redactor(line) + "\n")
         sys.stdout.flush()
 
@@ -69,7 +68,7 @@ class Reporter:
         last = self._last_progress
         return last is None or self._clock() - last >= self.interval_seconds
 
-    def progress(self, *, force: bool = False, **fields: Any) -> bool:
+    def progress(self, *, force: bool = False, **fields: object) -> bool:
         """A progress event, at most one per interval unless ``force`` (the last step)."""
         now = self._clock()
         due = self._last_progress is None or now - self._last_progress >= self.interval_seconds
@@ -91,23 +90,28 @@ def termination_path() -> Path | None:
     return None
 
 
-def encode_summary(summary: dict[str, Any], redactor: Redactor) -> str:
-    """JSON of the summary, scrubbed and cut to fit 4096 bytes by shortening the message."""
-    summary = _clean(dict(summary))
-    text = redactor(json.dumps(summary, separators=(",", ":")))
+def encode_summary(summary: TrainerSummary, redactor: Redactor) -> str:
+    """JSON of the summary, scrubbed and cut to fit 4096 bytes: the message is shortened
+    first, then the metrics go, then everything but outcome, reason, exit code and step."""
+    text = redactor(summary.to_json())
     while len(text.encode()) > TERMINATION_LIMIT:
-        message = summary.get("message") or ""
+        message = summary.message or ""
         if len(message) > 64:
-            summary["message"] = message[: len(message) // 2] + "..."
-        elif summary.get("metrics"):
-            summary["metrics"] = {}
+            summary = summary.model_copy(update={"message": message[: len(message) // 2] + "..."})
+        elif summary.metrics.model_fields_set:
+            summary = summary.model_copy(update={"metrics": type(summary.metrics)()})
         else:
-            summary = {k: summary.get(k) for k in ("outcome", "reason", "exitCode", "step")}
-        text = redactor(json.dumps(summary, separators=(",", ":")))
+            summary = TrainerSummary(
+                outcome=summary.outcome,
+                reason=summary.reason,
+                exit_code=summary.exit_code,
+                step=summary.step,
+            )
+        text = redactor(summary.to_json())
     return text
 
 
-def write_termination_message(summary: dict[str, Any], redactor: Redactor) -> None:
+def write_termination_message(summary: TrainerSummary, redactor: Redactor) -> None:
     """Best effort: a missing or read-only file must not turn success into failure."""
     path = termination_path()
     if path is None:
