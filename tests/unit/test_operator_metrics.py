@@ -24,7 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from snowtrain.api.kinds import GROUP, VERSION
 from snowtrain.operator import children as ch
 from snowtrain.operator import metrics
-from snowtrain.operator.reconcile import Context, Kube, reconcile, send
+from snowtrain.operator.context import Context
+from snowtrain.operator.kube import Kube, send
+from snowtrain.operator.reconcile import reconcile
 from snowtrain.operator.settings import OperatorSettings
 from snowtrain.operator.workqueue import WorkQueue
 

@@ -137,7 +137,9 @@ def test_every_data_field_the_trainer_reports_reaches_the_status() -> None:
 
     log = json.dumps({"event": "data", **wire, "labels": ["negative", "positive"]})
     running = at.observe_attempt(k8s_job(active=1), [pod("Running", running=True)])
-    while_running = st.compute(observed(running, report=trainer_log.parse_trainer_lines(log))).status
+    while_running = st.compute(
+        observed(running, report=trainer_log.parse_trainer_lines(log))
+    ).status
     assert while_running["data"] == expected
     JobStatusBlock.model_validate(while_running)
 
@@ -417,7 +419,7 @@ def test_unsupported_multi_node() -> None:
 
 
 def test_status_patch_nulls_what_is_no_longer_true() -> None:
-    from snowtrain.operator.reconcile import merge_patch
+    from snowtrain.operator.kube import merge_patch
 
     old = {
         "phase": "Failed",

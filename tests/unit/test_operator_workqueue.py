@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from snowtrain.operator import workqueue
-from snowtrain.operator.reconcile import Context
+from snowtrain.operator.context import Context
 from snowtrain.operator.workqueue import WorkQueue
 
 

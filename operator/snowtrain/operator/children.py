@@ -379,6 +379,17 @@ def _training_volumes(
     return volumes, mounts
 
 
+def unsupported(job: AnyJob, capabilities: Capabilities) -> str | None:
+    """Why this cluster cannot run ``job`` as written; None when it can."""
+    nodes = job.spec.resources.nodes
+    if nodes > 1 and not capabilities.indexed_jobs:
+        return (
+            f"spec.resources.nodes={nodes} needs an Indexed Job (Kubernetes >= 1.24); "
+            f"this cluster runs {capabilities.major}.{capabilities.minor}. Use nodes: 1."
+        )
+    return None
+
+
 def build_training_job(
     job: AnyJob,
     settings: OperatorSettings,
@@ -394,11 +405,9 @@ def build_training_job(
     spec = job.spec
     res = spec.resources
     name = job.metadata.name or ""
-    if res.nodes > 1 and not capabilities.indexed_jobs:
-        raise Unsupported(
-            f"spec.resources.nodes={res.nodes} needs an Indexed Job (Kubernetes >= 1.24); "
-            f"this cluster runs {capabilities.major}.{capabilities.minor}. Use nodes: 1."
-        )
+    why = unsupported(job, capabilities)
+    if why:
+        raise Unsupported(why)
     jname = job_name(name, attempt)
     labels = {LABEL_ATTEMPT: str(attempt), LABEL_COMPONENT: "trainer"}
     job_labels = dict(labels)

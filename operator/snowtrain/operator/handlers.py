@@ -36,8 +36,10 @@ from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 
 from . import children as ch
 from . import metrics
+from .context import Context, Key, job_key
+from .kube import Kube
 from .leader import LeaderElector
-from .reconcile import PLURALS, Context, Key, Kube, job_key, reconcile
+from .reconcile import PLURALS, reconcile
 from .settings import OperatorSettings
 from .webhook_tls import WebhookTls, WebhookTlsError
 from .workqueue import WorkQueue

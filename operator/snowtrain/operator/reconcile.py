@@ -10,13 +10,8 @@ job at a time.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,208 +27,22 @@ from snowtrain.api.validation import InvalidJob, parse_job
 from . import attempts, metrics, trainer_log
 from . import children as ch
 from . import status as st
+from .context import Context, Key
+from .kube import (
+    ChildRefused,
+    create_child,
+    get_or_none,
+    list_children,
+    merge_patch,
+    owned_by,
+    raw,
+    send,
+)
 from .policy import policy_errors
-from .settings import OperatorSettings
 
 log = logging.getLogger("snowtrain.operator")
 
 PLURALS = {kind: cls.PLURAL for kind, cls in JOB_KINDS.items()}
-
-
-@dataclass
-class Kube:
-    """The API clients one operator process uses (shared by all threads); its requests
-    and API errors are counted by verb (:func:`metrics.instrument`)."""
-
-    api: client.ApiClient
-    core: client.CoreV1Api = field(init=False)
-    batch: client.BatchV1Api = field(init=False)
-    apps: client.AppsV1Api = field(init=False)
-    networking: client.NetworkingV1Api = field(init=False)
-    custom: client.CustomObjectsApi = field(init=False)
-
-    def __post_init__(self) -> None:
-        metrics.instrument(self.api)
-        self.core = client.CoreV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.networking = client.NetworkingV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-
-    def capabilities(self) -> ch.Capabilities:
-        info = client.VersionApi(self.api).get_code()
-        return ch.Capabilities.from_version(info.major, info.minor)
-
-
-Key = tuple[str, str, str]
-"""(kind, namespace, name) of a FineTuneJob or PretrainJob."""
-
-
-def job_key(body: dict[str, Any]) -> Key:
-    meta = body.get("metadata") or {}
-    return (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
-
-
-def _resource_version(body: dict[str, Any]) -> int | None:
-    rv = (body.get("metadata") or {}).get("resourceVersion")
-    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
-
-
-@dataclass
-class Context:
-    """What every reconcile needs: clients, settings, server capabilities, and the newest
-    version of every job seen (from watch events and from our own status writes)."""
-
-    kube: Kube
-    settings: OperatorSettings
-    caps: ch.Capabilities
-    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    last_log_read: dict[Key, float] = field(default_factory=dict)
-    last_reconciled: dict[Key, float] = field(default_factory=dict)
-    guard: threading.Lock = field(default_factory=threading.Lock)
-    events: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
-    )
-    started: set[Key] = field(default_factory=set)
-    """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
-    defer_status: Callable[[Key], bool] = lambda key: False
-    """Asked right after a new job's first Job was created: True when other new jobs are
-    waiting, in which case the caller has queued this job again and its status (and
-    Event) are written then. In a burst every job gets its Job before any status write
-    competes with the Job creates on the API server."""
-
-    def remember(self, body: dict[str, Any]) -> None:
-        """Keep ``body`` unless a newer version of the job is known already.
-
-        A reconcile reads the job from here instead of the API server. Our own status write
-        returns the written object, which arrives here before its watch event: without the
-        version check, the late event would hand the next reconcile the status from before
-        that write (and it would announce the same phase transition twice). The API server's
-        resourceVersion is an etcd revision; were it ever not a number, newest-arrival wins.
-        """
-        key = job_key(body)
-        with self.guard:
-            old = self.jobs.get(key)
-            new_rv, old_rv = _resource_version(body), old and _resource_version(old)
-            if old is None or new_rv is None or old_rv is None or new_rv >= old_rv:
-                self.jobs[key] = body
-
-    def forget(self, key: Key) -> None:
-        with self.guard:
-            self.jobs.pop(key, None)
-            self.started.discard(key)
-        self.last_log_read.pop(key, None)
-        self.last_reconciled.pop(key, None)
-
-    def known(self) -> list[tuple[Key, dict[str, Any]]]:
-        with self.guard:
-            return list(self.jobs.items())
-
-
-class ChildRefused(Exception):
-    """A child cannot be made: the API server refused it (a 4xx other than a conflict), or
-    an object that is not this job's holds its name. Retrying would not help; the job says
-    why (reason, message) instead of hanging."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
-def owned_by(obj: dict[str, Any] | None, uid: str | None) -> bool:
-    """The object names the job (by uid, not by name: a deleted and re-created job of the
-    same name is another owner) among its owners."""
-    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
-    return uid is not None and any(ref.get("uid") == uid for ref in refs)
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
-
-
-def _create(fn, namespace: str, body: dict[str, Any], read: Any = None) -> bool:
-    """Create; False when it exists already and is this job's (409: an idempotent re-run).
-
-    With ``read`` (the matching read method), an existing object is read and must name the
-    job's uid among its owners: another object of the name is never adopted, replaced or
-    used (ChildRefused, Conflict). A refusal (400, 403, 422) is ChildRefused too.
-    """
-    kind, name = body["kind"], body["metadata"]["name"]
-    try:
-        send(fn, namespace, body)
-        log.info("created %s %s/%s", kind, namespace, name)
-        return True
-    except ApiException as exc:
-        if exc.status in (400, 422):
-            raise ChildRefused(
-                R.INVALID_SPEC, f"the API server refused {kind} {name}: {_api_message(exc)}"
-            ) from exc
-        if exc.status == 403:
-            raise ChildRefused(
-                R.FORBIDDEN, f"the API server refused {kind} {name}: {_api_message(exc)}"
-            ) from exc
-        if exc.status != 409:
-            raise
-    if read is not None:
-        uid = (body["metadata"].get("ownerReferences") or [{}])[0].get("uid")
-        existing = _get_or_none(raw, read, name, namespace)
-        if existing is not None and not owned_by(existing, uid):
-            raise ChildRefused(R.CONFLICT, f"{kind} {name} already exists and is not this job's")
-    return False
-
-
-def _get_or_none(fn, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def send(fn: Any, *args: Any, **kwargs: Any) -> None:
-    """Call a kubernetes-client method whose answer we do not need.
-
-    Unparsed (``_preload_content=False``), but drained and handed back to the connection
-    pool: an unread response keeps its connection, so the next request would open a new
-    one and pay a TLS handshake on both ends (it was a third of the operator's CPU when
-    hundreds of jobs were created at once).
-    """
-    response = fn(*args, _preload_content=False, **kwargs)
-    response.drain_conn()
-    response.release_conn()
-
-
-def raw(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a kubernetes-client method and return the JSON the API sent, as plain dicts.
-
-    Skipping the client's model deserialisation (``_preload_content=False``) keeps the
-    camelCase wire shape the pure core reads, and is several times cheaper for pod lists --
-    it matters with hundreds of jobs on two cores. Errors still raise ApiException.
-    """
-    response = fn(*args, _preload_content=False, **kwargs)
-    data = response.data
-    response.release_conn()  # back to the pool (a no-op when the full read did it already)
-    return json.loads(data) if data else None
-
-
-def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """JSON merge patch turning ``old`` into ``new`` (removed keys become null)."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif value != before:
-            patch[key] = value
-    return patch
 
 
 def _attempt_of(job: dict[str, Any]) -> int:
@@ -241,18 +50,6 @@ def _attempt_of(job: dict[str, Any]) -> int:
         return int((job.get("metadata") or {}).get("labels", {}).get(ch.LABEL_ATTEMPT, 0))
     except ValueError:
         return 0
-
-
-def _list(fn: Any, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-    """Children by label, served from the API server's watch cache (``resourceVersion=0``).
-
-    A quorum read would scan every object of the kind in the namespace in etcd, per
-    reconcile: with hundreds of jobs that is quadratic work for the control plane. The
-    cache may trail etcd by moments; creates are idempotent (deterministic names, 409), and
-    the watch event of any change we miss triggers another reconcile.
-    """
-    selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    return raw(fn, namespace, label_selector=selector, resource_version="0")["items"]
 
 
 def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome | None:
@@ -276,7 +73,7 @@ def _reconcile_key(ctx: Context, key: Key, *, force_logs: bool) -> st.Outcome | 
     with ctx.guard:
         body = ctx.jobs.get(key)
     if body is None:
-        body = _get_or_none(
+        body = get_or_none(
             ctx.kube.custom.get_namespaced_custom_object,
             GROUP, VERSION, key[1], PLURALS[key[0]], key[2],
         )  # fmt: skip
@@ -334,10 +131,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
         if isinstance(job, FineTuneJob) and job.spec.base_model.pretrain_job_ref:
             obs.waits_for_base = True
             pretrain_uri = _resolve_pretrain(ctx, job, obs)
-        try:
-            ch.build_training_job(job, settings, 1, ctx.caps, pretrain_uri)
-        except ch.Unsupported as exc:
-            obs.unsupported = str(exc)
+        obs.unsupported = ch.unsupported(job, ctx.caps)
 
     labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind}
     # A job we never wrote a status for gets its first attempt without a look for Jobs:
@@ -345,7 +139,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     # create answers 409 if a reconcile before a crash made it (then it is read).
     key = (kind, ns, name)
     listed = bool(old_status) or key in ctx.started
-    jobs = _list(kube.batch.list_namespaced_job, ns, labels) if listed else []
+    jobs = list_children(kube.batch.list_namespaced_job, ns, labels) if listed else []
     jobs = [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
@@ -400,7 +194,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         obs.job_name = current["metadata"]["name"]
         pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
-        pods = _list(kube.core.list_namespaced_pod, ns, pod_labels)
+        pods = list_children(kube.core.list_namespaced_pod, ns, pod_labels)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     elif current is not None:
         obs.job_name = current["metadata"]["name"]
@@ -409,7 +203,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     )
 
     if obs.serving_wanted:
-        obs.deployment = _get_or_none(
+        obs.deployment = get_or_none(
             raw, kube.apps.read_namespaced_deployment, ch.serving_name(name), ns
         )
         if obs.deployment is not None and not owned_by(obs.deployment, meta.get("uid")):
@@ -483,7 +277,7 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
     with ctx.guard:
         ptj = ctx.jobs.get(("PretrainJob", ns, ref.name))
     if ptj is None:  # not watched (another namespace's operator) or not seen yet
-        ptj = _get_or_none(
+        ptj = get_or_none(
             ctx.kube.custom.get_namespaced_custom_object,
             GROUP, VERSION, ns, "pretrainjobs", ref.name,
         )  # fmt: skip
@@ -522,21 +316,23 @@ def _start_attempt(
     # config (the pod mounts it). Every create tolerates 409 (a re-run after a crash).
     kube = ctx.kube
     if ctx.settings.network_policies:
-        _create(
+        create_child(
             kube.networking.create_namespaced_network_policy,
             ns,
             ch.build_training_network_policy(job),
             kube.networking.read_namespaced_network_policy,
         )
     config = ch.build_config_map(job, ctx.settings, pretrain_uri)
-    _create(
+    create_child(
         kube.core.create_namespaced_config_map, ns, config, kube.core.read_namespaced_config_map
     )
     if job.spec.resources.nodes > 1:
         workers = ch.build_workers_service(job)
-        _create(kube.core.create_namespaced_service, ns, workers, kube.core.read_namespaced_service)
+        create_child(
+            kube.core.create_namespaced_service, ns, workers, kube.core.read_namespaced_service
+        )
     manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
-    if _create(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
+    if create_child(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
         return manifest
     # It existed (a reconcile before a crash created it): observe the real one.
     return raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
@@ -626,7 +422,7 @@ def _reconcile_serving(
         desired = ch.build_serving_deployment(job, ctx.settings, (outcome.status.get("model") or {}).get("uri"))  # fmt: skip
         current = obs.deployment
         if current is None:
-            _create(
+            create_child(
                 kube.apps.create_namespaced_deployment,
                 ns,
                 desired,
@@ -642,9 +438,11 @@ def _reconcile_serving(
                 )  # fmt: skip
                 log.info("rolled serving Deployment %s/%s", ns, name)
         service = ch.build_serving_service(job)
-        _create(kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service)
+        create_child(
+            kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service
+        )
         if ctx.settings.network_policies:
-            _create(
+            create_child(
                 kube.networking.create_namespaced_network_policy,
                 ns,
                 ch.build_serving_network_policy(job, ctx.settings),
@@ -660,7 +458,7 @@ def _reconcile_serving(
                 kube.networking.delete_namespaced_network_policy,
             ),
         ):
-            if not owned_by(_get_or_none(raw, read, name, ns), uid):
+            if not owned_by(get_or_none(raw, read, name, ns), uid):
                 continue
             try:
                 delete(name, ns)

@@ -1,0 +1,79 @@
+"""What every reconcile shares: the clients, the settings, the server's capabilities and the
+operator's cache of the newest version of every job (from watch events and its own writes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import children as ch
+from .kube import Kube
+from .settings import OperatorSettings
+
+Key = tuple[str, str, str]
+"""(kind, namespace, name) of a FineTuneJob or PretrainJob."""
+
+
+def job_key(body: dict[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+
+
+def _resource_version(body: dict[str, Any]) -> int | None:
+    rv = (body.get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+@dataclass
+class Context:
+    """What every reconcile needs: clients, settings, server capabilities, and the newest
+    version of every job seen (from watch events and from our own status writes)."""
+
+    kube: Kube
+    settings: OperatorSettings
+    caps: ch.Capabilities
+    jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    last_log_read: dict[Key, float] = field(default_factory=dict)
+    last_reconciled: dict[Key, float] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    events: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
+    )
+    started: set[Key] = field(default_factory=set)
+    """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
+    defer_status: Callable[[Key], bool] = lambda key: False
+    """Asked right after a new job's first Job was created: True when other new jobs are
+    waiting, in which case the caller has queued this job again and its status (and
+    Event) are written then. In a burst every job gets its Job before any status write
+    competes with the Job creates on the API server."""
+
+    def remember(self, body: dict[str, Any]) -> None:
+        """Keep ``body`` unless a newer version of the job is known already.
+
+        A reconcile reads the job from here instead of the API server. Our own status write
+        returns the written object, which arrives here before its watch event: without the
+        version check, the late event would hand the next reconcile the status from before
+        that write (and it would announce the same phase transition twice). The API server's
+        resourceVersion is an etcd revision; were it ever not a number, newest-arrival wins.
+        """
+        key = job_key(body)
+        with self.guard:
+            old = self.jobs.get(key)
+            new_rv, old_rv = _resource_version(body), old and _resource_version(old)
+            if old is None or new_rv is None or old_rv is None or new_rv >= old_rv:
+                self.jobs[key] = body
+
+    def forget(self, key: Key) -> None:
+        with self.guard:
+            self.jobs.pop(key, None)
+            self.started.discard(key)
+        self.last_log_read.pop(key, None)
+        self.last_reconciled.pop(key, None)
+
+    def known(self) -> list[tuple[Key, dict[str, Any]]]:
+        with self.guard:
+            return list(self.jobs.items())
