@@ -75,7 +75,7 @@ def test_progress_interval_and_json_lines(capsys):
     clock[0] += 1
     assert not reporter.progress(step=2)
     assert reporter.progress(step=3, force=True)
-    reporter.event("done", message=f"boom {SECRET}")
+    reporter.event("done", outcome="Failed", exitCode=65, message=f"boom {SECRET}")
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x.get("step") for x in lines] == [1, 3, None]
     assert lines[0]["loss"] is None  # NaN is not JSON

@@ -50,4 +50,3 @@ class Preempted(TrainerError):
 
     exit_code = ExitCode.PREEMPTED
     reason = EXIT_REASONS[exit_code]
-

@@ -74,9 +74,7 @@ class Outcome:
     model_uri: str | None = None
     model_stage: str | None = None
 
-    def summary(
-        self, exit_code: int, reason: str | None, message: str | None
-    ) -> TrainerSummary:
+    def summary(self, exit_code: int, reason: str | None, message: str | None) -> TrainerSummary:
         """The ``done`` event's body and the termination message."""
         return TrainerSummary.of_exit(
             exit_code,
@@ -85,9 +83,7 @@ class Outcome:
             step=self.step,
             total_steps=self.total_steps,
             metrics=TrainerMetrics.model_validate(self.metrics),
-            model=ModelInfo(uri=self.model_uri, stage=self.model_stage)
-            if self.model_uri
-            else None,
+            model=ModelInfo(uri=self.model_uri, stage=self.model_stage) if self.model_uri else None,
             data=self.data,
         )
 
