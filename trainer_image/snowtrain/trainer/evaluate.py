@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from .precision import Precision
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: Dataset,
+    data: Dataset[Any],
     collate: Collate,
     *,
     task: str,

@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 class TrainData:
     """The token datasets of one run, how to batch them, and which data they came from."""
 
-    train: Dataset
-    eval: Dataset | None
+    train: Dataset[Any]
+    eval: Dataset[Any] | None
     """None when there is no validation split: no evaluation."""
     collate: Collate
     fingerprint: str | None = None
@@ -126,8 +126,8 @@ def seed_everything(seed: int) -> None:
 
 def train(
     model: nn.Module,
-    train_data: Dataset,
-    eval_data: Dataset | None,
+    train_data: Dataset[Any],
+    eval_data: Dataset[Any] | None,
     collate: Collate,
     spec: TrainingSpec,
     *,

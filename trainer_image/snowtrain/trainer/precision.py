@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ class Precision:
     """Autocast dtype, or None for plain fp32."""
     scaler: torch.amp.GradScaler | None
 
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.dtype)
