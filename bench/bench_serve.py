@@ -46,6 +46,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from snowtrain.api.serve_command import serve_command
+
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["negative", "neutral", "positive"]
 WORDS = [
@@ -200,22 +202,15 @@ class Server:
                 str(threads),
             ]
         else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "snowtrain.serve",
-                "--model-dir",
+            cmd = serve_command(
                 str(model_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--threads",
-                str(threads),
-                "--log-level",
-                "warning",
-                *extra,
-            ]
+                python=sys.executable,
+                host="127.0.0.1",
+                port=self.port,
+                threads=threads,
+                log_level="warning",
+                extra=extra,
+            )
         # Both servers get the same OpenMP policy (ours sets PASSIVE itself; the naive one
         # would spin and collapse on this shared machine), so the comparison is the serving
         # design, not a thread setting.

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import torch
 
+from snowtrain.api.serve_command import serve_command
 from snowtrain.serve.__main__ import parse_args
 from snowtrain.serve.settings import ServeSettings
 from tests.fixtures.serving import running_server
@@ -113,17 +114,7 @@ def test_int8_language_model_generates(tiny_causal_lm_dir: Path) -> None:
 
 def test_the_server_refuses_int8_on_cuda_before_loading_anything(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snowtrain.serve",
-            "--model-dir",
-            str(tmp_path),
-            "--device",
-            "cuda",
-            "--quantize",
-            "int8",
-        ],
+        serve_command(str(tmp_path), python=sys.executable, device="cuda", quantize="int8"),
         capture_output=True,
         text=True,
         timeout=120,

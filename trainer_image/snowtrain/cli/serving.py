@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snowtrain.api.serve_command import serve_command
 from snowtrain.trainer.allocator import with_preloaded_allocator
 
 from .errors import UserError
@@ -99,11 +100,13 @@ class ModelServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0) -> None:
-        cmd = [
-            sys.executable, "-m", "snowtrain.serve",
-            "--model-dir", str(self.model_dir), "--name", self.name,
-            "--host", "127.0.0.1", "--port", str(self.port),
-        ]  # fmt: skip
+        cmd = serve_command(
+            str(self.model_dir),
+            python=sys.executable,
+            name=self.name,
+            host="127.0.0.1",
+            port=self.port,
+        )
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd,
