@@ -10,15 +10,11 @@ ended with, and its shutdown waits only 30 s after SIGTERM before killing the ra
 parent hands SIGTERM/SIGINT on, lets the ranks take as long as the pod's grace period allows
 to save their checkpoint, and exits with the code rank 0 wrote into the termination message
 (75 Preempted, 65 DataError, ...), exactly as a single-process run does.
-
-``python -m torch.distributed.run`` rather than a ``torchrun`` script: the script on PATH may
-belong to another Python (the base image's), one without snowtrain installed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -26,14 +22,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from snowtrain.api.events import parse_summary
+from snowtrain.api.torchrun import torchrun_command as _torchrun
+
 #: Ranks per machine regardless of visible GPUs: ``1`` keeps one process on a multi-GPU
 #: machine; ``2`` on a CPU-only one runs two gloo ranks (how the tests exercise DDP).
 PROCESSES_ENV = "SNOWTRAIN_PROCESSES_PER_NODE"
-
-#: How long torchrun lets its ranks finish after SIGTERM before it kills them. The pod's
-#: terminationGracePeriodSeconds is the real limit (the kubelet kills everything then); this
-#: only has to be longer, so torchrun's 30 s default never cuts a checkpoint short.
-SHUTDOWN_TIMEOUT_SECONDS = 3600
 
 
 def processes_per_node(env: Mapping[str, str], visible_gpus: int) -> int:
@@ -57,28 +51,16 @@ def launched_by_torchrun(env: Mapping[str, str]) -> bool:
 
 def torchrun_command(argv: Sequence[str], processes: int) -> list[str]:
     """The command that runs ``processes`` ranks of the trainer on this machine."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        f"--shutdown-timeout={SHUTDOWN_TIMEOUT_SECONDS}",
-        "-m",
-        "snowtrain.trainer",
-        *argv,
-    ]
+    return [*_torchrun(sys.executable, processes, "--standalone"), *argv]
 
 
 def exit_code_from_summary(text: str | None, launcher_code: int) -> int:
     """Rank 0's exit code from its termination message; the launcher's when there is none."""
     if launcher_code == 0:
         return 0
-    try:
-        code = json.loads(text or "").get("exitCode")
-    except (ValueError, AttributeError):
-        return launcher_code
-    return code if isinstance(code, int) and code != 0 else launcher_code
+    summary = parse_summary(text)
+    code = summary.exit_code if summary else 0
+    return code if code != 0 else launcher_code
 
 
 def run_ranks(argv: Sequence[str], processes: int) -> int:
