@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from snowtrain.api.events import now_iso
 from snowtrain.api.spec import TrainingSpec
 
 from .batches import Collate, real_tokens, to_device
@@ -264,7 +265,7 @@ def fit(
         resumedFromStep=resumed_from,
         ranks=world.size,
         compiled=compiled,
-        time=_now(),
+        time=now_iso(),
     )
 
     accum = spec.gradient_accumulation_steps
@@ -394,9 +395,3 @@ def fit(
         resumed_from_step=resumed_from,
         history=history,
     )
-
-
-def _now() -> str:
-    from .progress import now_iso
-
-    return now_iso()
