@@ -82,11 +82,12 @@ def test_progress_events_and_termination_message_follow_the_contract(classifier_
     assert data["rows"] + data["validationRows"] == 300
     start = run.of("start")[0]
     assert (
-        start["resumedFromStep"] is None and start["totalSteps"] == run.of("progress")[-1]["step"]
+        start.get("resumedFromStep") is None
+        and start["totalSteps"] == run.of("progress")[-1]["step"]
     )
     assert run.of("checkpoint")[0]["step"] == 40
     term = run.termination
-    assert term["outcome"] == "Succeeded" and term["exitCode"] == 0 and term["reason"] is None
+    assert term["outcome"] == "Succeeded" and term["exitCode"] == 0 and "reason" not in term
     assert term["model"] == {"uri": str(tmp / "model"), "format": "safetensors"}
     # The lineage the operator copies into status.data, validationRows included.
     assert term["data"] == {

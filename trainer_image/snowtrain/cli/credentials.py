@@ -1,6 +1,6 @@
 """Where local mode's Snowflake comes from: the environment, connections.toml, or the emulator.
 
-The trainer reads credentials from ``SNOWFLAKE_*`` environment variables (contracts §3). Local
+The trainer reads credentials from ``SNOWFLAKE_*`` environment variables (README: "The trainer contract", credentials). Local
 mode decides which Snowflake those variables describe:
 
 - ``env``: the user's own ``SNOWFLAKE_ACCOUNT``/``SNOWFLAKE_USER``/... are passed through
@@ -28,7 +28,7 @@ from .errors import UserError
 
 Mode = Literal["auto", "embedded", "env", "connection"]
 
-#: connections.toml key -> trainer environment variable (contracts §3): the trainer's own
+#: connections.toml key -> trainer environment variable (README: "The trainer contract", credentials): the trainer's own
 #: mapping, plus the snake_case spellings Snowflake's tools use for the key passphrase.
 _TOML_TO_ENV = {
     **{k: v for k, v in ENV_VARS.items() if k not in ("privateKey", "privateKeyPassphrase")},

@@ -92,7 +92,7 @@ class Emulator:
 
     @property
     def env(self) -> dict[str, str]:
-        """Connection settings for the trainer (contracts §3). Dummy credentials only."""
+        """Connection settings for the trainer (README: "The trainer contract", credentials). Dummy credentials only."""
         return {
             "SNOWFLAKE_HOST": "127.0.0.1",
             "SNOWFLAKE_PORT": str(self.port),

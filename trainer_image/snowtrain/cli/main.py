@@ -6,7 +6,7 @@
     snowtrain crds [--out DIR]   the CRDs generated from the API models
 
 User mistakes (a bad field, a missing file, an impossible option) print one clear message and
-exit 2, never a traceback; a failed training exits with the trainer's own code (contracts §2).
+exit 2, never a traceback; a failed training exits with the trainer's own code (README: "The trainer contract").
 """
 
 from __future__ import annotations

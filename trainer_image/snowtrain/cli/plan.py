@@ -8,7 +8,7 @@ Run directory (default ``./snowtrain-runs/<kind>/<name>``)::
 
     trainer-config.json   the config the trainer ran with (compared on rerun)
     checkpoints/          the trainer resumes from here when the run is repeated
-    model/                the exported model (contracts §1) + loss_curve.png
+    model/                the exported model (README: "The trainer contract") + loss_curve.png
     events.jsonl          every progress line, for the loss curve across resumes
     trainer.log           the trainer's log text
     termination.json      the trainer's final summary

@@ -1,6 +1,6 @@
 """Serve the exported model locally with the same server the cluster's Deployment runs.
 
-``python -m snowtrain.serve`` (contracts §4) runs as a child process; this module waits for its
+``python -m snowtrain.serve`` (README: "The model server") runs as a child process; this module waits for its
 ``/readyz``, prints a ready-to-paste ``curl`` for the model's protocol (KServe v1 ``:predict``
 for a classifier, OpenAI ``/v1/completions`` for a causal LM) and, in demo mode, sends that
 request itself.
@@ -53,7 +53,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def model_task(model_dir: Path) -> str:
-    """classification, causal-lm or pretrain, decided as the server does (contracts §1)."""
+    """classification, causal-lm or pretrain, decided as the server does (README: "The trainer contract")."""
     try:
         task = json.loads((model_dir / "snowtrain.json").read_text()).get("task")
     except (OSError, json.JSONDecodeError):

@@ -174,7 +174,7 @@ def _prepare_and_train(
 ) -> tuple[Any, Any, list[str] | None]:
     """Profile the data (bad data fails here), build model and datasets, run the loop."""
     from . import models
-    from .loop import seed_everything, train
+    from .loop import FlopRates, Objective, RunContext, TrainData, fit, seed_everything
     from .metrics import device_peak_flops
 
     profile = source.profile(config.task)
@@ -204,22 +204,19 @@ def _prepare_and_train(
         )
         model.to(world.device)
         guard.phase = "train"
-        result = train(
+        result = fit(
             model,
-            train_data,
-            eval_data,
-            train_data.collate,
+            TrainData(
+                train_data, eval_data, train_data.collate, fingerprint=outcome.data.fingerprint
+            ),
             config.training,
-            task=config.task,
-            world=world,
-            reporter=reporter,
-            checkpoints=_checkpoints(config),
-            num_labels=len(labels) if labels else None,
-            fingerprint=str(outcome.data.fingerprint),
-            betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
-            should_stop=lambda: guard.requested,
-            flops_per_token=flops_per_token,
-            peak_flops_per_device=device_peak_flops(world.device),
+            Objective(
+                config.task,
+                num_labels=len(labels) if labels else None,
+                betas=(0.9, 0.95) if config.task == "pretrain" else (0.9, 0.999),
+            ),
+            RunContext(world, reporter, _checkpoints(config), should_stop=lambda: guard.requested),
+            FlopRates(flops_per_token, device_peak_flops(world.device)),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
