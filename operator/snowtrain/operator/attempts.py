@@ -9,7 +9,7 @@ FailedCreate Events. :mod:`.status` turns the result into the job's status.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from snowtrain.api.events import TrainerSummary, parse_summary, reason_of_exit
 from snowtrain.api.status import FailureReason as R
@@ -42,15 +42,24 @@ class AttemptState:
         return self.state == "failed" and self.reason in RETRYABLE
 
 
+class _JobTimes(TypedDict):
+    """The :class:`AttemptState` fields every state takes from the Job's status."""
+
+    start_time: str | None
+    completion_time: str | None
+    active: bool
+
+
 def _condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
+    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    for cond in conditions:
         if cond.get("type") == ctype and cond.get("status") == "True":
             return cond
     return None
 
 
 def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    statuses: list[dict[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
     for cs in statuses:
         if cs.get("name") == "trainer":
             return cs
@@ -156,7 +165,7 @@ def observe_attempt(
     if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
         return AttemptState("gone")
     jstatus = job.get("status") or {}
-    base = {
+    base: _JobTimes = {
         "start_time": jstatus.get("startTime"),
         "completion_time": jstatus.get("completionTime"),
         "active": bool(jstatus.get("active")),

@@ -241,7 +241,9 @@ def _scratch_env() -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def _resources(cpu: str | None, memory: str | None, gpus: int, gpu_name: str) -> dict:
+def _resources(
+    cpu: str | None, memory: str | None, gpus: int, gpu_name: str
+) -> dict[str, dict[str, str]]:
     """Requests equal limits (Guaranteed QoS when both are set; GPUs require it)."""
     limits: dict[str, str] = {}
     if cpu:
@@ -337,7 +339,7 @@ def trainer_command(job: AnyJob, attempt: int) -> list[str]:
 
 def _training_volumes(
     job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = job.spec
     out = output_location(job)
     volumes: list[dict[str, Any]] = [
@@ -468,7 +470,7 @@ def build_training_job(
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if capabilities.job_suspend:
         job_spec["suspend"] = bool(spec.suspend or res.queue_name)
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _metadata(job, jname, job_labels),

@@ -63,7 +63,7 @@ class Context:
         key = job_key(body)
         with self.guard:
             old = self.jobs.get(key)
-            new_rv, old_rv = _resource_version(body), old and _resource_version(old)
+            new_rv, old_rv = _resource_version(body), _resource_version(old) if old else None
             if old is None or new_rv is None or old_rv is None or new_rv >= old_rv:
                 self.jobs[key] = body
 

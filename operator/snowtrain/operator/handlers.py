@@ -82,9 +82,9 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
 def _load_kube_config() -> client.ApiClient:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     configuration = client.Configuration.get_default_copy()
     # One connection per worker thread (plus the event poster): urllib3 discards connections
     # beyond the pool size (default 5 x CPUs), and every request past it pays a new TLS

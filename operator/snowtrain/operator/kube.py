@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from snowtrain.api.status import FailureReason as R
 
@@ -72,7 +73,12 @@ def _api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def create_child(fn: Any, namespace: str, body: dict[str, Any], read: Any = None) -> bool:
+def create_child(
+    fn: Callable[..., Any],
+    namespace: str,
+    body: dict[str, Any],
+    read: Callable[..., Any] | None = None,
+) -> bool:
     """Create; False when it exists already and is this job's (409: an idempotent re-run).
 
     With ``read`` (the matching read method), an existing object is read and must name the
@@ -103,7 +109,7 @@ def create_child(fn: Any, namespace: str, body: dict[str, Any], read: Any = None
     return False
 
 
-def get_or_none(fn: Any, *args: Any) -> Any:
+def get_or_none(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except ApiException as exc:
@@ -112,7 +118,7 @@ def get_or_none(fn: Any, *args: Any) -> Any:
         raise
 
 
-def send(fn: Any, *args: Any, **kwargs: Any) -> None:
+def send(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Call a kubernetes-client method whose answer we do not need.
 
     Unparsed (``_preload_content=False``), but drained and handed back to the connection
@@ -125,7 +131,7 @@ def send(fn: Any, *args: Any, **kwargs: Any) -> None:
     response.release_conn()
 
 
-def raw(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def raw(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a kubernetes-client method and return the JSON the API sent, as plain dicts.
 
     Skipping the client's model deserialisation (``_preload_content=False``) keeps the
@@ -154,7 +160,9 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def list_children(fn: Any, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+def list_children(
+    fn: Callable[..., Any], namespace: str, labels: dict[str, str]
+) -> list[dict[str, Any]]:
     """Children by label, served from the API server's watch cache (``resourceVersion=0``).
 
     A quorum read would scan every object of the kind in the namespace in etcd, per
@@ -163,4 +171,6 @@ def list_children(fn: Any, namespace: str, labels: dict[str, str]) -> list[dict[
     the watch event of any change we miss triggers another reconcile.
     """
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    return raw(fn, namespace, label_selector=selector, resource_version="0")["items"]
+    answer = raw(fn, namespace, label_selector=selector, resource_version="0")
+    items: list[dict[str, Any]] = answer["items"]
+    return items

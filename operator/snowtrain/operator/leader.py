@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
@@ -48,17 +48,17 @@ def identity_for(pod_name: str | None) -> str:
     return f"{pod_name or os.uname().nodename}_{uuid.uuid4().hex[:8]}"
 
 
-class _Election(leaderelection.LeaderElection):  # type: ignore[misc]
+class _Election(leaderelection.LeaderElection):
     """The client's election loop, refusing to (re)acquire once we are shutting down."""
 
     def __init__(self, config: electionconfig.Config, stopping: threading.Event) -> None:
-        super().__init__(config)
+        super().__init__(config)  # type: ignore[no-untyped-call]
         self._stopping = stopping
 
     def try_acquire_or_renew(self) -> bool:
         if self._stopping.is_set():
             return False
-        return bool(super().try_acquire_or_renew())
+        return bool(super().try_acquire_or_renew())  # type: ignore[no-untyped-call]
 
 
 class LeaderElector:
@@ -82,10 +82,10 @@ class LeaderElector:
         self._on_started = on_started
         self._on_lost = on_lost
         self._coordination = client.CoordinationV1Api(api)
-        lock = LeaseLock(name, namespace, self.identity)
+        lock = LeaseLock(name, namespace, self.identity)  # type: ignore[no-untyped-call]
         lock.api_instance = self._coordination  # our client, not the global default
         self._election = _Election(
-            electionconfig.Config(
+            electionconfig.Config(  # type: ignore[no-untyped-call]
                 lock,
                 LEASE_DURATION_SECONDS,
                 RENEW_DEADLINE_SECONDS,

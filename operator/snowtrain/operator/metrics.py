@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 from kubernetes.client import ApiClient
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -254,7 +254,7 @@ def instrument(api_client: ApiClient) -> ApiClient:
     rest = api_client.rest_client
     if getattr(rest, "_snowtrain_counted", False):
         return api_client
-    send = rest.request
+    send: Callable[..., Any] = rest.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         v = verb(method, url)
@@ -272,8 +272,8 @@ def instrument(api_client: ApiClient) -> ApiClient:
             API_ERRORS.labels(v, str(status)).inc()
         return response
 
-    rest.request = request
-    rest._snowtrain_counted = True
+    rest.request = request  # type: ignore[method-assign]
+    rest._snowtrain_counted = True  # type: ignore[attr-defined]
     return api_client
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from snowtrain.api.events import now_iso
 from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
@@ -173,7 +173,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             obs.attempt = 1
             ctx.started.add(key)
             if not old_status and ctx.defer_status(key):
-                return st.Outcome(old_status)
+                return st.Outcome(obs.old_block)
 
     current = by_attempt.get(obs.attempt)
     if current is not None and job is not None and can_run:
@@ -243,11 +243,10 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
 
     patch = merge_patch(old_status, outcome.status)
     if patch:
-        ctx.remember(
-            kube.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
-            )
+        written = kube.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
         )
+        ctx.remember(cast("dict[str, Any]", written))
     if outcome.phase != old_status.get("phase"):
         _emit_event(ctx, body, old_status.get("phase"), outcome)
     return outcome
@@ -295,7 +294,7 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
         detail = f", {pct:.0f}%" if isinstance(pct, int | float) else ""
         obs.base_waiting = f"waiting for PretrainJob {ref.name} to succeed (now {phase}{detail})"
         return None
-    uri = (pstatus.get("model") or {}).get("uri")
+    uri: str | None = (pstatus.get("model") or {}).get("uri")
     if not uri or not ch.ModelLocation.parse(uri):
         obs.base_failed = (
             f"PretrainJob {ref.name} succeeded but its model is not on a volume claim "
@@ -306,7 +305,11 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
 
 
 def _start_attempt(
-    ctx: Context, job: AnyJob, attempt: int, pretrain_uri: str | None, existing: dict
+    ctx: Context,
+    job: AnyJob,
+    attempt: int,
+    pretrain_uri: str | None,
+    existing: dict[int, dict[str, Any]],
 ) -> dict[str, Any]:
     """Create the attempt's ConfigMap and Job (409 tolerated); returns the Job."""
     ns = job.metadata.namespace or "default"
@@ -335,7 +338,9 @@ def _start_attempt(
     if create_child(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
         return manifest
     # It existed (a reconcile before a crash created it): observe the real one.
-    return raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
+    return cast(
+        "dict[str, Any]", raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
+    )
 
 
 def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -361,7 +366,10 @@ def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[s
     if ctx.caps.job_suspend:
         have = bool((current.get("spec") or {}).get("suspend"))
         if want != have and (want or not job.spec.resources.queue_name):
-            return raw(kube.batch.patch_namespaced_job, name, ns, {"spec": {"suspend": want}})
+            return cast(
+                "dict[str, Any]",
+                raw(kube.batch.patch_namespaced_job, name, ns, {"spec": {"suspend": want}}),
+            )
         return current
     if want:
         try:
@@ -432,8 +440,9 @@ def _reconcile_serving(
             have = ((current.get("metadata") or {}).get("annotations") or {}).get(ch.SPEC_HASH_ANNOTATION)  # fmt: skip
             want = desired["metadata"]["annotations"][ch.SPEC_HASH_ANNOTATION]
             if have != want:
+                # The body is the wire dict, which the client takes in place of its model.
                 kube.apps.replace_namespaced_deployment(
-                    name, ns, {**desired, "metadata": {**desired["metadata"],
+                    name, ns, {**desired, "metadata": {**desired["metadata"],  # type: ignore[arg-type]
                                "resourceVersion": current["metadata"]["resourceVersion"]}},
                 )  # fmt: skip
                 log.info("rolled serving Deployment %s/%s", ns, name)
@@ -473,7 +482,9 @@ def _emit_event(
     """A core/v1 Event on every phase transition (what `kubectl describe` shows)."""
     meta = body["metadata"]
     failure = outcome.status.get("failure") or {}
-    ready = next((c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {})
+    ready: dict[str, Any] = next(
+        (c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {}
+    )
     reason = failure.get("reason") or outcome.phase
     message = failure.get("message") or ready.get("message") or ""
     now = now_iso()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -135,7 +135,9 @@ class Outcome:
 
 def _cond(obs: Observed, ctype: str, ok: bool | None, reason: str, message: str) -> Condition:
     """A condition; its lastTransitionTime moves only when its status changes."""
-    status = "Unknown" if ok is None else ("True" if ok else "False")
+    status: Literal["True", "False", "Unknown"] = (
+        "Unknown" if ok is None else ("True" if ok else "False")
+    )
     old = next((c for c in obs.old_block.conditions if c.type == ctype), None)
     keep = old is not None and old.status == status and old.last_transition_time
     return Condition(
@@ -254,6 +256,7 @@ def compute(obs: Observed) -> Outcome:
     outcome = Outcome(block)
 
     # Decide phase, the reason behind it and a message.
+    reason: str  # a FailureReason, or another reason (Running, Suspended, WaitingForBaseModel...)
     failure: FailureStatus | None = None
     if obs.invalid:
         phase, reason, message = Phase.FAILED, R.INVALID_SPEC, obs.invalid

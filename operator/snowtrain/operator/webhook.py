@@ -8,12 +8,14 @@ is installed (then the job ends Failed/InvalidSpec), so both paths agree.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes import client
 
-from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
+from snowtrain.api.kinds import GROUP, VERSION, AnyJob, FineTuneJob, PretrainJob
 from snowtrain.api.validation import InvalidJob, immutable_changes, parse_job
 
 from . import certs, metrics
@@ -60,17 +62,25 @@ _POLICY: OperatorSettings | None = None
 """The running operator's settings (set by :func:`configure_admission`)."""
 
 
-def _validate(operation: str | None, new: Any, old: Any, **_: Any) -> None:
+def _validate(
+    operation: str | None = None,
+    new: kopf.Body | None = None,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
     problems = review(operation, dict(new) if new else None, dict(old) if old else None, _POLICY)
-    metrics.webhook_decision(str((new or old or {}).get("kind", "")), allowed=not problems)
+    obj: Mapping[str, Any] = new or old or {}
+    metrics.webhook_decision(str(obj.get("kind", "")), allowed=not problems)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-#: kopf serves each handler at ``/<id>``: the paths the webhook configuration calls.
-HANDLER_IDS = tuple(f"validate-{kind.PLURAL}" for kind in (FineTuneJob, PretrainJob))
+_KINDS: tuple[type[AnyJob], ...] = (FineTuneJob, PretrainJob)
 
-for _kind, _id in zip((FineTuneJob, PretrainJob), HANDLER_IDS, strict=True):
+#: kopf serves each handler at ``/<id>``: the paths the webhook configuration calls.
+HANDLER_IDS = tuple(f"validate-{kind.PLURAL}" for kind in _KINDS)
+
+for _kind, _id in zip(_KINDS, HANDLER_IDS, strict=True):
     kopf.on.validate(GROUP, VERSION, _kind.PLURAL, id=_id, operations=["CREATE", "UPDATE"])(
         _validate
     )
@@ -89,7 +99,7 @@ def write_certificate(hostnames: list[str], directory: Path) -> tuple[Path, Path
 
 
 def configure_admission(
-    settings: kopf.OperatorSettings, ours: OperatorSettings, api: Any
+    settings: kopf.OperatorSettings, ours: OperatorSettings, api: client.ApiClient
 ) -> WebhookTls | None:
     """Serve the webhook over HTTPS.
 

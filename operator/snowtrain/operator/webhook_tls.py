@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from . import certs
 
@@ -36,7 +36,7 @@ class WebhookTlsError(RuntimeError):
     """The material cannot be had (yet): the Secret is missing or incomplete."""
 
 
-def _decode(data: dict[str, str] | None) -> dict[str, bytes]:
+def _decode(data: dict[str, str | bytes] | None) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (data or {}).items()}
 
 
@@ -114,7 +114,7 @@ class WebhookTls:
                 return fresh.ca_bundle, fresh.cert, fresh.key
         raise WebhookTlsError(f"Secret {self.namespace}/{self.secret} keeps changing")
 
-    def _read_secret(self) -> tuple[str, dict[str, bytes]]:
+    def _read_secret(self) -> tuple[str | None, dict[str, bytes]]:
         """(resourceVersion, data). The Secret must exist: the chart (or the kustomize base)
         creates it empty, so the operator needs no permission to create Secrets."""
         try:
@@ -128,9 +128,10 @@ class WebhookTls:
             raise WebhookTlsError(
                 f"cannot read Secret {self.namespace}/{self.secret}: {exc.status} {exc.reason}"
             ) from exc
+        assert secret.metadata is not None
         return secret.metadata.resource_version, _decode(secret.data)
 
-    def _write_secret(self, version: str, material: certs.TlsMaterial) -> bool:
+    def _write_secret(self, version: str | None, material: certs.TlsMaterial) -> bool:
         """Write the data over ``version`` only; False when another replica was first.
 
         A patch keeps the installer's labels and annotations; the resourceVersion in it makes
