@@ -219,14 +219,15 @@ def test_several_nodes_use_an_indexed_job_and_headless_service_where_supported()
     cmd = _trainer(m)["command"]
     # the venv's python: a `torchrun` on PATH may be the base image's, without snowtrain
     assert cmd[:3] == ["python", "-m", "torch.distributed.run"]
-    assert cmd[cmd.index("--nproc-per-node") + 1] == "2"
+    flags = dict(a.removeprefix("--").split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    assert flags["nproc-per-node"] == "2"
     assert cmd[-4:] == ["-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json"]
     # torchrun's default 30 s after SIGTERM would kill the ranks mid-checkpoint
-    shutdown = int(cmd[cmd.index("--shutdown-timeout") + 1])
+    shutdown = int(flags["shutdown-timeout"])
     assert shutdown > _pod(m)["terminationGracePeriodSeconds"]
-    assert cmd[cmd.index("--nnodes") + 1] == "3"
-    assert cmd[cmd.index("--node-rank") + 1] == "$(JOB_COMPLETION_INDEX)"
-    assert cmd[cmd.index("--master-addr") + 1] == "sentiment-a1-0.sentiment-workers"
+    assert flags["nnodes"] == "3"
+    assert flags["node-rank"] == "$(JOB_COMPLETION_INDEX)"
+    assert flags["master-addr"] == "sentiment-a1-0.sentiment-workers"
     svc = ch.build_workers_service(job)
     assert svc["spec"]["clusterIP"] == "None"
     with pytest.raises(ch.Unsupported, match=r"nodes=3 .*>= 1.24.*1\.20"):

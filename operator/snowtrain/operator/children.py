@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
+from snowtrain.api.serve_command import serve_command
+from snowtrain.api.spec import ServingSpec
+from snowtrain.api.torchrun import torchrun_command
 from snowtrain.api.trainer_config import default_output_path, render_trainer_config
 
 from .settings import OperatorSettings
@@ -42,9 +45,6 @@ SERVER_CONTAINER = "server"
 MASTER_PORT = 29500
 #: Seconds the trainer pod gets to save a checkpoint after SIGTERM (preemption, deletion).
 TRAINER_GRACE_SECONDS = 120
-#: torch.distributed.run's wait for its ranks after SIGTERM: longer than the grace period,
-#: so the kubelet's deadline, not torchrun's 30 s default, is the one that counts.
-TRAINER_SHUTDOWN_TIMEOUT_SECONDS = 3600
 RUN_AS_USER = 1000
 
 
@@ -311,30 +311,17 @@ def trainer_command(job: AnyJob, attempt: int) -> list[str]:
     ``torchrun`` script, which may belong to the base image's Python rather than the venv's).
     """
     res = job.spec.resources
-    args = ["-m", "snowtrain.trainer", "--config", CONFIG_FILE]
+    config = ["--config", CONFIG_FILE]
     if res.nodes == 1:
-        return ["python", *args]
+        return ["python", "-m", "snowtrain.trainer", *config]
     master = f"{job_name(job.metadata.name or '', attempt)}-0"
-    return [
-        "python",
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        str(max(res.gpus_per_node, 1)),
-        "--nnodes",
-        str(res.nodes),
-        "--node-rank",
-        "$(JOB_COMPLETION_INDEX)",
-        "--master-addr",
-        f"{master}.{workers_service_name(job.metadata.name or '')}",
-        "--master-port",
-        str(MASTER_PORT),
-        # torchrun kills its ranks 30 s after SIGTERM by default, often mid-checkpoint; the
-        # pod's grace period is the limit that matters (the kubelet kills everything then).
-        "--shutdown-timeout",
-        str(TRAINER_SHUTDOWN_TIMEOUT_SECONDS),
-        *args,
+    rendezvous = [
+        f"--nnodes={res.nodes}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={master}.{workers_service_name(job.metadata.name or '')}",
+        f"--master-port={MASTER_PORT}",
     ]
+    return [*torchrun_command("python", res.gpus_per_node, *rendezvous), *config]
 
 
 def _training_volumes(
@@ -505,7 +492,7 @@ def serving_labels(job: AnyJob) -> dict[str, str]:
 
 
 def serving_endpoint(job: AnyJob) -> str:
-    port = job.spec.serving.port if job.spec.serving else 8080
+    port = (job.spec.serving or ServingSpec()).port
     return f"http://{serving_name(job.metadata.name or '')}.{job.metadata.namespace}.svc:{port}"
 
 
@@ -533,7 +520,6 @@ def build_serving_deployment(
         {"name": "scratch", "mountPath": SCRATCH_DIR},
         {"name": "models", "mountPath": settings.model_mount_path, "readOnly": True},
     ]
-    auth_args: list[str] = []
     if serving.auth:
         ref = serving.auth.secret_ref
         # Mounted as a file, not an env var: a rotated Secret reaches the running server
@@ -549,35 +535,24 @@ def build_serving_deployment(
             }
         )
         mounts.append({"name": "serve-auth", "mountPath": SERVE_AUTH_DIR, "readOnly": True})
-        auth_args = ["--token-file", SERVE_AUTH_FILE]
     port = serving.port
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
     container = {
         "name": SERVER_CONTAINER,
         "image": job.spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": [
-            "python",
-            "-m",
-            "snowtrain.serve",
-            "--model-dir",
+        "command": serve_command(
             model_dir,
-            "--name",
-            name,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-            "--max-batch-size",
-            str(serving.max_batch_size),
-            "--max-wait-ms",
-            str(serving.max_wait_ms),
-            "--max-queue",
-            str(serving.max_queue),
+            name=name,
+            host="0.0.0.0",
+            port=port,
+            max_batch_size=serving.max_batch_size,
+            max_wait_ms=serving.max_wait_ms,
+            max_queue=serving.max_queue,
             # Only when asked: an unchanged command keeps existing Deployments from rolling.
-            *(["--quantize", serving.quantize] if serving.quantize != "none" else []),
-            *auth_args,
-        ],
+            quantize=serving.quantize if serving.quantize != "none" else None,
+            token_file=SERVE_AUTH_FILE if serving.auth else None,
+        ),
         "ports": [{"name": "http", "containerPort": port}],
         "env": _scratch_env(),
         "resources": _resources(

@@ -109,7 +109,6 @@ class OperatorSettings(BaseSettings):
     """Structured JSON logs (default) or kopf's plain text."""
     model_mount_path: str = "/mnt/models"
     """Where the model volume is mounted in training and serving pods."""
-    default_serving_port: int = 8080
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
 
