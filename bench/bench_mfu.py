@@ -38,7 +38,7 @@ from transformers import PreTrainedModel
 
 from snowtrain.api.spec import ArchitectureSpec, TrainingSpec
 from snowtrain.trainer.distributed import World, init_world
-from snowtrain.trainer.loop import train
+from snowtrain.trainer.loop import Objective, RunContext, TrainData, fit
 from snowtrain.trainer.metrics import device_peak_flops, mfu, train_flops_per_token
 from snowtrain.trainer.models import new_causal_lm, pretraining_flops_per_token
 from snowtrain.trainer.progress import Reporter
@@ -125,7 +125,13 @@ def pretrain(
     model: PreTrainedModel, data: Blocks, spec: TrainingSpec, world: World, **loop: Any
 ) -> None:
     """The snowtrain loop as a PretrainJob runs it (AdamW betas included), no evaluation."""
-    train(model, data, None, data.collate, spec, task="pretrain", world=world, betas=BETAS, **loop)
+    fit(
+        model,
+        TrainData(data, None, data.collate),
+        spec,
+        Objective("pretrain", betas=BETAS),
+        RunContext(world, **loop),
+    )
 
 
 def run_snowtrain(args: argparse.Namespace, data: Blocks, batch: int, compiled: bool) -> dict:

@@ -119,7 +119,7 @@ def load_model(source: str):
 def ours(source: str, data: Rows, args: argparse.Namespace, group_by_length: bool = True) -> float:
     from snowtrain.api.spec import TrainingSpec
     from snowtrain.trainer.distributed import init_world
-    from snowtrain.trainer.loop import train
+    from snowtrain.trainer.loop import Objective, RunContext, TrainData, fit
     from snowtrain.trainer.progress import Reporter
 
     world = init_world()
@@ -134,15 +134,12 @@ def ours(source: str, data: Rows, args: argparse.Namespace, group_by_length: boo
         precision="auto",
         group_by_length=group_by_length,
     )
-    result = train(
+    result = fit(
         model,
-        data,
-        None,
-        data.collate,
+        TrainData(data, None, data.collate),
         spec,
-        task="classification",
-        world=world,
-        reporter=Reporter(enabled=False),
+        Objective("classification"),
+        RunContext(world, Reporter(enabled=False)),
     )
     return result.metrics["samplesPerSecond"]
 

@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(
     from snowtrain.api.spec import CheckpointSpec, TrainingSpec
     from snowtrain.trainer.checkpoint import CheckpointManager
     from snowtrain.trainer.distributed import init_world, shutdown
-    from snowtrain.trainer.loop import seed_everything, train
+    from snowtrain.trainer.loop import Objective, RunContext, TrainData, fit, seed_everything
     from snowtrain.trainer.progress import Reporter
 
     torch.set_num_threads(1)
@@ -34,11 +34,18 @@ WORKER = textwrap.dedent(
     cadence = json.loads(sys.argv[2])
     if cadence.pop("minute_per_clock_read", False):  # a clock that moves on by itself
         cadence["clock"] = itertools.count(0, 60).__next__
-    result = train(
-        model, ListDataset(counting_examples(64, 1)), ListDataset(counting_examples(8, 2)),
-        ListDataset.collate, spec, task="causal-lm", world=world,
-        reporter=Reporter(interval_seconds=0, enabled=world.is_main),
-        checkpoints=CheckpointManager(out + "/ckpt", **cadence),
+    result = fit(
+        model,
+        TrainData(
+            ListDataset(counting_examples(64, 1)), ListDataset(counting_examples(8, 2)),
+            ListDataset.collate,
+        ),
+        spec,
+        Objective("causal-lm"),
+        RunContext(
+            world, Reporter(interval_seconds=0, enabled=world.is_main),
+            checkpoints=CheckpointManager(out + "/ckpt", **cadence),
+        ),
     )
     checksum = sum(p.double().sum().item() for p in model.parameters())
     with open(f"{out}/rank{world.rank}.json", "w") as fh:

@@ -17,7 +17,17 @@ from snowtrain.api.spec import CheckpointSpec, TrainingSpec
 from snowtrain.trainer.checkpoint import CheckpointManager
 from snowtrain.trainer.distributed import World
 from snowtrain.trainer.errors import Preempted
-from snowtrain.trainer.loop import EpochOrder, Precision, evaluate, seed_everything, train
+from snowtrain.trainer.loop import (
+    EpochOrder,
+    FlopRates,
+    Objective,
+    Precision,
+    RunContext,
+    TrainData,
+    evaluate,
+    fit,
+    seed_everything,
+)
 from snowtrain.trainer.progress import Reporter
 
 PAD = 0
@@ -126,18 +136,16 @@ def run_classifier(
         calls.append(1)
         return stop_at is not None and len(calls) >= stop_at
 
-    return train(
+    return fit(
         model,
-        ListDataset(sentiment_examples(240, 1)),
-        ListDataset(sentiment_examples(60, 2)),
-        ListDataset.collate,
+        TrainData(
+            ListDataset(sentiment_examples(240, 1)),
+            ListDataset(sentiment_examples(60, 2)),
+            ListDataset.collate,
+        ),
         spec,
-        task="classification",
-        world=World(),
-        reporter=quiet(),
-        checkpoints=ckpt,
-        num_labels=3,
-        should_stop=should_stop,
+        Objective("classification", num_labels=3),
+        RunContext(World(), quiet(), checkpoints=ckpt, should_stop=should_stop),
     )
 
 
@@ -212,15 +220,16 @@ def test_causal_lm_loss_falls_and_perplexity_is_reported(tmp_path):
     seed_everything(0)
     model = tiny_gpt2()
     spec = TrainingSpec(max_steps=40, batch_size=8, learning_rate=3e-3, lr_scheduler="constant")
-    result = train(
+    result = fit(
         model,
-        ListDataset(counting_examples(160, 1)),
-        ListDataset(counting_examples(16, 2)),
-        ListDataset.collate,
+        TrainData(
+            ListDataset(counting_examples(160, 1)),
+            ListDataset(counting_examples(16, 2)),
+            ListDataset.collate,
+        ),
         spec,
-        task="causal-lm",
-        world=World(),
-        reporter=quiet(),
+        Objective("causal-lm"),
+        RunContext(World(), quiet()),
     )
     # 60 equally likely tokens: an untrained model sits near ln(60) = 4.1 nats/token.
     assert result.metrics["evalLoss"] < 1.0
@@ -238,15 +247,12 @@ def test_tokens_are_counted_in_batches_without_a_mask():
 
     seed_everything(0)
     spec = TrainingSpec(max_steps=3, batch_size=8, learning_rate=1e-3)
-    result = train(
+    result = fit(
         tiny_gpt2(),
-        ListDataset(counting_examples(32, 1)),
-        None,
-        unmasked,
+        TrainData(ListDataset(counting_examples(32, 1)), None, unmasked),
         spec,
-        task="pretrain",
-        world=World(),
-        reporter=quiet(),
+        Objective("pretrain"),
+        RunContext(World(), quiet()),
     )
     assert result.metrics["tokensTrained"] == 3 * 8 * 16
     assert result.metrics["tokensPerSecond"] > 0
@@ -255,26 +261,21 @@ def test_tokens_are_counted_in_batches_without_a_mask():
 def test_mfu_is_reported_when_the_model_flops_and_device_peak_are_known(capsys):
     """A pretraining run on a GPU of known peak reports MFU per device; without, none."""
     spec = TrainingSpec(max_steps=3, batch_size=8, learning_rate=1e-3)
-    data = ListDataset(counting_examples(32, 1))
-    kwargs = {"task": "pretrain", "world": World()}
+    data = TrainData(ListDataset(counting_examples(32, 1)), None, ListDataset.collate)
+    objective = Objective("pretrain")
     seed_everything(0)
-    quiet_run = train(
-        tiny_gpt2(), data, None, ListDataset.collate, spec, reporter=quiet(), **kwargs
-    )
+    quiet_run = fit(tiny_gpt2(), data, spec, objective, RunContext(World(), quiet()))
     assert "mfu" not in quiet_run.metrics
 
     seed_everything(0)
     reporter = Reporter(interval_seconds=0.0)
-    result = train(
+    result = fit(
         tiny_gpt2(),
         data,
-        None,
-        ListDataset.collate,
         spec,
-        reporter=reporter,
-        flops_per_token=6e6,
-        peak_flops_per_device=1e12,
-        **kwargs,
+        objective,
+        RunContext(World(), reporter),
+        FlopRates(per_token=6e6, peak_per_device=1e12),
     )
     expected = 6e6 * result.metrics["tokensPerSecond"] / 1e12
     assert result.metrics["mfu"] == pytest.approx(expected, abs=1e-4)
@@ -289,15 +290,12 @@ def test_mfu_is_reported_when_the_model_flops_and_device_peak_are_known(capsys):
 def test_progress_events_are_rate_limited_but_the_last_step_always_reports(tmp_path, capsys):
     seed_everything(0)
     spec = TrainingSpec(max_steps=6, batch_size=8, learning_rate=1e-3)
-    train(
+    fit(
         tiny_gpt2(),
-        ListDataset(counting_examples(64, 1)),
-        None,
-        ListDataset.collate,
+        TrainData(ListDataset(counting_examples(64, 1)), None, ListDataset.collate),
         spec,
-        task="causal-lm",
-        world=World(),
-        reporter=Reporter(interval_seconds=3600),
+        Objective("causal-lm"),
+        RunContext(World(), Reporter(interval_seconds=3600)),
     )
     import json
 
@@ -314,15 +312,16 @@ def test_progress_lines_carry_the_latest_validation_loss(capsys):
     validation loss next to the training loss, from the first evaluation on."""
     seed_everything(0)
     spec = TrainingSpec(max_steps=6, batch_size=8, learning_rate=3e-3, eval_every_steps=2)
-    train(
+    fit(
         tiny_gpt2(),
-        ListDataset(counting_examples(64, 1)),
-        ListDataset(counting_examples(16, 2)),
-        ListDataset.collate,
+        TrainData(
+            ListDataset(counting_examples(64, 1)),
+            ListDataset(counting_examples(16, 2)),
+            ListDataset.collate,
+        ),
         spec,
-        task="causal-lm",
-        world=World(),
-        reporter=Reporter(interval_seconds=0.0),
+        Objective("causal-lm"),
+        RunContext(World(), Reporter(interval_seconds=0.0)),
     )
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     evals = {e["step"]: e["evalLoss"] for e in events if e["event"] == "eval"}
@@ -351,15 +350,12 @@ def test_compile_without_a_compiler_trains_eagerly_and_says_why(
     seed_everything(0)
     spec = TrainingSpec(max_steps=2, batch_size=8, learning_rate=1e-3, compile=True)
     with caplog.at_level("WARNING"):
-        result = train(
+        result = fit(
             tiny_gpt2(),
-            ListDataset(counting_examples(16, 1)),
-            None,
-            ListDataset.collate,
+            TrainData(ListDataset(counting_examples(16, 1)), None, ListDataset.collate),
             spec,
-            task="causal-lm",
-            world=World(),
-            reporter=Reporter(interval_seconds=0.0),
+            Objective("causal-lm"),
+            RunContext(World(), Reporter(interval_seconds=0.0)),
         )
     assert result.step == 2
     start = json.loads(capsys.readouterr().out.splitlines()[0])
@@ -452,16 +448,12 @@ def test_the_loop_groups_batches_by_the_datasets_lengths(group_by_length):
     collate = PaddingCounter()
     seed_everything(0)
     spec = TrainingSpec(max_steps=16, batch_size=16, group_by_length=group_by_length)
-    train(
+    fit(
         tiny_bert(),
-        SizedListDataset(varied_length_examples(2000, 2)),
-        None,
-        collate,
+        TrainData(SizedListDataset(varied_length_examples(2000, 2)), None, collate),
         spec,
-        task="classification",
-        world=World(),
-        reporter=quiet(),
-        num_labels=3,
+        Objective("classification", num_labels=3),
+        RunContext(World(), quiet()),
     )
     assert collate.padding < 0.1 if group_by_length else collate.padding > 0.3
 
@@ -486,8 +478,8 @@ def test_a_checkpoint_of_another_model_is_refused_not_half_loaded(tmp_path):
 
     ckpt = CheckpointManager(tmp_path, every_steps=1)
     spec = TrainingSpec(max_steps=1, batch_size=4)
-    data = ListDataset(counting_examples(8, 1))
-    kwargs = {"task": "causal-lm", "world": World(), "reporter": quiet(), "checkpoints": ckpt}
-    train(tiny_gpt2(), data, None, ListDataset.collate, spec, **kwargs)
+    data = TrainData(ListDataset(counting_examples(8, 1)), None, ListDataset.collate)
+    grouped = (spec, Objective("causal-lm"), RunContext(World(), quiet(), checkpoints=ckpt))
+    fit(tiny_gpt2(), data, *grouped)
     with pytest.raises(InvalidConfig, match="delete the checkpoints"):
-        train(tiny_bert(), data, None, ListDataset.collate, spec, **kwargs)
+        fit(tiny_bert(), data, *grouped)

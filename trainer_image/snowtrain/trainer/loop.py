@@ -4,8 +4,7 @@
 accumulation, warmup + decay, clipping, mixed precision, periodic evaluation, checkpoints and
 resume. Its parts live next to it: the data order (``order``), the number format
 (``precision``), the optimizer and schedule (``optim``), evaluation (``evaluate``) and what a
-checkpoint holds (``checkpoint``). ``train`` is the same loop with its inputs spelled out one
-keyword each, for the callers written before they were grouped.
+checkpoint holds (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ __all__ = [
     "evaluate",
     "fit",
     "seed_everything",
-    "train",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,35 +121,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def train(
-    model: nn.Module,
-    train_data: Dataset[Any],
-    eval_data: Dataset[Any] | None,
-    collate: Collate,
-    spec: TrainingSpec,
-    *,
-    task: str,
-    world: World,
-    reporter: Reporter,
-    checkpoints: CheckpointManager | None = None,
-    num_labels: int | None = None,
-    fingerprint: str | None = None,
-    betas: tuple[float, float] = (0.9, 0.999),
-    should_stop: Callable[[], bool] = lambda: False,
-    flops_per_token: float | None = None,
-    peak_flops_per_device: float | None = None,
-) -> TrainResult:
-    """``fit`` with each input a keyword of its own (the signature before the grouping)."""
-    return fit(
-        model,
-        TrainData(train_data, eval_data, collate, fingerprint),
-        spec,
-        Objective(task, num_labels, betas),
-        RunContext(world, reporter, checkpoints, should_stop),
-        FlopRates(flops_per_token, peak_flops_per_device),
-    )
 
 
 def fit(
