@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from snowtrain.api.validation import InvalidJob, parse_job
 from . import attempts, metrics, trainer_log
 from . import children as ch
 from . import status as st
-from .context import Context, Key
+from .context import Context, Key, job_key
 from .kube import (
     ChildRefused,
     create_child,
@@ -96,13 +97,70 @@ def _reconcile_key(ctx: Context, key: Key, *, force_logs: bool) -> st.Outcome | 
 
 
 def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Outcome:
-    kube, settings = ctx.kube, ctx.settings
+    """Observe -> decide -> act -> write the status.
+
+    The first attempt is created while observing (a new job's only useful observation is
+    its own Job). Decisions come from the pure core (:func:`status.compute`); an action that
+    changes what was observed (a new attempt started, a serving child refused) is decided
+    again before the status is written, so the status never describes the world before it.
+    """
     meta = body["metadata"]
-    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
-    old_status = body.get("status") or {}
+    obs, job, pretrain_uri = _observe_spec(ctx, body)
+    found = _observe_jobs(ctx, body, obs)
+    can_run = job is not None and _may_run(obs)
+    first = obs.attempt == 0 and job is not None and (not job.spec.suspend or ctx.caps.job_suspend)
+    if can_run and first and job is not None:
+        try:
+            found.by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, found.by_attempt)
+        except ChildRefused as exc:
+            obs.child_refused = (exc.reason, exc.message)
+            can_run = False
+        else:
+            obs.attempt = 1
+            ctx.started.add(job_key(body))
+            if not obs.old_status and ctx.defer_status(job_key(body)):
+                return st.Outcome(obs.old_block)
+    current = found.by_attempt.get(obs.attempt)
+    if current is not None and job is not None and can_run:
+        current = _apply_suspend(ctx, job, current)
+    _observe_attempt(ctx, body, obs, current, force_logs=force_logs)
+    _observe_serving(ctx, body, obs)
+
+    outcome = st.compute(obs)
+
+    if outcome.start_next_attempt and job is not None and can_run and not found.deleting:
+        _start_next_attempt(ctx, job, obs, pretrain_uri, found.by_attempt)
+        outcome = st.compute(obs)
+    if outcome.stop_current and current is not None:
+        # Decided as failed: stop the Job from retrying pods that would fail the same way.
+        raw(
+            ctx.kube.batch.patch_namespaced_job,
+            current["metadata"]["name"],
+            meta["namespace"],
+            {"spec": {"parallelism": 0}},
+        )
+    if job is not None and not obs.serving_refused:
+        try:
+            _reconcile_serving(ctx, job, outcome, obs, meta.get("uid"))
+        except ChildRefused as exc:
+            obs.serving_refused = (exc.reason, exc.message)
+            outcome = st.compute(obs)
+    _write_status(ctx, body, outcome)
+    return outcome
+
+
+def _observe_spec(
+    ctx: Context, body: dict[str, Any]
+) -> tuple[st.Observed, AnyJob | None, str | None]:
+    """What the spec says: valid and allowed (else why not), what it asks of serving, what
+    it waits for (a PretrainJob's model: its URI once there), and whether this cluster can
+    run it. The job is None when it must not run at all."""
+    settings = ctx.settings
+    meta = body["metadata"]
+    name = meta["name"]
     obs = st.Observed(
         generation=int(meta.get("generation") or 1),
-        old_status=old_status,
+        old_status=body.get("status") or {},
         now=datetime.now(UTC),
         stuck_timeout_seconds=settings.stuck_timeout_seconds,
         max_attempts=settings.max_attempts,
@@ -132,124 +190,137 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             obs.waits_for_base = True
             pretrain_uri = _resolve_pretrain(ctx, job, obs)
         obs.unsupported = ch.unsupported(job, ctx.caps)
+    return obs, job, pretrain_uri
 
+
+@dataclass
+class _FoundJobs:
+    """The job's own batch Jobs, by attempt."""
+
+    by_attempt: dict[int, dict[str, Any]]
+    deleting: bool
+    """One of them is being deleted (a suspend on a cluster without Job.spec.suspend)."""
+
+
+def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _FoundJobs:
+    """The attempts so far: the Jobs this job owns, the attempt count and first start."""
+    meta = body["metadata"]
+    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
+    old_status = obs.old_status
     labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind}
     # A job we never wrote a status for gets its first attempt without a look for Jobs:
     # the first reconcile of every job applied in a burst saves a request, and the Job
     # create answers 409 if a reconcile before a crash made it (then it is read).
-    key = (kind, ns, name)
-    listed = bool(old_status) or key in ctx.started
-    jobs = list_children(kube.batch.list_namespaced_job, ns, labels) if listed else []
+    listed = bool(old_status) or job_key(body) in ctx.started
+    jobs = list_children(ctx.kube.batch.list_namespaced_job, ns, labels) if listed else []
     jobs = [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
-    deleting = any((j.get("metadata") or {}).get("deletionTimestamp") for j in jobs)
     starts = [j["status"]["startTime"] for j in jobs if (j.get("status") or {}).get("startTime")]
     obs.first_start_time = (old_status.get("job") or {}).get("startTime") or (
         min(starts) if starts else None
     )
-
     if obs.attempt > 0 and (obs.base_waiting or obs.base_failed):
         # Training started from the base model already; a later change to the referenced
         # PretrainJob (deleted, retried) does not concern this job any more.
         obs.base_waiting = obs.base_failed = None
-    decided = old_status.get("phase") in st.TERMINAL_PHASES and not obs.invalid
-    can_run = (
-        job is not None
-        and not decided
-        and not obs.unsupported
-        and not obs.base_waiting
-        and not obs.base_failed
-    )
-    first = obs.attempt == 0 and job is not None and (not job.spec.suspend or ctx.caps.job_suspend)
-    if can_run and first and job is not None:
-        try:
-            by_attempt[1] = _start_attempt(ctx, job, 1, pretrain_uri, by_attempt)
-        except ChildRefused as exc:
-            obs.child_refused = (exc.reason, exc.message)
-            can_run = False
-        else:
-            obs.attempt = 1
-            ctx.started.add(key)
-            if not old_status and ctx.defer_status(key):
-                return st.Outcome(obs.old_block)
+    deleting = any((j.get("metadata") or {}).get("deletionTimestamp") for j in jobs)
+    return _FoundJobs(by_attempt, deleting)
 
-    current = by_attempt.get(obs.attempt)
-    if current is not None and job is not None and can_run:
-        current = _apply_suspend(ctx, job, current)
+
+def _may_run(obs: st.Observed) -> bool:
+    """Nothing stands in the way of (another) attempt: not decided, supported, and not
+    waiting for or failed by its base model."""
+    decided = obs.old_status.get("phase") in st.TERMINAL_PHASES and not obs.invalid
+    return not (decided or obs.unsupported or obs.base_waiting or obs.base_failed)
+
+
+def _observe_attempt(
+    ctx: Context,
+    body: dict[str, Any],
+    obs: st.Observed,
+    current: dict[str, Any] | None,
+    *,
+    force_logs: bool,
+) -> None:
+    """The current attempt's state: its pods (and the trainer's progress lines), or -- while
+    it has none for a while -- the Job controller's Events saying why (quota, Pod Security)."""
+    meta = body["metadata"]
+    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
     pods: list[dict[str, Any]] = []
     jstat = (current or {}).get("status") or {}
     has_pods = any(jstat.get(k) for k in ("active", "succeeded", "failed"))
     job_events: list[dict[str, Any]] | None = None
+    if current is not None:
+        obs.job_name = current["metadata"]["name"]
     if current is not None and not has_pods:
-        obs.job_name = current["metadata"]["name"]  # just created: no pods to look at yet
         if _waiting_for_pods(current, obs.now):
-            # Still no pod: the Job controller's Events say why (quota, Pod Security).
             job_events = raw(
-                kube.core.list_namespaced_event,
+                ctx.kube.core.list_namespaced_event,
                 ns,
                 field_selector=f"involvedObject.kind=Job,involvedObject.name={obs.job_name}",
             )["items"]
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
-        obs.job_name = current["metadata"]["name"]
-        pod_labels = {**labels, ch.LABEL_ATTEMPT: str(obs.attempt)}
-        pods = list_children(kube.core.list_namespaced_pod, ns, pod_labels)
+        pod_labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind, ch.LABEL_ATTEMPT: str(obs.attempt)}
+        pods = list_children(ctx.kube.core.list_namespaced_pod, ns, pod_labels)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
-    elif current is not None:
-        obs.job_name = current["metadata"]["name"]
     obs.current = attempts.observe_attempt(
         current, pods, user_suspended=obs.suspend, job_events=job_events
     )
 
-    if obs.serving_wanted:
-        obs.deployment = get_or_none(
-            raw, kube.apps.read_namespaced_deployment, ch.serving_name(name), ns
-        )
-        if obs.deployment is not None and not owned_by(obs.deployment, meta.get("uid")):
-            obs.deployment = None
-            obs.serving_refused = (
-                R.CONFLICT,
-                f"Deployment {ch.serving_name(name)} already exists and is not this job's; "
-                "it is left alone (rename the job or remove that Deployment)",
-            )
-    outcome = st.compute(obs)
 
-    if outcome.start_next_attempt and job is not None and can_run and not deleting:
-        try:
-            _start_attempt(ctx, job, obs.attempt + 1, pretrain_uri, by_attempt)
-        except ChildRefused as exc:
-            obs.child_refused = (exc.reason, exc.message)
-        else:
-            obs.attempt += 1
-            obs.job_name = ch.job_name(name, obs.attempt)
-            obs.current = attempts.AttemptState("queued", "Created", "the training Job was created")
-            obs.report = None
-        outcome = st.compute(obs)
-    if outcome.stop_current and current is not None:
-        # Decided as failed: stop the Job from retrying pods that would fail the same way.
-        raw(
-            kube.batch.patch_namespaced_job,
-            current["metadata"]["name"],
-            ns,
-            {"spec": {"parallelism": 0}},
+def _observe_serving(ctx: Context, body: dict[str, Any], obs: st.Observed) -> None:
+    """The serving Deployment, when serving is wanted: only this job's counts."""
+    if not obs.serving_wanted:
+        return
+    meta = body["metadata"]
+    name = ch.serving_name(meta["name"])
+    obs.deployment = get_or_none(
+        raw, ctx.kube.apps.read_namespaced_deployment, name, meta["namespace"]
+    )
+    if obs.deployment is not None and not owned_by(obs.deployment, meta.get("uid")):
+        obs.deployment = None
+        obs.serving_refused = (
+            R.CONFLICT,
+            f"Deployment {name} already exists and is not this job's; "
+            "it is left alone (rename the job or remove that Deployment)",
         )
-    if job is not None and not obs.serving_refused:
-        try:
-            _reconcile_serving(ctx, job, outcome, obs, meta.get("uid"))
-        except ChildRefused as exc:
-            obs.serving_refused = (exc.reason, exc.message)
-            outcome = st.compute(obs)
 
+
+def _start_next_attempt(
+    ctx: Context,
+    job: AnyJob,
+    obs: st.Observed,
+    pretrain_uri: str | None,
+    by_attempt: dict[int, dict[str, Any]],
+) -> None:
+    """Start attempt ``obs.attempt + 1`` (it resumes from the last checkpoint) and observe
+    it as just created; a refused child is observed instead."""
+    try:
+        _start_attempt(ctx, job, obs.attempt + 1, pretrain_uri, by_attempt)
+    except ChildRefused as exc:
+        obs.child_refused = (exc.reason, exc.message)
+        return
+    obs.attempt += 1
+    obs.job_name = ch.job_name(job.metadata.name or "", obs.attempt)
+    obs.current = attempts.AttemptState("queued", "Created", "the training Job was created")
+    obs.report = None
+
+
+def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> None:
+    """Patch what changed in the status (nothing: no request) and announce a new phase."""
+    meta = body["metadata"]
+    old_status = body.get("status") or {}
     patch = merge_patch(old_status, outcome.status)
     if patch:
-        written = kube.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, PLURALS[kind], name, {"status": patch}
-        )
+        written = ctx.kube.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURALS[body["kind"]], meta["name"],
+            {"status": patch},
+        )  # fmt: skip
         ctx.remember(cast("dict[str, Any]", written))
     if outcome.phase != old_status.get("phase"):
         _emit_event(ctx, body, old_status.get("phase"), outcome)
-    return outcome
 
 
 #: A Job without pods this long is asked why (its Events): the Job controller creates pods
