@@ -74,3 +74,9 @@ def _nested(model: type[BaseModel]) -> list[type[BaseModel]]:
             if isinstance(arg, type) and issubclass(arg, BaseModel) and name != "conditions":
                 out.append(arg)
     return out
+
+
+def test_local_modes_summary_table_shows_only_metrics_the_trainer_reports() -> None:
+    from snowtrain.cli.report import _METRICS
+
+    assert {key for key, _, _ in _METRICS} <= _aliases(TrainerMetrics)

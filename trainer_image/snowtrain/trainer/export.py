@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from snowtrain.api.events import DataLineage, now_iso
 from snowtrain.api.trainer_config import TrainerConfig
 
 from .durable import fsync_dir, fsync_tree
@@ -32,7 +32,7 @@ def snowtrain_version() -> str:
 
 
 def lineage(
-    config: TrainerConfig, data: dict[str, Any], labels: list[str] | None
+    config: TrainerConfig, data: DataLineage | None, labels: list[str] | None
 ) -> dict[str, Any]:
     """snowtrain.json: what was trained, from what, with which settings."""
     record: dict[str, Any] = {
@@ -42,9 +42,13 @@ def lineage(
         "namespace": config.namespace,
         "task": config.task,
         "baseModel": config.base_model,
-        "data": {k: data.get(k) for k in ("rows", "queryId", "fingerprint")},
+        "data": {
+            "rows": data.rows if data else None,
+            "queryId": data.query_id if data else None,
+            "fingerprint": data.fingerprint if data else None,
+        },
         "config": config.to_wire(),
-        "createdAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "createdAt": now_iso(),
     }
     if labels is not None:
         record["labels"] = list(labels)

@@ -330,7 +330,7 @@ def _export(
         config.output.dir,
         model,
         tokenizer,
-        lineage_record=lineage(config, outcome.data.to_wire() if outcome.data else {}, labels),
+        lineage_record=lineage(config, outcome.data, labels),
         metrics=outcome.metrics,
         labels=labels,
         lora_merge=lora.merge if lora is not None and lora.enabled else None,
