@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from snowtrain.serve.auth import BearerAuth, TokenSource
+from snowtrain.serve.binary_tensors import BinaryTensors
 from snowtrain.serve.completions import completions_router
 from snowtrain.serve.errors import ApiError, BodySizeLimit, error_response, install_error_handlers
 from snowtrain.serve.kserve import kserve_router
@@ -58,6 +59,8 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
         redoc_url=None,
     )
     app.state.serve = state
+    # Innermost first: binary tensor requests are decoded under the body size limit.
+    app.add_middleware(BinaryTensors)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     if tokens is not None:  # outside the size limit: no token, no body read
         app.add_middleware(BearerAuth, tokens=tokens)
@@ -105,10 +108,13 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
         return {"object": "list", "data": [model_card()], "models": [info.name]}
 
     @app.get("/v1/models/{name}")
-    async def model_status(name: str) -> dict[str, Any]:
+    async def model_status(name: str) -> JSONResponse:
         if name != info.name:
             raise ApiError(404, f"model {name!r} not found; this server serves {info.name!r}")
-        return {"name": info.name, "ready": state.ready, **model_card()}
+        # KServe v1: 503 while not ready (its client reads that as "not ready").
+        ready = state.ready and not state.draining
+        body = {"name": info.name, "ready": ready, **model_card()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     app.include_router(kserve_router(state))
     app.include_router(completions_router(state))

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from snowtrain.api.version import snowtrain_version
+from snowtrain.serve.errors import ApiError
 from snowtrain.serve.model_dir import Task
 from snowtrain.serve.state import ServerState
 
@@ -33,6 +35,12 @@ def kserve_router(state: ServerState) -> APIRouter:
             "predictions": [{"label": r.label, "scores": r.scores} for r in results],
         }
 
+    @router.post("/v1/models/{name}:explain")
+    async def explain(name: str) -> None:
+        """KServe v1 explain: not served (no explainer ships with the model)."""
+        state.require(name, info.task)
+        raise ApiError(501, "explanations are not served; use :predict for scores per label")
+
     @router.get("/")
     async def v1_live() -> dict[str, str]:
         """KServe v1 liveness: the process answers (readiness is /readyz)."""
@@ -46,6 +54,19 @@ def kserve_router(state: ServerState) -> APIRouter:
     async def v2_ready() -> JSONResponse:
         ok = state.ready and not state.draining
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @router.get("/v2")
+    async def v2_server_metadata() -> dict[str, Any]:
+        """Open Inference Protocol server metadata."""
+        return {"name": "snowtrain", "version": snowtrain_version(), "extensions": []}
+
+    @router.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str) -> JSONResponse:
+        """Open Inference Protocol model readiness: 200 when ready, 503 while loading or
+        draining (as KServe answers), 404 for a model this server does not serve."""
+        state.require(name, info.task)
+        ok = state.ready and not state.draining
+        return JSONResponse({"name": info.name, "ready": ok}, status_code=200 if ok else 503)
 
     @router.get("/v2/models/{name}")
     async def v2_metadata(name: str) -> dict[str, Any]:

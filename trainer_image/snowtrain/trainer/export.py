@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from snowtrain.api.events import DataLineage, now_iso
 from snowtrain.api.trainer_config import TrainerConfig
+from snowtrain.api.version import snowtrain_version
 
 from .durable import fsync_dir, fsync_tree
 from .redact import Redactor
-
-
-def snowtrain_version() -> str:
-    try:
-        return version("snowtrain")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def lineage(
