@@ -275,6 +275,27 @@ class CompletionModel:
         """Prompt length in tokens (InvalidInput if it cannot be tokenized); thread-safe."""
         return self.count_tokens_many([text])[0]
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt the model's own chat template makes of a conversation (ending where
+        the assistant speaks next). InvalidInput when the model has no template, or when its
+        template refuses the conversation (many raise on roles out of order)."""
+        from jinja2.exceptions import TemplateError
+
+        tokenizer = self._count_tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidInput(
+                f"model {self.info.name!r} has no chat template (its tokenizer's "
+                "chat_template); use POST /v1/completions"
+            )
+        with self._count_lock:
+            try:
+                prompt = tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            except (TemplateError, ValueError, TypeError) as exc:
+                raise InvalidInput(f"messages: the chat template refused them: {exc}") from exc
+        return str(prompt)
+
     def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
         """Each prompt's length in tokens; thread-safe, never the worker's tokenizer.
 

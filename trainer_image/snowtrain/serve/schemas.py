@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -139,6 +140,19 @@ class CompletionBody(_Body):
         return tuple(s for s in stops if s)
 
 
+class ChatBody(CompletionBody):
+    """OpenAI `POST /v1/chat/completions`: the conversation, rendered with the model's chat
+    template into the prompt a completion continues."""
+
+    messages: Any
+
+    def prompts(self) -> list[str]:
+        raise TypeError("a chat request's prompt is rendered by the model's chat template")
+
+    def conversation(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
 @dataclass(frozen=True)
 class RequestModels:
     """The request body classes of one server, bounded by its limits."""
@@ -146,6 +160,7 @@ class RequestModels:
     predict: type[PredictBody]
     infer: type[InferBody]
     completion: type[CompletionBody]
+    chat: type[ChatBody]
 
 
 def _str_or(other: str, expected: str) -> Discriminator:
@@ -234,18 +249,17 @@ def request_models(limits: RequestLimits) -> RequestModels:
     prompts = Annotated[list[Text], Field(min_length=1, max_length=limits.max_instances)]
     stops = Annotated[list[StopText], Field(max_length=limits.max_stop_strings)]
 
-    class CompletionRequest(CompletionBody):
-        __doc__ = CompletionBody.__doc__
+    MaxTokens = Annotated[
+        int,
+        Field(ge=1, json_schema_extra={"maximum": limits.max_new_tokens}),
+        AfterValidator(max_tokens_limit),
+    ]
+
+    class Sampling(_Body):
+        """What both OpenAI generation APIs share (the bounds of this server)."""
+
         model: Name | None = None
-        prompt: Annotated[
-            Annotated[Text, Tag("str")] | Annotated[prompts, Tag("list[str]")],
-            _str_or("list[str]", "a string or a list of strings"),
-        ]
-        max_tokens: Annotated[
-            int,
-            Field(ge=1, json_schema_extra={"maximum": limits.max_new_tokens}),
-            AfterValidator(max_tokens_limit),
-        ] = 16
+        max_tokens: MaxTokens = 16
         temperature: float = Field(default=1.0, ge=0.0, le=2.0)
         top_p: float = Field(default=1.0, gt=0.0, le=1.0)
         stop: (
@@ -259,4 +273,28 @@ def request_models(limits: RequestLimits) -> RequestModels:
         n: Literal[1] = 1
         user: Name | None = None
 
-    return RequestModels(PredictRequest, InferRequest, CompletionRequest)
+    class CompletionRequest(Sampling, CompletionBody):
+        __doc__ = CompletionBody.__doc__
+        prompt: Annotated[
+            Annotated[Text, Tag("str")] | Annotated[prompts, Tag("list[str]")],
+            _str_or("list[str]", "a string or a list of strings"),
+        ]
+
+    class ChatMessage(_Body):
+        role: Literal["system", "user", "assistant"]
+        content: Text
+
+    class ChatRequest(Sampling, ChatBody):
+        __doc__ = ChatBody.__doc__
+        messages: list[ChatMessage] = Field(min_length=1, max_length=limits.max_instances)
+        prompt: None = None
+        max_completion_tokens: MaxTokens | None = None
+
+        @model_validator(mode="after")
+        def _newer_token_limit(self) -> "ChatRequest":
+            # OpenAI's newer name for max_tokens; it wins when both are given.
+            if self.max_completion_tokens is not None:
+                self.max_tokens = self.max_completion_tokens
+            return self
+
+    return RequestModels(PredictRequest, InferRequest, CompletionRequest, ChatRequest)
