@@ -86,3 +86,17 @@ def test_a_role_only_when_the_admin_allows_it() -> None:
     assert policy_errors(parse_job(_with_snowflake(role="ml_writer")), allowing) == []
     assert policy_errors(parse_job(_with_snowflake(role='"ML_WRITER"')), allowing) == []
     assert policy_errors(parse_job(_with_snowflake(role='"ml_writer"')), allowing)
+
+
+def test_an_admin_can_require_a_token_on_every_model_server() -> None:
+    served = Hostile("served", "", {"spec": {"serving": {"enabled": True}}}, "").manifest()
+    assert policy_errors(parse_job(served), OperatorSettings(trainer_image=TRAINER)) == []
+    strict = OperatorSettings(trainer_image=TRAINER, serving_auth_required=True)
+    (err,) = policy_errors(parse_job(served), strict)
+    assert err.path == "spec.serving.auth" and "serving.requireAuth" in err.reason
+    with_token = Hostile(
+        "token", "", {"spec": {"serving": {"auth": {"secretRef": {"name": "t"}}}}}, ""
+    ).manifest()
+    assert policy_errors(parse_job(with_token), strict) == []
+    unserved = Hostile("off", "", {"spec": {"serving": {"enabled": False}}}, "").manifest()
+    assert policy_errors(parse_job(unserved), strict) == []

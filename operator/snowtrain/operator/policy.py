@@ -130,8 +130,25 @@ def pod_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
     return errors
 
 
+def serving_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
+    """A model server without a token, where the installation requires one."""
+    serving = job.spec.serving
+    if settings.serving_auth_required and serving and serving.enabled and not serving.auth:
+        return [
+            FieldError(
+                "spec.serving.auth",
+                "this installation requires a bearer token on every model server (the "
+                "chart's serving.requireAuth); set auth.secretRef to a Secret key holding it",
+            )
+        ]
+    return []
+
+
 def policy_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
     """What this installation does not allow job authors to choose."""
     return (
-        image_errors(job, settings) + credential_errors(job, settings) + pod_errors(job, settings)
+        image_errors(job, settings)
+        + credential_errors(job, settings)
+        + pod_errors(job, settings)
+        + serving_errors(job, settings)
     )

@@ -33,6 +33,9 @@ class OperatorSettings(BaseSettings):
     allowed_volume_kinds: str = ""
     """Comma-separated extra volume kinds (csi, nfs, ephemeral) a job's podTemplate may add,
     beyond configMap, secret, persistentVolumeClaim and emptyDir."""
+    serving_auth_required: bool = False
+    """Refuse jobs that serve without ``spec.serving.auth``: every model server of this
+    installation then requires a bearer token."""
     network_policies: bool = True
     """Give every job NetworkPolicies: training pods accept connections only from their own
     job's pods (multi-node rendezvous and collectives), serving pods only on the serving port
