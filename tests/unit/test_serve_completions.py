@@ -1,4 +1,8 @@
-"""The server on a tiny exported causal LM: OpenAI completions, SSE streaming, back-pressure."""
+"""The server on a tiny exported causal LM: OpenAI completions, SSE streaming, back-pressure.
+
+Every test runs against both schedulers (continuous batching, the default, and lockstep
+`generate`): they must answer alike.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,65 @@ from tests.fixtures.serving import running_server
 NAME = "tiny-lm"
 
 
+BATCHING = ("continuous", "lockstep")
+
+
+@pytest.fixture(scope="module", params=BATCHING)
+def batching(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def base(tiny_causal_lm_dir: Path) -> Iterator[str]:
-    with running_server(tiny_causal_lm_dir, max_wait_ms=10, max_new_tokens=300) as url:
+def base(tiny_causal_lm_dir: Path, batching: str) -> Iterator[str]:
+    with running_server(
+        tiny_causal_lm_dir, max_wait_ms=10, max_new_tokens=300, batching=batching
+    ) as url:
         yield url
+
+
+def hold_generation(
+    monkeypatch: pytest.MonkeyPatch, batching: str, until: Callable[[Any], bool]
+) -> None:
+    """Block the generation thread at its next step while `until(row)` says so for a row of
+    this test's, so a test controls timing exactly instead of racing a fast model.
+
+    Lockstep generation advances rows in its worker thread; continuous batching advances
+    them on the event loop (which must not block) and its engine thread runs the sampling
+    processors each step, so that is where it is held.
+    """
+    from snowtrain.serve.continuous import TemperatureScale
+    from snowtrain.serve.generation import RowText
+
+    rows: list[RowText] = []
+    init = RowText.__init__
+
+    def tracking_init(self: RowText, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        rows.append(self)
+
+    monkeypatch.setattr(RowText, "__init__", tracking_init)
+
+    def wait_while_held() -> None:
+        deadline = time.monotonic() + 120
+        while any(until(r) for r in list(rows)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    if batching == "lockstep":
+        advance = RowText.advance
+
+        def held_advance(self: RowText, token: int) -> None:
+            wait_while_held()
+            advance(self, token)
+
+        monkeypatch.setattr(RowText, "advance", held_advance)
+    else:
+        scale = TemperatureScale.__call__
+
+        def held_scale(self: TemperatureScale, scores: Any, arg: Any) -> Any:
+            wait_while_held()
+            return scale(self, scores, arg)
+
+        monkeypatch.setattr(TemperatureScale, "__call__", held_scale)
 
 
 def complete(base: str, **body: object) -> httpx.Response:
@@ -199,31 +258,31 @@ def test_classification_routes_refuse_a_language_model(base: str) -> None:
     assert "use POST /v1/completions" in error_message(resp)
 
 
+@pytest.mark.parametrize("mode", BATCHING)
 def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
-    tiny_causal_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_causal_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """While the model is busy, the queue takes exactly `max_queue` more prompts: the rest of
+    """While the model is busy, the server takes a bounded number of prompts more: the rest of
     a burst get 429 with Retry-After at once instead of waiting, and everything accepted
     completes once the model frees up.
 
-    The model is held busy by a gate rather than by being slow, so the counts are exact on any
-    machine: one request occupies the model, the queue holds 4, and 16 of a burst of 20 are
-    refused while the gate is still closed (with no bound, none would come back).
+    Lockstep: one request occupies the model and the queue holds `max_queue` more.
+    Continuous: up to `max_batch_size + max_queue` prompts are in the system at once (the
+    holder is one of them). The model is held busy by a gate rather than by being slow, so
+    the counts are exact on any machine (with no bound, none would come back).
     """
-    from snowtrain.serve.models import CompletionModel
+    gate = threading.Event()
+    held: list[Any] = []
 
-    entered, gate = threading.Event(), threading.Event()
-    predict = CompletionModel.predict
+    def holding(row: Any) -> bool:
+        if row.item.prompt == "hold the model" and not gate.is_set():
+            held.append(row)
+            return True
+        return False
 
-    def gated_predict(self: CompletionModel, items: list) -> list:
-        if any(it.prompt == "hold the model" for it in items):
-            entered.set()
-            assert gate.wait(120), "the test never opened the gate"
-        return predict(self, items)
-
-    # load() binds model.predict after this, so only this test's server is gated.
-    monkeypatch.setattr(CompletionModel, "predict", gated_predict)
-    max_queue, burst_size = 4, 20
+    hold_generation(monkeypatch, mode, holding)
+    max_batch, max_queue, burst_size = 2, 4, 20
+    accepted = max_queue if mode == "lockstep" else max_batch + max_queue - 1
 
     def body(prompt: str) -> dict:
         return {"prompt": prompt, "max_tokens": 8, "temperature": 0}
@@ -233,15 +292,18 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
             post = f"{url}/v1/completions"
             holder = asyncio.create_task(client.post(post, json=body("hold the model")))
-            assert await asyncio.to_thread(entered.wait, 60), "the model never started"
+            deadline = time.monotonic() + 60
+            while not held:
+                assert time.monotonic() < deadline, "the model never started"
+                await asyncio.sleep(0.01)
             burst = [
                 asyncio.create_task(client.post(post, json=body(f"req {i}")))
                 for i in range(burst_size)
             ]
             try:
-                # Everything beyond the queue bound is answered while the model is still busy.
+                # Everything beyond the bound is answered while the model is still busy.
                 pending = set(burst)
-                while len(pending) > max_queue:
+                while len(pending) > accepted:
                     done, pending = await asyncio.wait(
                         pending, timeout=60, return_when=asyncio.FIRST_COMPLETED
                     )
@@ -253,7 +315,11 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
             return await holder, list(await asyncio.gather(*burst)), busy_metrics
 
     with running_server(
-        tiny_causal_lm_dir, max_batch_size=2, max_queue=max_queue, max_wait_ms=0
+        tiny_causal_lm_dir,
+        max_batch_size=max_batch,
+        max_queue=max_queue,
+        max_wait_ms=0,
+        batching=mode,
     ) as url:
         try:
             holder, responses, busy_metrics = asyncio.run(scenario(url))
@@ -263,7 +329,7 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
 
     assert holder.status_code == 200, holder.text
     codes = [r.status_code for r in responses]
-    assert sorted(codes) == [200] * max_queue + [429] * (burst_size - max_queue), codes
+    assert sorted(codes) == [200] * accepted + [429] * (burst_size - accepted), codes
     assert f"snowtrain_queue_depth {max_queue}.0" in busy_metrics
     for r in responses:
         if r.status_code == 429:
@@ -271,31 +337,29 @@ def test_burst_beyond_the_queue_gets_429_not_unbounded_waiting(
             assert "queue full" in error_message(r)
         else:
             assert r.json()["usage"]["completion_tokens"] >= 1
-    rejected = burst_size - max_queue
+    rejected = burst_size - accepted
     assert f'snowtrain_rejected_requests_total{{reason="queue_full"}} {rejected}.0' in metrics
     assert "snowtrain_queue_depth 0.0" in metrics
 
 
 def test_a_client_leaving_mid_stream_stops_its_generation(
-    base: str, monkeypatch: pytest.MonkeyPatch
+    base: str, batching: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client reads a few events and hangs up; its row stops long before max_tokens.
 
-    Generation is held at token 50 until the server has marked the row cancelled, so a fast
-    model cannot finish all 300 tokens before the disconnect is noticed (a race the test
-    would otherwise lose on a busy machine); a server that never cancels runs on to 300.
+    Generation is held once the row has 50 tokens until the server has marked it cancelled,
+    so a fast model cannot finish all 300 tokens before the disconnect is noticed (a race
+    the test would otherwise lose on a busy machine); a server that never cancels runs on to
+    300. Continuous batching may have the next step's token in flight: at most one more.
     """
-    from snowtrain.serve.generation import RowTracker
-
     prompt, hold_at = "once upon a time a client left", 50
-    advance = RowTracker._advance
-
-    def held_advance(self: RowTracker, row: Any, token: int) -> None:
-        if row.item.prompt == prompt and len(row.ids) == hold_at:
-            row.item.cancelled.wait(60)
-        advance(self, row, token)
-
-    monkeypatch.setattr(RowTracker, "_advance", held_advance)
+    hold_generation(
+        monkeypatch,
+        batching,
+        lambda row: row.item.prompt == prompt
+        and len(row.ids) >= hold_at
+        and not row.item.cancelled.is_set(),
+    )
 
     def generated() -> float:
         for line in httpx.get(f"{base}/metrics").text.splitlines():
@@ -313,7 +377,7 @@ def test_a_client_leaving_mid_stream_stops_its_generation(
     while generated() == before:
         assert time.monotonic() < deadline, "the abandoned generation never finished"
         time.sleep(0.05)
-    assert 1 <= generated() - before <= hold_at
+    assert 1 <= generated() - before <= hold_at + 1
 
 
 def test_end_of_text_ends_a_completion_as_stop(tiny_causal_lm_dir: Path, tmp_path: Path) -> None:

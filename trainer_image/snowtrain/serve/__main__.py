@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from snowtrain.serve.model_dir import ModelDirError, inspect_model_dir
-from snowtrain.serve.settings import QUANTIZE_CHOICES, TOKEN_ENV, TOKEN_FILE_ENV, ServeSettings
+from snowtrain.serve.settings import (
+    BATCHING_CHOICES,
+    QUANTIZE_CHOICES,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    ServeSettings,
+)
 
 if TYPE_CHECKING:
     from snowtrain.serve.state import ServerState
@@ -78,6 +84,25 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
         help="int8: dynamic int8 quantization of nn.Linear layers, CPU only (faster, scores "
         "differ slightly); default none",
     )
+    p.add_argument(
+        "--batching",
+        choices=BATCHING_CHOICES,
+        default=d.batching,
+        help="completions: continuous (per decoding step) or lockstep (per generate call)",
+    )
+    p.add_argument(
+        "--kv-cache-tokens",
+        type=_positive,
+        default=None,
+        help="continuous batching: KV cache size in tokens (default: max-batch-size "
+        "sequences of up to 1024 tokens)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=_positive,
+        default=None,
+        help="continuous batching: most tokens per step (prefill chunk size)",
+    )
     p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s)
     p.add_argument(
         "--token-file",
@@ -111,6 +136,9 @@ def parse_args(argv: list[str] | None = None) -> ServeSettings:
             threads=a.threads,
             graceful_timeout_s=a.graceful_timeout,
             quantize=a.quantize,
+            batching=a.batching,
+            kv_cache_tokens=a.kv_cache_tokens,
+            max_batch_tokens=a.max_batch_tokens,
             token_file=None if a.token_file is None else Path(a.token_file),
             token=os.environ.get(TOKEN_ENV) or None,
         )

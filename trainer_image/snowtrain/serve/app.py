@@ -72,6 +72,8 @@ def create_app(settings: ServeSettings, info: ModelInfo | None = None) -> FastAP
     async def healthz() -> JSONResponse:
         if state.load_error is not None:
             return error_response(500, f"model failed to load: {state.load_error}")
+        if state.engine_failed:
+            return error_response(500, "the generation engine stopped")
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz")

@@ -113,10 +113,11 @@ async def _generate(
     model = state.model
     assert isinstance(model, CompletionModel)
     try:  # long prompts take a while to tokenize: not on the event loop
-        counts = await asyncio.to_thread(model.count_tokens_many, prompts)
+        prompt_ids = await asyncio.to_thread(model.encode_many, prompts)
     except InvalidInput as exc:
         raise ApiError(400, str(exc)) from exc
-    for i, n in enumerate(counts):
+    for i, ids in enumerate(prompt_ids):
+        n = len(ids)
         if n + body.max_tokens > model.context_length:
             raise ApiError(
                 400,
@@ -150,6 +151,7 @@ async def _generate(
                 top_p=body.top_p,
                 stop=body.stops(),
                 on_text=on_text(i) if on_text else None,
+                prompt_ids=prompt_ids[i],
             )
             for i, p in enumerate(prompts)
         ]

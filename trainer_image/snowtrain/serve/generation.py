@@ -34,11 +34,15 @@ class CompletionItem:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     on_text: Callable[[str], None] | None = None
-    """Called from the worker thread with each new piece of text (streaming only)."""
+    """Called with each new piece of text (streaming only): from the worker thread when
+    batching in lockstep, on the event loop when batching continuously."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when the client went away: the row stops at the next step."""
     streamed: bool = False
     """Whether on_text was called: such a row cannot be rerun without repeating its text."""
+    prompt_ids: list[int] | None = None
+    """The prompt's tokens when the route already has them (continuous batching needs them;
+    the lockstep path tokenizes its batch itself)."""
 
     @property
     def sampling_key(self) -> tuple[float, float]:
@@ -56,14 +60,74 @@ class Completion:
     completion_tokens: int
 
 
-@dataclass
-class _Row:
-    item: CompletionItem
-    prompt_tokens: int
-    ids: list[int] = field(default_factory=list)
-    text: str = ""
-    emitted: int = 0
-    finish_reason: str | None = None
+class RowText:
+    """One completion's text as its tokens arrive: its own token limit, stop strings, EOS,
+    and streaming. Both schedulers feed it one token at a time (lockstep `generate` through
+    RowTracker, continuous batching from each step's output), so both answer alike."""
+
+    def __init__(
+        self,
+        item: CompletionItem,
+        prompt_tokens: int,
+        decode: Callable[[list[int]], str],
+        eos_token_ids: set[int],
+    ) -> None:
+        self.item = item
+        self.prompt_tokens = prompt_tokens
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.finish_reason: str | None = None
+        self._decode = decode
+        self._eos = eos_token_ids
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def advance(self, token: int) -> None:
+        """Take the next generated token (ignored once the row finished)."""
+        if self.finish_reason is not None:
+            return
+        item = self.item
+        if item.cancelled.is_set():
+            self.finish_reason = "cancelled"
+            return
+        if token in self._eos:
+            self.finish_reason = "stop"
+        else:
+            self.ids.append(token)
+            text = self._decode(self.ids)
+            cut = min((i for s in item.stop if (i := text.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                text, self.finish_reason = text[:cut], "stop"
+            elif len(self.ids) >= item.max_tokens:
+                self.finish_reason = "length"
+            self.text = text
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.item.on_text is None:
+            return
+        safe = len(self.text)
+        if self.finish_reason is None:
+            safe -= _held_back(self.text, self.item.stop)
+        if safe > self.emitted:
+            self.item.streamed = True
+            self.item.on_text(self.text[self.emitted : safe])
+            self.emitted = safe
+
+    def end(self) -> Completion:
+        """The completion once generation stopped (a row still open ends at its limit)."""
+        if self.finish_reason is None:
+            self.finish_reason = "length"
+            self._emit()
+        return Completion(
+            text=self.text,
+            finish_reason="stop" if self.finish_reason == "cancelled" else self.finish_reason,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=len(self.ids),
+        )
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -81,7 +145,7 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 
 class RowTracker(StoppingCriteria):
-    """Stopping criterion that tracks, finishes and streams every row of a batch."""
+    """Stopping criterion that tracks, finishes and streams every row of a lockstep batch."""
 
     def __init__(
         self,
@@ -90,63 +154,19 @@ class RowTracker(StoppingCriteria):
         decode: Callable[[list[int]], str],
         eos_token_ids: set[int],
     ) -> None:
-        self.rows = [_Row(it, n) for it, n in zip(items, prompt_tokens, strict=True)]
-        self._decode = decode
-        self._eos = eos_token_ids
+        self.rows = [
+            RowText(it, n, decode, eos_token_ids)
+            for it, n in zip(items, prompt_tokens, strict=True)
+        ]
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
     ) -> torch.BoolTensor:  # type: ignore[override]
         last = input_ids[:, -1].tolist()
         for row, token in zip(self.rows, last, strict=True):
-            if row.finish_reason is None:
-                self._advance(row, int(token))
-        return torch.tensor(
-            [r.finish_reason is not None for r in self.rows], device=input_ids.device
-        )
-
-    def _advance(self, row: _Row, token: int) -> None:
-        item = row.item
-        if item.cancelled.is_set():
-            row.finish_reason = "cancelled"
-            return
-        if token in self._eos:
-            row.finish_reason = "stop"
-        else:
-            row.ids.append(token)
-            text = self._decode(row.ids)
-            cut = min((i for s in item.stop if (i := text.find(s)) >= 0), default=-1)
-            if cut >= 0:
-                text, row.finish_reason = text[:cut], "stop"
-            elif len(row.ids) >= item.max_tokens:
-                row.finish_reason = "length"
-            row.text = text
-        self._emit(row)
-
-    def _emit(self, row: _Row) -> None:
-        if row.item.on_text is None:
-            return
-        safe = len(row.text)
-        if row.finish_reason is None:
-            safe -= _held_back(row.text, row.item.stop)
-        if safe > row.emitted:
-            row.item.streamed = True
-            row.item.on_text(row.text[row.emitted : safe])
-            row.emitted = safe
+            row.advance(int(token))
+        return torch.tensor([r.finished for r in self.rows], device=input_ids.device)
 
     def finish(self) -> list[Completion]:
         """Results once generate returned (rows it stopped at max_new_tokens end as length)."""
-        results = []
-        for row in self.rows:
-            if row.finish_reason is None:
-                row.finish_reason = "length"
-                self._emit(row)
-            results.append(
-                Completion(
-                    text=row.text,
-                    finish_reason="stop" if row.finish_reason == "cancelled" else row.finish_reason,
-                    prompt_tokens=row.prompt_tokens,
-                    completion_tokens=len(row.ids),
-                )
-            )
-        return results
+        return [row.end() for row in self.rows]

@@ -8,12 +8,15 @@ measured by a small ASGI middleware so that streamed responses count until their
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RATE_WINDOW_S = 5.0
+"""Continuous batching has no batches to time: its tokens per second is over this window."""
 
 
 class ServerMetrics:
@@ -67,10 +70,23 @@ class ServerMetrics:
 
         self.tokens_per_second = Gauge(
             "snowtrain_generation_tokens_per_second",
-            "Completion tokens per second of the latest batch (what a dashboard shows at a "
-            "glance; rate(snowtrain_generated_tokens_total) is the precise figure).",
+            "Completion tokens per second of the latest batch, or of the last few seconds "
+            "with continuous batching (what a dashboard shows at a glance; "
+            "rate(snowtrain_generated_tokens_total) is the precise figure).",
             registry=r,
         )
+
+        self._recent_tokens: deque[tuple[float, int]] = deque()
+
+    def observe_tokens(self, count: int) -> None:
+        """Tokens one continuous batching step produced for one request."""
+        now = time.monotonic()
+        recent = self._recent_tokens
+        recent.append((now, count))
+        while recent and recent[0][0] < now - RATE_WINDOW_S:
+            recent.popleft()
+        span = max(now - recent[0][0], 1e-3)
+        self.tokens_per_second.set(sum(n for _, n in recent) / max(span, 1.0))
 
     def observe_batch(self, size: int, seconds: float, generated: int | None = None) -> None:
         self.batch_size.observe(size)

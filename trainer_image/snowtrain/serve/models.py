@@ -258,6 +258,7 @@ class CompletionModel:
         )
         self._count_tokenizer = AutoTokenizer.from_pretrained(self.info.path)
         self._count_lock = threading.Lock()  # requests count from a thread pool
+        self._decode_tokenizer = AutoTokenizer.from_pretrained(self.info.path)
         self.model = _load_weights(AutoModelForCausalLM, self.info, self.runtime)
         cfg = self.model.config
         self.context_length = int(
@@ -270,10 +271,6 @@ class CompletionModel:
         if self.tokenizer.pad_token_id is None:  # GPT-2 style: pad with EOS (masked anyway)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.predict([CompletionItem("warm up", max_tokens=1, temperature=0)])
-
-    def count_tokens(self, text: str) -> int:
-        """Prompt length in tokens (InvalidInput if it cannot be tokenized); thread-safe."""
-        return self.count_tokens_many([text])[0]
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The prompt the model's own chat template makes of a conversation (ending where
@@ -296,8 +293,9 @@ class CompletionModel:
                 raise InvalidInput(f"messages: the chat template refused them: {exc}") from exc
         return str(prompt)
 
-    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
-        """Each prompt's length in tokens; thread-safe, never the worker's tokenizer.
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's tokens (InvalidInput naming the prompt it cannot tokenize);
+        thread-safe, never the worker's tokenizer.
 
         Long prompts take a while to tokenize, so routes call this in a thread, not on the
         event loop; the lock keeps concurrent requests off the one tokenizer instance.
@@ -306,10 +304,19 @@ class CompletionModel:
             out = []
             for i, text in enumerate(texts):
                 try:
-                    out.append(len(tokenize(self._count_tokenizer, [text])["input_ids"][0]))
+                    out.append(list(tokenize(self._count_tokenizer, [text])["input_ids"][0]))
                 except InvalidInput as exc:
                     raise InvalidInput(f"prompt[{i}]: {exc}") from exc
             return out
+
+    def decode(self, ids: list[int]) -> str:
+        """Generated tokens as text (special tokens left out). Continuous batching calls
+        this on the event loop only; the lockstep worker has its own tokenizer."""
+        return str(
+            self._decode_tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+        )
 
     def predict(self, items: Sequence[CompletionItem]) -> list[Completion | BaseException]:
         groups: dict[tuple[float, float], list[int]] = defaultdict(list)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QUANTIZE_CHOICES = ("none", "int8")
+BATCHING_CHOICES = ("continuous", "lockstep")
 
 TOKEN_ENV = "SNOWTRAIN_SERVE_TOKEN"
 """Environment variable holding the bearer token itself (never a command-line flag: `ps`)."""
@@ -48,6 +49,16 @@ class ServeSettings:
     graceful_timeout_s: float = 30.0
     quantize: str = "none"
     """"int8": dynamic int8 quantization of the model's nn.Linear layers (CPU only)."""
+    batching: str = "continuous"
+    """How completions are scheduled: "continuous" (every decoding step admits waiting
+    requests and releases finished ones) or "lockstep" (`generate` over a batch until its
+    longest request ends). Classifiers always batch dynamically."""
+    kv_cache_tokens: int | None = None
+    """Continuous batching's KV cache size in tokens, allocated at start (default: room for
+    max_batch_size sequences of up to 1024 tokens, at least one full context)."""
+    max_batch_tokens: int | None = None
+    """Continuous batching: most tokens one step processes (long prompts are prefilled in
+    chunks of this size between decoding steps); default: the engine's."""
     token_file: Path | None = None
     """File holding the bearer token every non-health endpoint requires (re-read when it
     changes, so a rotated Kubernetes Secret takes effect without a restart)."""
@@ -64,6 +75,10 @@ class ServeSettings:
                 f"--quantize {self.quantize} runs on CPU only; use --device cpu (or auto on a "
                 "machine without a GPU) or --quantize none"
             )
+        if self.batching not in BATCHING_CHOICES:
+            raise ValueError(
+                f"batching must be one of {', '.join(BATCHING_CHOICES)}, got {self.batching!r}"
+            )
         for name in (
             "max_instances",
             "max_input_chars",
@@ -71,8 +86,11 @@ class ServeSettings:
             "max_stop_strings",
             "max_stop_chars",
             "max_body_bytes",
+            "kv_cache_tokens",
+            "max_batch_tokens",
         ):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.token is not None and self.token_file is not None:
             raise ValueError("give the bearer token as a file or as a value, not both")

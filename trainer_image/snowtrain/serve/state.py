@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from snowtrain.serve.batcher import DynamicBatcher, NotAccepting, QueueFull
+from snowtrain.serve.continuous import ContinuousGenerator
 from snowtrain.serve.errors import ApiError
 from snowtrain.serve.metrics import ServerMetrics
 from snowtrain.serve.model_dir import ModelInfo, Task
@@ -35,7 +36,9 @@ class ServerState:
         """Request body classes bounded by this server's limits (what the routes parse)."""
         self.metrics = ServerMetrics()
         self.model: ClassifierModel | CompletionModel | None = None
-        self.batcher: DynamicBatcher[Any, Any] | None = None
+        self.batcher: DynamicBatcher[Any, Any] | ContinuousGenerator | None = None
+        """Where items go: the dynamic batcher, or for completions by default the
+        continuous batching engine (same interface)."""
         self.ready = False
         self.draining = False
         self.load_error: str | None = None
@@ -60,22 +63,15 @@ class ServerState:
             log.exception("loading %s failed", self.info.path)
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        batcher: DynamicBatcher[Any, Any] = DynamicBatcher(
-            model.predict,
-            max_batch_size=self.settings.max_batch_size,
-            max_wait_ms=self.settings.max_wait_ms,
-            max_queue=self.settings.max_queue,
-            # Runs on the event loop once the worker thread is idle again, so reading the
-            # model's last batch token count here is race-free.
-            on_batch=lambda n, s: self.metrics.observe_batch(
-                n, s, getattr(model, "last_generated_tokens", None)
-            ),
-            # Requests in progress beyond the ones this batch holds are on their way to the
-            # queue: worth waiting max_wait_ms for (see DynamicBatcher on `more_coming`).
-            more_coming=lambda items: self.metrics.active_requests > items,
-            name=f"model-{self.info.name}",
-        )
-        await batcher.start()
+        try:
+            batcher = self._scheduler_for(model)
+            await batcher.start()
+        except Exception as exc:
+            log.exception("starting the %s scheduler failed", self.settings.batching)
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(model, CompletionModel) and self.settings.batching == "continuous":
+                self.load_error += " (--batching lockstep serves without the continuous engine)"
+            return
         self.model, self.batcher = model, batcher
         if self.draining:
             batcher.stop_accepting()
@@ -87,6 +83,43 @@ class ServerState:
             runtime.device,
             runtime.quantize,
         )
+
+    def _scheduler_for(
+        self, model: ClassifierModel | CompletionModel
+    ) -> DynamicBatcher[Any, Any] | ContinuousGenerator:
+        """Continuous batching for completions (unless --batching lockstep), else the
+        dynamic batcher around the model's batch predict."""
+        s = self.settings
+        if isinstance(model, CompletionModel) and s.batching == "continuous":
+            return ContinuousGenerator(
+                model,
+                max_batch_size=s.max_batch_size,
+                max_queue=s.max_queue,
+                kv_cache_tokens=s.kv_cache_tokens,
+                max_batch_tokens=s.max_batch_tokens,
+                on_tokens=self.metrics.observe_tokens,
+            )
+        return DynamicBatcher(
+            model.predict,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            # Runs on the event loop once the worker thread is idle again, so reading the
+            # model's last batch token count here is race-free.
+            on_batch=lambda n, sec: self.metrics.observe_batch(
+                n, sec, getattr(model, "last_generated_tokens", None)
+            ),
+            # Requests in progress beyond the ones this batch holds are on their way to the
+            # queue: worth waiting max_wait_ms for (see DynamicBatcher on `more_coming`).
+            more_coming=lambda items: self.metrics.active_requests > items,
+            name=f"model-{self.info.name}",
+        )
+
+    @property
+    def engine_failed(self) -> bool:
+        """The continuous batching engine died after loading (the pod should restart)."""
+        b = self.batcher
+        return isinstance(b, ContinuousGenerator) and self.ready and not b.healthy
 
     # -- helpers used by the routes ------------------------------------------------------
     def require(self, name: str | None, task: Task) -> None:
@@ -125,6 +158,8 @@ class ServerState:
             raise ApiError(503, "model failed to load")
         if not self.ready or self.batcher is None:
             raise ApiError(503, "model is still loading", {"Retry-After": "1"})
+        if self.engine_failed:
+            raise ApiError(503, "the generation engine stopped; the server needs a restart")
         if self.draining:
             self.metrics.rejected.labels("shutting_down").inc()
             raise ApiError(503, "server is shutting down")
