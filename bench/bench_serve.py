@@ -227,31 +227,13 @@ def free_port() -> int:
 
 
 class Server:
+    """One server process under test; subclasses choose its command line."""
+
     def __init__(self, kind: str, model_dir: Path, threads: int, *extra: str) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if kind in ("naive", "kserve"):
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.bench_serve",
-                f"--{kind}-server",
-                str(model_dir),
-                str(self.port),
-                str(threads),
-            ]
-        else:
-            cmd = serve_command(
-                str(model_dir),
-                python=sys.executable,
-                host="127.0.0.1",
-                port=self.port,
-                threads=threads,
-                log_level="warning",
-                extra=extra,
-            )
-        # Both servers get the same OpenMP policy (ours sets PASSIVE itself; the naive one
+        # Every server gets the same OpenMP policy (ours sets PASSIVE itself; the naive one
         # would spin and collapse on this shared machine), so the comparison is the serving
         # design, not a thread setting.
         env = {
@@ -260,9 +242,35 @@ class Server:
             "TOKENIZERS_PARALLELISM": "false",
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         }
+        cmd = self.command(model_dir, threads, extra)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def command(self, model_dir: Path, threads: int, extra: tuple[str, ...]) -> list[str]:
+        if self.kind in ("naive", "kserve"):
+            return [
+                sys.executable,
+                "-m",
+                "bench.bench_serve",
+                f"--{self.kind}-server",
+                str(model_dir),
+                str(self.port),
+                str(threads),
+            ]
+        return serve_command(
+            str(model_dir),
+            python=sys.executable,
+            host="127.0.0.1",
+            port=self.port,
+            threads=threads,
+            log_level="warning",
+            extra=extra,
+        )
+
+    @property
+    def ready_path(self) -> str:
+        return "/v1/models/minilm" if self.kind == "kserve" else "/readyz"
+
+    def wait_ready(self, timeout: float = 300) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -270,8 +278,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited {self.proc.returncode}")
             try:
-                path = "/v1/models/minilm" if self.kind == "kserve" else "/readyz"
-                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -356,9 +356,11 @@ def test_a_client_leaving_mid_stream_stops_its_generation(
     hold_generation(
         monkeypatch,
         batching,
-        lambda row: row.item.prompt == prompt
-        and len(row.ids) >= hold_at
-        and not row.item.cancelled.is_set(),
+        lambda row: (
+            row.item.prompt == prompt
+            and len(row.ids) >= hold_at
+            and not row.item.cancelled.is_set()
+        ),
     )
 
     def generated() -> float:

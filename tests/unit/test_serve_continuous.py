@@ -47,7 +47,23 @@ def test_every_request_gets_what_greedy_generation_alone_gives(varied_lm: Path) 
     at every step, and each answer is token for token what `generate` gives that prompt
     alone."""
     rng = random.Random(7)
-    words = "once upon a time the movie was great and numbers 0 1 2 3 followed".split()
+    words = [
+        "once",
+        "upon",
+        "a",
+        "time",
+        "the",
+        "movie",
+        "was",
+        "great",
+        "and",
+        "numbers",
+        "0",
+        "1",
+        "2",
+        "3",
+        "followed",
+    ]
     cases = [
         (" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))), rng.randint(3, 60))
         for _ in range(16)

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 64
 """Tokens per KV cache page: small pages waste little on short requests."""
+CPU_BATCH_TOKENS = 512
+"""Most tokens per step on a CPU. Without flash attention every query of a step attends over
+the cache of every sequence in the step (masked), so huge prefill chunks cost more than they
+save; on CUDA the engine's own default applies."""
 
 
 class GenerationFailed(RuntimeError):
@@ -185,6 +189,8 @@ class ContinuousGenerator:
                 f"the KV cache ({self.kv_cache_tokens} tokens) must hold at least one full "
                 f"context ({model.context_length} tokens)"
             )
+        if max_batch_tokens is None and model.runtime.device.type == "cpu":
+            max_batch_tokens = CPU_BATCH_TOKENS
         self.max_batch_tokens = max_batch_tokens
         self._on_tokens = on_tokens
         """Told how many tokens each output brought (the server's tokens-per-second gauge)."""
@@ -288,9 +294,7 @@ class ContinuousGenerator:
             raise NotAccepting("not accepting requests")
         needs = [len(it.prompt_ids or ()) + it.max_tokens for it in items]
         if len(self._active) + len(items) > self.max_batch_size + self.max_queue:
-            raise QueueFull(
-                f"queue full ({self.queued} of {self.max_queue} waiting); retry later"
-            )
+            raise QueueFull(f"queue full ({self.queued} of {self.max_queue} waiting); retry later")
         if self._reserved + sum(needs) > 2 * self.kv_cache_tokens:
             raise QueueFull(
                 f"the KV cache is fully booked ({self._reserved} tokens held or waiting for "
@@ -308,7 +312,9 @@ class ContinuousGenerator:
             self._active[rid] = active
             self._reserved += need
             fut.add_done_callback(lambda f, a=active: self._on_done(a, f))
-            self._manager.register_result_handler(rid, lambda out, a=active: self._on_output(a, out))
+            self._manager.register_result_handler(
+                rid, lambda out, a=active: self._on_output(a, out)
+            )
             self._manager.add_request(
                 list(item.prompt_ids),
                 request_id=rid,

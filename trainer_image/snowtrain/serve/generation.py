@@ -1,13 +1,13 @@
-"""Per-row bookkeeping for one batched `generate` call: stop strings, token limits, streaming.
+"""One completion's text as its tokens arrive: stop strings, token limits, streaming.
 
-`model.generate` runs a whole batch in lockstep, but OpenAI completion requests each carry
-their own `max_tokens` and `stop` strings and may want their text streamed. Hugging Face's
-streamers handle a single sequence only, so this stopping criterion, which generate calls
-after every decoding step with all sequences, does the per-row work: it decodes each row's
-new tokens, ends a row at its own limit or stop string (generate then pads it while the others
-continue), and hands each row's new text to that request's callback. Text that might still
-turn out to be the start of a stop string, or half of a multi-byte character, is held back
-until it is certain, so a stream never shows text the final answer would not contain.
+OpenAI completion requests each carry their own `max_tokens` and `stop` strings and may want
+their text streamed. `RowText` does that per request, fed one token at a time by either
+scheduler: continuous batching (`continuous`) hands it each step's new token, and lockstep
+batching hands it every row of a `generate` batch through `RowTracker`, a stopping criterion
+that generate calls after every decoding step (generate then pads a finished row while the
+others continue). Text that might still turn out to be the start of a stop string, or half
+of a multi-byte character, is held back until it is certain, so a stream never shows text
+the final answer would not contain.
 """
 
 from __future__ import annotations
