@@ -184,3 +184,67 @@ def test_a_cache_smaller_than_the_context_is_a_clear_load_error(varied_lm: Path)
     message = health.json()["error"]["message"]
     assert "must hold at least one full context (512 tokens)" in message
     assert "--batching lockstep" in message
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_varlen_attention_equals_each_sequence_attending_alone(kv_heads: int) -> None:
+    """A pack of a decoding sequence, a fresh prompt and a prompt chunk after cached tokens
+    (with and without grouped-query heads): each sequence's output is its own causal
+    attention, computed separately, with nothing leaking in from the other sequences."""
+    from snowtrain.serve.varlen_attention import varlen_sdpa_forward
+
+    torch.manual_seed(0)
+    heads, dim = 4, 16
+    seqs = [(1, 9), (5, 5), (3, 11)]  # (new query tokens, all keys) per sequence
+    q_total, k_total = sum(q for q, _ in seqs), sum(k for _, k in seqs)
+    query = torch.randn(1, heads, q_total, dim)
+    key = torch.randn(1, kv_heads, k_total, dim)
+    value = torch.randn(1, kv_heads, k_total, dim)
+    cu_q = torch.tensor([0, 1, 6, 9], dtype=torch.int32)
+    cu_k = torch.tensor([0, 9, 14, 25], dtype=torch.int32)
+    out, _ = varlen_sdpa_forward(
+        torch.nn.Module(),
+        query,
+        key,
+        value,
+        None,
+        scaling=0.25,
+        cu_seq_lens_q=cu_q,
+        cu_seq_lens_k={"full_attention": cu_k},
+    )
+    assert out.shape == (1, q_total, heads, dim)
+    rep = heads // kv_heads
+    for i, (q_len, k_len) in enumerate(seqs):
+        q = query[0, :, cu_q[i] : cu_q[i + 1]]
+        k = key[0, :, cu_k[i] : cu_k[i + 1]].repeat_interleave(rep, dim=0)
+        v = value[0, :, cu_k[i] : cu_k[i + 1]].repeat_interleave(rep, dim=0)
+        scores = (q @ k.transpose(-1, -2)) * 0.25
+        # query j sits at position k_len - q_len + j and sees keys up to there
+        visible = torch.arange(k_len)[None, :] <= (k_len - q_len + torch.arange(q_len))[:, None]
+        expected = scores.masked_fill(~visible, float("-inf")).softmax(-1) @ v
+        got = out[0, cu_q[i] : cu_q[i + 1]].transpose(0, 1)
+        assert torch.allclose(got, expected, atol=1e-5), i
+
+
+def test_the_cpu_server_attends_per_sequence(
+    varied_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the engine runs the per-sequence attention (so the exactness test above holds
+    for it), for models whose layers all use full attention, and not for a sliding window."""
+    from transformers import AttentionInterface, AutoConfig, MistralConfig
+
+    from snowtrain.serve import varlen_attention
+
+    calls = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return varlen_attention.varlen_sdpa_forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, varlen_attention.NAME, counting)
+    with running_server(varied_lm) as url:
+        body = {"prompt": "once upon a time", "max_tokens": 5, "temperature": 0}
+        assert httpx.post(f"{url}/v1/completions", json=body).status_code == 200
+    assert calls, "the engine never called the per-sequence attention"
+    assert varlen_attention.applies_to(AutoConfig.from_pretrained(varied_lm))
+    assert not varlen_attention.applies_to(MistralConfig(sliding_window=64))

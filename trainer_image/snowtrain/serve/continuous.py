@@ -41,6 +41,7 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
 
+from snowtrain.serve import varlen_attention
 from snowtrain.serve.batcher import NotAccepting, QueueFull
 from snowtrain.serve.generation import MIN_TEMPERATURE, Completion, CompletionItem, RowText
 
@@ -51,10 +52,9 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 64
 """Tokens per KV cache page: small pages waste little on short requests."""
-CPU_BATCH_TOKENS = 512
-"""Most tokens per step on a CPU. Without flash attention every query of a step attends over
-the cache of every sequence in the step (masked), so huge prefill chunks cost more than they
-save; on CUDA the engine's own default applies."""
+CPU_BATCH_TOKENS = 1024
+"""Most tokens per step on a CPU (a long prompt is prefilled in chunks of this size between
+decoding steps, so running sequences keep producing tokens); on CUDA the engine's default."""
 
 
 class GenerationFailed(RuntimeError):
@@ -245,6 +245,13 @@ class ContinuousGenerator:
             generation_config=generation, continuous_batching_config=config
         )
         manager.logit_processor = sampling_processors()
+        on_cpu = self.model.runtime.device.type == "cpu"
+        if on_cpu and varlen_attention.applies_to(model.config):
+            # After the engine's own check of the implementation (it knows only its own).
+            for config in {
+                id(c): c for c in (model.config, model.config.get_text_config())
+            }.values():
+                config._attn_implementation = varlen_attention.NAME
         manager.start()
         self._manager = manager
         # First-step allocations happen now, not in a request.
