@@ -16,9 +16,11 @@ scheduling, not text quality). Three servers, the same CPU threads and OpenMP po
 Closed loop: C clients each stream one completion after another for ``--duration`` seconds,
 greedy, with a deterministic mix of prompt lengths (10 to 300 words) and ``max_tokens`` (16
 to 192). Per server and concurrency: generated tokens per second (the streamed text
-re-tokenized by the client, the same count for every server), p50/p99 time to first token
-(first streamed text), p99 request latency. Requests still running when a measurement ends
-are abandoned, and the next measurement starts only once the server is idle again.
+re-tokenized by the client, the same count for every server; text that arrived inside the
+window counts, whether or not its request finished), p50/p99 time to first token (first
+streamed text, of every request whose first text arrived inside the window), p99 latency of
+the requests that finished inside it. When the window closes the clients hang up, and the
+next measurement starts only once the server is idle again.
 
     .venv/bin/python -m bench.bench_completions [--duration 20] [--levels 1 8 32]
 
@@ -257,7 +259,7 @@ async def closed_loop(
                     "stream": True,
                 }
                 start = time.perf_counter()
-                first = None
+                first: float | None = None
                 text = ""
                 try:
                     async with client.post(f"{url}/v1/completions", json=body) as r:
@@ -269,20 +271,19 @@ async def closed_loop(
                             line = raw.decode().strip()
                             if not line.startswith("data: {"):
                                 continue
+                            if time.perf_counter() > stop_at:
+                                break  # the window closed: hang up
                             piece = json.loads(line[6:])["choices"][0].get("text", "")
                             if piece and first is None:
                                 first = time.perf_counter() - start
+                                ttfts.append(first)
                             text += piece
-                            if time.perf_counter() > stop_at + 60:
-                                break
                 except aiohttp.ClientError:
                     errors += 1
                     continue
-                if time.perf_counter() > stop_at:
-                    return  # ended after the window: not counted, as in every closed loop
-                latencies.append(time.perf_counter() - start)
-                ttfts.append(first if first is not None else latencies[-1])
-                tokens += count(text)
+                tokens += count(text)  # what arrived inside the window, finished or not
+                if time.perf_counter() <= stop_at:
+                    latencies.append(time.perf_counter() - start)
 
         started = time.perf_counter()
         await asyncio.wait_for(

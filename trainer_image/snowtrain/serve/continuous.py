@@ -92,6 +92,8 @@ class TemperatureScale(_FloatArg):
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         t = self.values(scores, tensor_arg).unsqueeze(-1)
+        if _nothing_sampled(scores, t):
+            return scores
         return torch.where(t > 0, scores / t.clamp_min(MIN_TEMPERATURE), scores)
 
 
@@ -134,8 +136,16 @@ class GumbelDraw(_FloatArg):
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         t = self.values(scores, tensor_arg).unsqueeze(-1)
+        if _nothing_sampled(scores, t):
+            return scores
         gumbel = -torch.empty_like(scores).exponential_().log()
         return torch.where(t > 0, scores + gumbel, scores)
+
+
+def _nothing_sampled(scores: torch.Tensor, temperatures: torch.Tensor) -> bool:
+    """On a CPU, an all-greedy step skips the work over the vocabulary (on an accelerator
+    every step takes the same path: no host sync)."""
+    return scores.device.type == "cpu" and not bool((temperatures > 0).any())
 
 
 def sampling_processors() -> ContinuousBatchingLogitsProcessorList:
