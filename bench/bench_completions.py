@@ -1,7 +1,7 @@
 """Completions benchmark: continuous batching against lockstep batching and against
 one-request-at-a-time `generate`, on the same causal LM, in one run.
 
-The model is a GPT-2 (6 layers, 512 wide, 1024 positions) with a byte-level BPE tokenizer
+The model is a GPT-2 (6 layers, 512 wide, 1024 positions; `--layers 12 --width 768` on a GPU) with a byte-level BPE tokenizer
 of 8192 tokens trained here (the Hugging Face hub is out of reach, and what is measured is
 scheduling, not text quality). Three servers, the same CPU threads and OpenMP policy:
 
@@ -87,7 +87,7 @@ def workload(n: int = 400, seed: int = 0) -> list[tuple[str, int]]:
     ]
 
 
-def export_lm(out: Path) -> Path:
+def export_lm(out: Path, layers: int = 6, width: int = 512) -> Path:
     """A random-weight GPT-2 and a BPE tokenizer trained on the workload's words."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -118,9 +118,9 @@ def export_lm(out: Path) -> Path:
     config = GPT2Config(
         vocab_size=tok.get_vocab_size(),
         n_positions=1024,
-        n_embd=512,
-        n_layer=6,
-        n_head=8,
+        n_embd=width,
+        n_layer=layers,
+        n_head=width // 64,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         pad_token_id=eos_id,
@@ -146,8 +146,10 @@ def run_single(model_dir: str, port: int, threads: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 
     torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as ours picks (--device auto)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     lock = threading.Lock()
     app = FastAPI()
     busy = [0]
@@ -158,7 +160,7 @@ def run_single(model_dir: str, port: int, threads: int) -> None:
 
     @app.post("/v1/completions")
     def complete(body: dict) -> StreamingResponse:
-        inputs = tokenizer(body["prompt"], return_tensors="pt")
+        inputs = tokenizer(body["prompt"], return_tensors="pt").to(device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def generate() -> None:
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--servers", nargs="+", default=["continuous", "lockstep", "single"])
+    p.add_argument("--layers", type=int, default=6, help="GPT-2 layers (12 on a GPU: ~gpt2)")
+    p.add_argument("--width", type=int, default=512, help="GPT-2 width (768 on a GPU)")
     p.add_argument("--single-server", nargs=3, metavar=("DIR", "PORT", "THREADS"))
     a = p.parse_args(argv)
     if a.single_server:
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = export_lm(Path(tmp) / "lm")
+        model_dir = export_lm(Path(tmp) / "lm", a.layers, a.width)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
         def count(text: str) -> int:
