@@ -8,9 +8,12 @@ runs; the script plays the kubelet and marks each pod Succeeded through the stat
 subresource, and the real Job controller completes the Job as it would for a kubelet's report.
 
     .venv/bin/python -m bench.bench_operator --count 200 [--complete-rate 0]
+    .venv/bin/python -m bench.bench_operator --count 1200 --rate 10 [--run-seconds 5]
 
 Prints one JSON object. ``--complete-rate`` paces completions (pods per second; 0 = all at
-once, the worst case).
+once, the worst case). ``--rate`` is the sustained mode: jobs arrive at that rate, and each
+pod succeeds ``--run-seconds`` after it appears, so jobs start and finish all along while
+the number of jobs the operator knows grows to ``--count``.
 """
 
 from __future__ import annotations
@@ -62,27 +65,48 @@ class Recorder:
         self.job_seen: dict[str, float] = {}
         self.job_complete: dict[str, float] = {}
         self.succeeded: dict[str, float] = {}
+        self.pods: dict[str, tuple[str, float]] = {}
+        """owner -> (its first pod, when it was first seen)."""
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._jobs, daemon=True),
             threading.Thread(target=self._ftjs, daemon=True),
+            threading.Thread(target=self._pods, daemon=True),
         ]
         for t in self.threads:
             t.start()
 
     def _jobs(self) -> None:
+        # Plain dicts (return_type "object"), not V1Job models: building those costs this
+        # process CPU the operator shares the machine with, and would delay what it records.
         batch = client.BatchV1Api(self.api)
         while not self.stop.is_set():
-            w = watch.Watch()
+            w = watch.Watch(return_type="object")
             for ev in w.stream(batch.list_namespaced_job, self.ns, timeout_seconds=30):
                 now = time.monotonic()
                 job = ev["object"]
-                owner = (job.metadata.labels or {}).get("snowtrain.io/job")
+                owner = (job["metadata"].get("labels") or {}).get("snowtrain.io/job")
                 if not owner:
                     continue
                 self.job_seen.setdefault(owner, now)
-                if any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or []):  # fmt: skip
+                conditions = (job.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Complete" and c["status"] == "True" for c in conditions):
                     self.job_complete.setdefault(owner, now)
+                if self.stop.is_set():
+                    break
+
+    def _pods(self) -> None:
+        core = client.CoreV1Api(self.api)
+        while not self.stop.is_set():
+            w = watch.Watch(return_type="object")
+            stream = w.stream(
+                core.list_namespaced_pod, self.ns, label_selector="snowtrain.io/job",
+                timeout_seconds=30,
+            )  # fmt: skip
+            for ev in stream:
+                meta = ev["object"]["metadata"]
+                owner = meta["labels"]["snowtrain.io/job"]
+                self.pods.setdefault(owner, (meta["name"], time.monotonic()))
                 if self.stop.is_set():
                     break
 
@@ -115,10 +139,52 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sustained(
+    rec: Recorder,
+    names: list[str],
+    create: Any,
+    complete: Any,
+    rate: float,
+    run_seconds: float,
+    deadline: float,
+) -> None:
+    """Create `rate` jobs per second; each pod succeeds `run_seconds` after it appears."""
+    stop = threading.Event()
+
+    def completer() -> None:
+        done: set[str] = set()
+        with ThreadPoolExecutor(8) as pool:
+            while not stop.is_set():
+                now = time.monotonic()
+                for owner, (pod_name, seen) in list(rec.pods.items()):
+                    if owner not in done and now - seen >= run_seconds:
+                        done.add(owner)
+                        pool.submit(complete, pod_name)
+                time.sleep(0.1)
+
+    finisher = threading.Thread(target=completer, daemon=True)
+    finisher.start()
+    start = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        for i, name in enumerate(names):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            pool.submit(create, name)
+    while len(rec.succeeded) < len(names) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    finisher.join()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--complete-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="jobs created per second, sustained (0: all at once); each pod then succeeds "
+        "--run-seconds after it appears",
+    )  # fmt: skip
+    parser.add_argument("--run-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
 
@@ -148,29 +214,25 @@ def main() -> int:
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, "finetunejobs", resource(name))  # fmt: skip
             created[name] = time.monotonic()
 
+        def complete(pod_name: str) -> None:
+            core.patch_namespaced_pod_status(pod_name, ns, {"status": {"phase": "Succeeded"}})
+
         t0 = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, names))
-        result["apply_seconds"] = round(time.monotonic() - t0, 2)
-        deadline = time.monotonic() + args.timeout
-        while len(rec.job_seen) < len(names) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        # Play the kubelet: each attempt's pod succeeds.
-        pods: list[client.V1Pod] = []
-        while len(pods) < len(names) and time.monotonic() < deadline:
-            pods = core.list_namespaced_pod(ns, label_selector="snowtrain.io/job").items
-            time.sleep(0.5)
-
-        def complete(pod: client.V1Pod) -> None:
-            core.patch_namespaced_pod_status(
-                pod.metadata.name, ns, {"status": {"phase": "Succeeded"}}
-            )
-
-        with ThreadPoolExecutor(8) as pool:
-            for pod in pods:
-                pool.submit(complete, pod)
-                if args.complete_rate > 0:
-                    time.sleep(1 / args.complete_rate)
+        deadline = t0 + args.timeout + (args.count / args.rate if args.rate > 0 else 0)
+        if args.rate > 0:
+            sustained(rec, names, create, complete, args.rate, args.run_seconds, deadline)
+        else:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, names))
+            result["apply_seconds"] = round(time.monotonic() - t0, 2)
+            while len(rec.pods) < len(names) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            # Play the kubelet: each attempt's pod succeeds.
+            with ThreadPoolExecutor(8) as pool:
+                for pod_name, _ in list(rec.pods.values()):
+                    pool.submit(complete, pod_name)
+                    if args.complete_rate > 0:
+                        time.sleep(1 / args.complete_rate)
         while len(rec.succeeded) < len(names) and time.monotonic() < deadline:
             time.sleep(0.2)
         rec.stop.set()
@@ -193,7 +255,14 @@ def main() -> int:
         result["operator_cpu_seconds"] = round(cpu_seconds(op.proc.pid) - cpu_before, 1)
         result["wall_seconds"] = round(time.monotonic() - t0, 1)
         result["load_average_1m"] = os.getloadavg()[0]
-        result["complete_rate_per_s"] = args.complete_rate or "all at once"
+        if args.rate > 0:
+            result["created_per_s"] = args.rate
+            result["run_seconds"] = args.run_seconds
+        else:
+            result["complete_rate_per_s"] = args.complete_rate or "all at once"
+        result["operator_cpu_ms_per_job"] = round(
+            result["operator_cpu_seconds"] * 1000 / len(names), 1
+        )
         print(json.dumps(result, indent=2), flush=True)
     finally:
         try:
