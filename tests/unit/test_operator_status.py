@@ -449,3 +449,19 @@ def test_a_pod_failure_the_job_will_retry_is_queued_with_its_reason() -> None:
     assert out.phase == "Queued"
     assert conds(out.status)["Running"]["reason"] == "Error"
     assert "retries" in conds(out.status)["Running"]["message"]
+
+
+def test_a_waiting_job_is_looked_at_when_a_look_could_change_it() -> None:
+    """Without watch events a queued job needs a look only when time alone changes its
+    status: just after a stuck pod's timeout, and (Events explain a Job without pods) after
+    the no-pod grace, then every EVENTS_RECHECK_SECONDS. A pod simply pending waits for its
+    own events; only a safety look remains, however many jobs wait."""
+    stuck = at.AttemptState("queued", "Unschedulable", "no node", stuck_since=iso(-100))
+    assert st.recheck_after(observed(stuck, stuck_timeout_seconds=300), None, 10) == 201
+    overdue = at.AttemptState("queued", "Unschedulable", "no node", stuck_since=iso(-400))
+    assert st.recheck_after(observed(overdue, stuck_timeout_seconds=300), None, 10) == 1
+    created = at.AttemptState("queued", "Created", "the training Job was created")
+    assert st.recheck_after(observed(created), iso(-4), 10) == 6.5
+    assert st.recheck_after(observed(created), iso(-60), 10) == st.EVENTS_RECHECK_SECONDS
+    pending = at.AttemptState("queued", "PodPending", "the training pod is starting")
+    assert st.recheck_after(observed(pending), iso(-60), 10) == st.SAFETY_RECHECK_SECONDS

@@ -39,6 +39,9 @@ class Context:
     jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
     last_log_read: dict[Key, float] = field(default_factory=dict)
     last_reconciled: dict[Key, float] = field(default_factory=dict)
+    due: dict[Key, float] = field(default_factory=dict)
+    """When (monotonic) a job that is not running should be looked at again without a watch
+    event (``status.recheck_after``)."""
     guard: threading.Lock = field(default_factory=threading.Lock)
     events: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
@@ -73,6 +76,7 @@ class Context:
             self.started.discard(key)
         self.last_log_read.pop(key, None)
         self.last_reconciled.pop(key, None)
+        self.due.pop(key, None)
 
     def known(self) -> list[tuple[Key, dict[str, Any]]]:
         with self.guard:

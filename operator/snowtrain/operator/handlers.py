@@ -282,7 +282,8 @@ async def on_child_event(body: kopf.Body, meta: kopf.Meta, type: str | None, **_
 
 def _resync_forever() -> None:
     """Queue undecided jobs that are due a look: progress from the pod log while Running,
-    the referenced PretrainJob while Waiting, timeouts (an Unschedulable pod) otherwise."""
+    the referenced PretrainJob while Waiting; otherwise when the last reconcile said a look
+    could change something (a stuck pod's timeout, Events of a Job without pods)."""
     while True:
         time.sleep(RESYNC_TICK_SECONDS)
         if not is_leader():
@@ -293,8 +294,13 @@ def _resync_forever() -> None:
             if phase in DECIDED:
                 continue
             last = ctx().last_reconciled.get(key)
-            every = SETTINGS.progress_refresh_seconds if phase in ACTIVE else IDLE_RECHECK_SECONDS
-            if last is not None and now - last >= every:
+            if last is None:
+                continue
+            if phase in ACTIVE:
+                due = last + SETTINGS.progress_refresh_seconds
+            else:  # only a deadline (a stuck pod's timeout) or Events change these
+                due = ctx().due.get(key, last + IDLE_RECHECK_SECONDS)
+            if now >= due:
                 queue().add(key, RESYNC)
 
 

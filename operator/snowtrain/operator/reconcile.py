@@ -146,6 +146,9 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             obs.serving_refused = (exc.reason, exc.message)
             outcome = st.compute(obs)
     _write_status(ctx, body, outcome)
+    job_created = ((current or {}).get("metadata") or {}).get("creationTimestamp")
+    recheck = st.recheck_after(obs, job_created, NO_POD_GRACE_SECONDS)
+    ctx.due[job_key(body)] = time.monotonic() + recheck
     return outcome
 
 
@@ -256,10 +259,14 @@ def _observe_attempt(
         obs.job_name = current["metadata"]["name"]
     if current is not None and not has_pods:
         if _waiting_for_pods(current, obs.now):
+            # From the watch cache (resourceVersion 0), like the children: a quorum read
+            # would scan every Event of the namespace in etcd, and a burst of new jobs
+            # leaves thousands there (each unschedulable pod adds its own).
             job_events = raw(
                 ctx.kube.core.list_namespaced_event,
                 ns,
                 field_selector=f"involvedObject.kind=Job,involvedObject.name={obs.job_name}",
+                resource_version="0",
             )["items"]
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         pod_labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind, ch.LABEL_ATTEMPT: str(obs.attempt)}

@@ -150,6 +150,38 @@ def _cond(obs: Observed, ctype: str, ok: bool | None, reason: str, message: str)
     )
 
 
+EVENTS_RECHECK_SECONDS = 30.0
+"""A Job without pods: how often to look for the Events that explain it (no watch here)."""
+SAFETY_RECHECK_SECONDS = 300.0
+"""The longest a job not running waits for a look without a watch event (a missed event)."""
+
+
+def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: float) -> float:
+    """Seconds until looking again could change the status of a job that is not running,
+    with no watch event in between (``job_created``: the current attempt's Job's
+    creationTimestamp).
+
+    A pod stuck (unschedulable, image pull, quota) turns Failed when its stuck time passes
+    the timeout: look just after that. A Job without pods is explained by Events, which no
+    watch here reports: look after the grace, then every EVENTS_RECHECK_SECONDS. Anything
+    else changes only with a watch event (the pod, the Job, the referenced PretrainJob), so
+    the look is a safety net. Without this, every queued job was looked at every 30 s
+    however long it waited, work that grew with the number of jobs waiting.
+    """
+    cur = obs.current
+    since = _parse_time(cur.stuck_since) if cur is not None else None
+    if cur is not None and cur.state == "queued" and since is not None:
+        left = obs.stuck_timeout_seconds - (obs.now - since).total_seconds()
+        return min(SAFETY_RECHECK_SECONDS, max(1.0, left + 1.0))
+    if cur is not None and cur.state == "queued" and cur.reason == "Created":
+        created = _parse_time(job_created)
+        age = (obs.now - created).total_seconds() if created is not None else 0.0
+        if age < no_pod_grace_seconds:
+            return no_pod_grace_seconds - age + 0.5
+        return EVENTS_RECHECK_SECONDS
+    return SAFETY_RECHECK_SECONDS
+
+
 def _stuck_too_long(obs: Observed, state: AttemptState) -> bool:
     since = _parse_time(state.stuck_since)
     return since is not None and (obs.now - since).total_seconds() > obs.stuck_timeout_seconds
