@@ -248,3 +248,27 @@ def test_the_cpu_server_attends_per_sequence(
     assert calls, "the engine never called the per-sequence attention"
     assert varlen_attention.applies_to(AutoConfig.from_pretrained(varied_lm))
     assert not varlen_attention.applies_to(MistralConfig(sliding_window=64))
+
+
+def test_a_prompt_without_tokens_is_refused_and_the_engine_serves_on(
+    varied_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt the tokenizer turns into no tokens (some tokenizers drop what they do not
+    know) is a 400 naming it, never an empty sequence in the shared engine."""
+    from snowtrain.serve.models import CompletionModel
+
+    encode = CompletionModel.encode_many
+
+    def dropping(self: CompletionModel, texts: list[str]) -> list[list[int]]:
+        return [
+            [] if t == "unknowable" else ids
+            for t, ids in zip(texts, encode(self, texts), strict=True)
+        ]
+
+    monkeypatch.setattr(CompletionModel, "encode_many", dropping)
+    with running_server(varied_lm) as url:
+        bad = httpx.post(f"{url}/v1/completions", json={"prompt": ["fine", "unknowable"]})
+        good = httpx.post(f"{url}/v1/completions", json={"prompt": "fine", "max_tokens": 3})
+    assert bad.status_code == 400
+    assert "prompt[1] has no tokens" in bad.json()["error"]["message"]
+    assert good.status_code == 200 and good.json()["usage"]["completion_tokens"] >= 1

@@ -118,6 +118,8 @@ async def _generate(
         raise ApiError(400, str(exc)) from exc
     for i, ids in enumerate(prompt_ids):
         n = len(ids)
+        if n == 0:  # nothing to continue from (the engine must never see an empty prompt)
+            raise ApiError(400, f"prompt[{i}] has no tokens for this model's tokenizer")
         if n + body.max_tokens > model.context_length:
             raise ApiError(
                 400,
