@@ -25,6 +25,37 @@ def varied_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def varied_llama(varied_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama (rotary positions, two query heads per key/value head) on the same
+    tokenizer: the layout most served models have."""
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("models") / "varied-llama"
+    tok = AutoTokenizer.from_pretrained(varied_lm)
+    eos = tok.eos_token_id
+    config = LlamaConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=eos)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "snowtrain.json").write_text(json.dumps({"task": "pretrain", "name": "varied-llama"}))
+    return out
+
+
 def one_at_a_time(model_dir: Path, prompt: str, max_tokens: int) -> tuple[str, int]:
     """Greedy `generate` over this prompt alone: the text and the number of new tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,11 +72,17 @@ def one_at_a_time(model_dir: Path, prompt: str, max_tokens: int) -> tuple[str, i
     return tok.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False), len(new)
 
 
-def test_every_request_gets_what_greedy_generation_alone_gives(varied_lm: Path) -> None:
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_every_request_gets_what_greedy_generation_alone_gives(
+    architecture: str, request: pytest.FixtureRequest
+) -> None:
     """Sixteen requests of mixed prompt and output lengths, arriving staggered at a server
     that runs at most four sequences per step: sequences join and leave the running batch
     at every step, and each answer is token for token what `generate` gives that prompt
-    alone."""
+    alone (GPT-2, and a Llama with rotary positions and grouped-query attention)."""
+    model_dir: Path = request.getfixturevalue(
+        "varied_lm" if architecture == "gpt2" else "varied_llama"
+    )
     rng = random.Random(7)
     words = [
         "once",
@@ -81,10 +118,10 @@ def test_every_request_gets_what_greedy_generation_alone_gives(varied_lm: Path) 
 
             return await asyncio.gather(*(one(i, p, n) for i, (p, n) in enumerate(cases)))
 
-    with running_server(varied_lm, max_batch_size=4, max_new_tokens=100) as url:
+    with running_server(model_dir, max_batch_size=4, max_new_tokens=100) as url:
         answers = asyncio.run(send_all(url))
     for (prompt, max_tokens), answer in zip(cases, answers, strict=True):
-        text, count = one_at_a_time(varied_lm, prompt, max_tokens)
+        text, count = one_at_a_time(model_dir, prompt, max_tokens)
         (choice,) = answer["choices"]
         assert choice["text"] == text, prompt
         assert answer["usage"]["completion_tokens"] == count
