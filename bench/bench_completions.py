@@ -43,7 +43,6 @@ from typing import Any
 
 from bench import bench_serve
 from bench.bench_serve import percentile
-from snowtrain.api.serve_command import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench-lm"
@@ -88,48 +87,25 @@ def workload(n: int = 400, seed: int = 0) -> list[tuple[str, int]]:
 
 
 def export_lm(out: Path, layers: int = 6, width: int = 512) -> Path:
-    """A random-weight GPT-2 and a BPE tokenizer trained on the workload's words."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.trainers import BpeTrainer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    """A random-weight GPT-2 and a BPE tokenizer of 8192 tokens trained on the workload's
+    words (the tests' model builder, larger)."""
+    from tests.fixtures.models import build_tiny_causal_lm
 
-    eos = "<|endoftext|>"
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     rng = random.Random(1)
     corpus = [
         " ".join(rng.choice(WORDS) + str(rng.randint(0, 999)) for _ in range(50))
         for _ in range(2000)
     ]
-    tok.train_from_iterator(
-        corpus,
-        BpeTrainer(
-            vocab_size=8192,
-            special_tokens=[eos],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token=eos, model_max_length=1024
-    )
-    eos_id = tok.token_to_id(eos)
-    config = GPT2Config(
-        vocab_size=tok.get_vocab_size(),
+    return build_tiny_causal_lm(
+        out,
+        name=NAME,
         n_positions=1024,
-        n_embd=width,
-        n_layer=layers,
-        n_head=width // 64,
-        bos_token_id=eos_id,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
+        layers=layers,
+        width=width,
+        heads=width // 64,
+        vocab_size=8192,
+        corpus=corpus,
     )
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / "snowtrain.json").write_text(json.dumps({"task": "pretrain", "name": NAME}))
-    return out
 
 
 # -- the one-at-a-time server ------------------------------------------------------------------
@@ -199,17 +175,7 @@ class Server(bench_serve.Server):
         if self.kind == "single":
             args = ["--single-server", str(model_dir), str(self.port), str(threads)]
             return [sys.executable, "-m", "bench.bench_completions", *args]
-        return serve_command(
-            str(model_dir),
-            python=sys.executable,
-            host="127.0.0.1",
-            port=self.port,
-            threads=threads,
-            batching=self.kind,
-            max_new_tokens=256,
-            max_queue=1024,
-            log_level="warning",
-        )
+        return self.ours(model_dir, threads, batching=self.kind, max_new_tokens=256, max_queue=1024)
 
     def wait_idle(self, timeout: float = 600) -> None:
         """Until abandoned requests are done (ours cancel them; `single` runs them out)."""

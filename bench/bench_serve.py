@@ -256,6 +256,10 @@ class Server:
                 str(self.port),
                 str(threads),
             ]
+        return self.ours(model_dir, threads, extra=extra)
+
+    def ours(self, model_dir: Path, threads: int, **options: Any) -> list[str]:
+        """`python -m snowtrain.serve` on this server's port, quiet, with `options`."""
         return serve_command(
             str(model_dir),
             python=sys.executable,
@@ -263,7 +267,7 @@ class Server:
             port=self.port,
             threads=threads,
             log_level="warning",
-            extra=extra,
+            **options,
         )
 
     @property

@@ -63,7 +63,7 @@ def hold_generation(
     def wait_while_held() -> None:
         deadline = time.monotonic() + 120
         while any(until(r) for r in list(rows)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.01)  # a condition poll (the test releases it), not a timing guess
 
     if batching == "lockstep":
         advance = RowText.advance
@@ -378,7 +378,7 @@ def test_a_client_leaving_mid_stream_stops_its_generation(
     deadline = time.monotonic() + 120
     while generated() == before:
         assert time.monotonic() < deadline, "the abandoned generation never finished"
-        time.sleep(0.05)
+        time.sleep(0.05)  # polls until the metric moves; the deadline is the only bound
     assert 1 <= generated() - before <= hold_at + 1
 
 

@@ -212,12 +212,13 @@ def test_the_kv_cache_budget_bounds_what_is_accepted(varied_lm: Path) -> None:
 
 
 def test_a_cache_smaller_than_the_context_is_a_clear_load_error(varied_lm: Path) -> None:
+    """A cache that cannot hold one context fails the load with the reason and the way out
+    (the liveness probe turns 500, so the pod is restarted visibly, not served broken)."""
     with running_server(varied_lm, kv_cache_tokens=100, wait=False) as url:
-        for _ in range(600):
-            health = httpx.get(f"{url}/healthz")
-            if health.status_code == 500:
-                break
-            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while (health := httpx.get(f"{url}/healthz")).status_code != 500:
+            assert time.monotonic() < deadline, f"never failed: {health.text}"
+            time.sleep(0.05)  # polls until the load ends; the deadline is the only bound
     message = health.json()["error"]["message"]
     assert "must hold at least one full context (512 tokens)" in message
     assert "--batching lockstep" in message

@@ -84,17 +84,29 @@ class _FloatArg(ContinuousBatchingLogitsProcessor):
         return tensor_arg[: scores.size(0)].view(torch.float32)
 
 
-class TemperatureScale(_FloatArg):
-    """Divide sampled rows' logits by their temperature; greedy rows (0) are left alone."""
+class _SampledRowsOnly(_FloatArg):
+    """A processor by temperature that leaves greedy rows (temperature 0) untouched."""
 
     key, default = "temperature", 0.0
     supported_kwargs = {"temperature": float}
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         t = self.values(scores, tensor_arg).unsqueeze(-1)
-        if _nothing_sampled(scores, t):
+        # On a CPU an all-greedy step skips the work over the vocabulary; on an accelerator
+        # every step takes the same path (no host sync).
+        if scores.device.type == "cpu" and not bool((t > 0).any()):
             return scores
-        return torch.where(t > 0, scores / t.clamp_min(MIN_TEMPERATURE), scores)
+        return torch.where(t > 0, self.sampled(scores, t), scores)
+
+    def sampled(self, scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TemperatureScale(_SampledRowsOnly):
+    """Divide sampled rows' logits by their temperature."""
+
+    def sampled(self, scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return scores / t.clamp_min(MIN_TEMPERATURE)
 
 
 class Nucleus(_FloatArg):
@@ -128,24 +140,11 @@ def _nucleus(scores: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
 
 
-class GumbelDraw(_FloatArg):
+class GumbelDraw(_SampledRowsOnly):
     """Add Gumbel noise to sampled rows, so the engine's argmax draws from their softmax."""
 
-    key, default = "temperature", 0.0
-    supported_kwargs = {"temperature": float}
-
-    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-        t = self.values(scores, tensor_arg).unsqueeze(-1)
-        if _nothing_sampled(scores, t):
-            return scores
-        gumbel = -torch.empty_like(scores).exponential_().log()
-        return torch.where(t > 0, scores + gumbel, scores)
-
-
-def _nothing_sampled(scores: torch.Tensor, temperatures: torch.Tensor) -> bool:
-    """On a CPU, an all-greedy step skips the work over the vocabulary (on an accelerator
-    every step takes the same path: no host sync)."""
-    return scores.device.type == "cpu" and not bool((temperatures > 0).any())
+    def sampled(self, scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return scores - torch.empty_like(scores).exponential_().log()
 
 
 def sampling_processors() -> ContinuousBatchingLogitsProcessorList:
@@ -206,16 +205,11 @@ class ContinuousGenerator:
         """Told how many tokens each output brought (the server's tokens-per-second gauge)."""
         self._manager: Any = None
         self._active: dict[str, _Active] = {}
-        self._reserved = 0
         self._accepting = False
         self._closed = False
         self._counter = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    @property
-    def cache_capacity(self) -> int:
-        return self.kv_cache_tokens
-
     @property
     def in_flight(self) -> int:
         return len(self._active)
@@ -309,25 +303,26 @@ class ContinuousGenerator:
         open_to_it = self._accepting or (admitted and not self._closed)
         if not open_to_it or not self.healthy:
             raise NotAccepting("not accepting requests")
+        assert all(it.prompt_ids is not None for it in items), "the route tokenizes first"
         needs = [len(it.prompt_ids or ()) + it.max_tokens for it in items]
         if len(self._active) + len(items) > self.max_batch_size + self.max_queue:
             raise QueueFull(f"queue full ({self.queued} of {self.max_queue} waiting); retry later")
-        if self._reserved + sum(needs) > 2 * self.kv_cache_tokens:
+        booked = sum(a.need for a in self._active.values())
+        if booked + sum(needs) > 2 * self.kv_cache_tokens:
             raise QueueFull(
-                f"the KV cache is fully booked ({self._reserved} tokens held or waiting for "
+                f"the KV cache is fully booked ({booked} tokens held or waiting for "
                 f"a cache of {self.kv_cache_tokens}); retry later"
             )
         loop = asyncio.get_running_loop()
         futures = []
         for item, need in zip(items, needs, strict=True):
-            assert item.prompt_ids is not None, "the route tokenizes prompts first"
+            assert item.prompt_ids is not None
             self._counter += 1
             rid = f"cmpl-{self._counter}"
             row = RowText(item, len(item.prompt_ids), self.model.decode, self.model.eos_token_ids)
             fut: asyncio.Future[Completion] = loop.create_future()
             active = _Active(rid, item, row, fut, need)
             self._active[rid] = active
-            self._reserved += need
             fut.add_done_callback(lambda f, a=active: self._on_done(a, f))
             self._manager.register_result_handler(
                 rid, lambda out, a=active: self._on_output(a, out)
@@ -374,7 +369,6 @@ class ContinuousGenerator:
         (stop string, client gone, shutdown)."""
         if self._active.pop(active.request_id, None) is None:
             return
-        self._reserved -= active.need
         manager = self._manager
         if manager is None or active.engine_done:
             return

@@ -85,8 +85,8 @@ class ServerMetrics:
         recent.append((now, count))
         while recent and recent[0][0] < now - RATE_WINDOW_S:
             recent.popleft()
-        span = max(now - recent[0][0], 1e-3)
-        self.tokens_per_second.set(sum(n for _, n in recent) / max(span, 1.0))
+        span = max(now - recent[0][0], 1.0)  # a first burst is not a rate yet
+        self.tokens_per_second.set(sum(n for _, n in recent) / span)
 
     def observe_batch(self, size: int, seconds: float, generated: int | None = None) -> None:
         self.batch_size.observe(size)
