@@ -24,6 +24,16 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 GROUP, VERSION = "snowtrain.io", "v1alpha1"
 
 
+def get_or_none(read: Callable[..., Any], *args: Any) -> Any:
+    """``read(*args)``, or None when the object does not exist (404)."""
+    try:
+        return read(*args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def ftj(name: str, mode: str = "succeed", **spec: Any) -> dict[str, Any]:
     """A FineTuneJob running the fake trainer in `mode` (FAKE_TRAINER_MODE)."""
     env = [
@@ -332,16 +342,42 @@ def test_invalid_spec_without_webhook_fails_once_without_a_crash_loop(
     assert operator_process.proc.poll() is None
 
 
-def test_multi_node_is_refused_with_a_clear_condition_before_1_24(
+def test_several_nodes_meet_at_a_store_service_ip_on_1_20_and_the_store_goes_after(
     api: Api, operator_process: Any
 ) -> None:
-    # The local cluster runs Kubernetes 1.20: no Indexed Jobs.
-    api.create(ftj("ddp", resources={"gpusPerNode": 1, "nodes": 2}))
-    status = api.wait_phase("ddp", {"Failed"}, timeout=30)
-    assert status["failure"]["reason"] == "Unsupported"
-    assert "1.24" in status["failure"]["message"]
-    assert condition(status, "Failed")["reason"] == "Unsupported"
-    assert api.jobs("ddp") == []
+    """Kubernetes 1.20: no Indexed Jobs; no cluster DNS here. The fake trainer pods reach
+    the store only through its Service's ClusterIP (kube-proxy), or they fail."""
+    api.create(
+        ftj(
+            "ddp",
+            steps=3,
+            resources={"gpusPerNode": 0, "nodes": 2, "cpu": "100m", "memory": "64Mi"},
+        )
+    )
+    service = api.wait(
+        "the store's Service",
+        lambda: get_or_none(api.core.read_namespaced_service, "ddp-a1-rdzv", api.ns),
+    )
+    [job] = api.wait(
+        "the attempt's Job", lambda: [j for j in api.jobs("ddp") if j.metadata.name == "ddp-a1"]
+    )
+    assert job.spec.completions == job.spec.parallelism == 2 and job.spec.completion_mode is None
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env["SNOWTRAIN_RENDEZVOUS_ENDPOINT"] == f"{service.spec.cluster_ip}:29400"
+    status = api.wait_phase("ddp", {"Succeeded", "Failed"}, timeout=180)
+    assert status["phase"] == "Succeeded", status
+    pods = api.core.list_namespaced_pod(
+        api.ns, label_selector="snowtrain.io/job=ddp,app.kubernetes.io/component=trainer"
+    ).items
+    assert len(pods) == 2 and all(p.status.phase == "Succeeded" for p in pods)
+    # the store (Job, pod, Service) is deleted once the attempt is over
+    api.wait(
+        "the store to go",
+        lambda: (
+            not [j for j in api.jobs("ddp") if j.metadata.name == "ddp-a1-rdzv"]
+            and get_or_none(api.core.read_namespaced_service, "ddp-a1-rdzv", api.ns) is None
+        ),
+    )
 
 
 def test_operator_killed_mid_reconcile_restarts_without_duplicates(

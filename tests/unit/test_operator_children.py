@@ -8,12 +8,14 @@ import kubernetes_validate
 import pytest
 
 from snowtrain.api import parse_job
+from snowtrain.api.torchrun import POD_IP_ENV, Rendezvous
 from snowtrain.operator import children as ch
 from snowtrain.operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(trainer_image="snowtrain/trainer:test", image_pull_policy="Never")
 NEW = ch.Capabilities(1, 30)
 OLD = ch.Capabilities(1, 20)
+GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 def ftj(**spec_overrides) -> dict:
@@ -210,28 +212,43 @@ def test_several_gpus_on_one_node_are_the_trainers_to_use() -> None:
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
 
 
-def test_several_nodes_use_an_indexed_job_and_headless_service_where_supported() -> None:
-    job = parse_job(ftj(resources={"gpusPerNode": 2, "nodes": 3}))
-    m = ch.build_training_job(job, SETTINGS, 1, ch.Capabilities(1, 27))
-    assert m["spec"]["completionMode"] == "Indexed"
-    assert m["spec"]["completions"] == m["spec"]["parallelism"] == 3
-    assert _pod(m)["subdomain"] == "sentiment-workers"
-    cmd = _trainer(m)["command"]
-    # the venv's python: a `torchrun` on PATH may be the base image's, without snowtrain
-    assert cmd[:3] == ["python", "-m", "torch.distributed.run"]
-    flags = dict(a.removeprefix("--").split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
-    assert flags["nproc-per-node"] == "2"
-    assert cmd[-4:] == ["-m", "snowtrain.trainer", "--config", "/etc/snowtrain/config.json"]
-    # torchrun's default 30 s after SIGTERM would kill the ranks mid-checkpoint
-    shutdown = int(flags["shutdown-timeout"])
-    assert shutdown > _pod(m)["terminationGracePeriodSeconds"]
-    assert flags["nnodes"] == "3"
-    assert flags["node-rank"] == "$(JOB_COMPLETION_INDEX)"
-    assert flags["master-addr"] == "sentiment-a1-0.sentiment-workers"
-    svc = ch.build_workers_service(job)
-    assert svc["spec"]["clusterIP"] == "None"
-    with pytest.raises(ch.Unsupported, match=r"nodes=3 .*>= 1.24.*1\.20"):
-        ch.build_training_job(job, SETTINGS, 1, OLD)
+def test_several_nodes_are_alike_pods_of_one_job_meeting_at_a_store_service_ip() -> None:
+    """No Indexed Job and no DNS name: the same manifests on 1.20 as on 1.30."""
+    job = parse_job(
+        ftj(backoffLimit=3, resources={"gpusPerNode": 2, "nodes": 3, "tolerations": [GPU_TAINT]})
+    )
+    for caps in (OLD, NEW):
+        m = ch.build_training_job(job, SETTINGS, 2, caps, rendezvous_endpoint="10.96.0.7:29400")
+        assert "completionMode" not in m["spec"] and "subdomain" not in _pod(m)
+        assert m["spec"]["completions"] == m["spec"]["parallelism"] == 3
+        container = _trainer(m)
+        # the launcher (not torchrun itself) maps rank exit codes and keeps the grace period
+        assert container["command"] == list(ch.TRAINER_COMMAND)
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        meet = Rendezvous.from_env({**env, POD_IP_ENV: "10.244.0.9"})
+        assert meet == Rendezvous(3, "10.96.0.7:29400", "sentiment-a2", "10.244.0.9", 3)
+        assert env[POD_IP_ENV] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    with pytest.raises(ValueError, match="rendezvous"):
+        ch.build_training_job(job, SETTINGS, 2, NEW)  # several nodes, nowhere to meet
+
+    store = ch.build_rendezvous_job(job, SETTINGS, 2)
+    service = ch.build_rendezvous_service(job, 2)
+    assert store["metadata"]["name"] == service["metadata"]["name"] == "sentiment-a2-rdzv"
+    pod = store["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["port"] == 29400 and "clusterIP" not in service["spec"]
+    # the training policy admits the trainer pods to the store (it selects the job's pods)
+    policy = ch.build_training_network_policy(job)["spec"]["podSelector"]["matchLabels"]
+    assert policy.items() <= pod["metadata"]["labels"].items()
+    (c,) = pod["spec"]["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["runAsNonRoot"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]  # no GPU held for a key-value store
+    assert pod["spec"]["tolerations"] == [GPU_TAINT]
+    assert c["readinessProbe"]["tcpSocket"]["port"] == 29400
+    # a store Job is told apart from the attempt Jobs by its component label
+    assert store["metadata"]["labels"][ch.LABEL_COMPONENT] == "rendezvous"
+    assert m["metadata"]["labels"][ch.LABEL_COMPONENT] == "trainer"
 
 
 def test_suspend_field_only_where_the_server_has_it() -> None:
@@ -344,7 +361,8 @@ def test_network_policies_close_training_pods_to_all_but_their_job_and_serving_t
     settings = SETTINGS.model_copy(update={"serving_ingress_from": [monitoring]})
     job = parse_job(ftj(resources={"nodes": 2}))
     training = ch.build_training_network_policy(job)
-    pod_labels = ch.build_training_job(job, settings, 1, NEW)["spec"]["template"]["metadata"]["labels"]  # fmt: skip
+    manifest = ch.build_training_job(job, settings, 1, NEW, rendezvous_endpoint="10.96.0.7:29400")
+    pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
     selector = training["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod_labels.items()  # it selects this job's training pods
     assert training["spec"]["policyTypes"] == ["Ingress"]

@@ -412,12 +412,6 @@ def test_invalid_spec_and_waiting_for_base_model() -> None:
     assert failed.status["failure"]["reason"] == "BaseModelFailed"
 
 
-def test_unsupported_multi_node() -> None:
-    out = st.compute(observed(at.AttemptState("gone"), attempt=0, unsupported="needs 1.24"))
-    assert out.phase == "Failed"
-    assert out.status["failure"] == {"reason": "Unsupported", "message": "needs 1.24"}
-
-
 def test_status_patch_nulls_what_is_no_longer_true() -> None:
     from snowtrain.operator.kube import merge_patch
 

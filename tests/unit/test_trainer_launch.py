@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from snowtrain.api.torchrun import POD_IP_ENV, Rendezvous, rendezvous_env
 from snowtrain.trainer.launch import (
     PROCESSES_ENV,
     exit_code_from_summary,
@@ -45,6 +46,32 @@ def test_the_ranks_run_on_this_python_with_a_shutdown_longer_than_any_grace_peri
     timeout = next(int(a.split("=")[1]) for a in cmd if a.startswith("--shutdown-timeout="))
     assert timeout > 120  # torchrun's 30 s default kills ranks mid-checkpoint
     assert cmd[-4:] == ["-m", "snowtrain.trainer", "--config", "c.json"]
+
+
+def test_a_pod_of_several_meets_the_others_at_the_store_by_ip():
+    env = {**rendezvous_env(2, "10.96.0.7:29400", "ftj-a3", 4), POD_IP_ENV: "10.244.0.9"}
+    meet = Rendezvous.from_env(env)
+    assert meet == Rendezvous(2, "10.96.0.7:29400", "ftj-a3", "10.244.0.9", 4)
+    cmd = torchrun_command(["--config", "c.json"], 1, meet)
+    flags = dict(a.removeprefix("--").split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    assert "--standalone" not in cmd
+    assert flags["rdzv-backend"] == "c10d" and flags["rdzv-endpoint"] == "10.96.0.7:29400"
+    assert flags["rdzv-id"] == "ftj-a3" and flags["nnodes"] == "2"
+    # the rank-0 address the others dial is this pod's IP, not a name needing cluster DNS
+    assert flags["local-addr"] == "10.244.0.9"
+    assert "is_host=false" in flags["rdzv-conf"]  # the store is its own pod, never a trainer
+    assert flags["max-restarts"] == "4"
+
+
+def test_one_node_needs_no_rendezvous_and_a_half_set_one_names_what_is_missing():
+    assert Rendezvous.from_env({}) is None
+    assert Rendezvous.from_env(rendezvous_env(1, "x:1", "id", 0)) is None
+    with pytest.raises(ValueError, match=POD_IP_ENV):
+        Rendezvous.from_env(rendezvous_env(2, "10.96.0.7:29400", "id", 0))
+    with pytest.raises(ValueError, match="integers"):
+        Rendezvous.from_env(
+            {**rendezvous_env(2, "a:1", "id", 0), "SNOWTRAIN_NODES": "two", POD_IP_ENV: "1.2.3.4"}
+        )
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,8 @@ class ResourcesSpec(ApiModel):
     gpus_per_node: int = Field(default=1, ge=0, le=16)
     """GPUs per pod; the trainer runs one DDP rank per GPU (torch.distributed.run)."""
     nodes: int = Field(default=1, ge=1, le=256)
-    """Pods (nodes) in the job; more than one needs Kubernetes >= 1.24 (Indexed Job)."""
+    """Pods (nodes) in the job; several meet through a rendezvous store the operator runs beside
+    them (README: several nodes)."""
     cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
     """CPU request and limit per pod, e.g. "8"."""
     memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)

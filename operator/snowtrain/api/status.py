@@ -51,7 +51,6 @@ class FailureReason(StrEnum):
     PREEMPTED = "Preempted"
     EVICTED = "Evicted"
     BASE_MODEL_FAILED = "BaseModelFailed"
-    UNSUPPORTED = "Unsupported"
     CONFLICT = "Conflict"
     FORBIDDEN = "Forbidden"
     QUOTA_EXCEEDED = "QuotaExceeded"

@@ -1,8 +1,9 @@
 """Desired children of a job, as plain Kubernetes manifests (pure: no API calls).
 
 From a validated FineTuneJob/PretrainJob and the operator settings this module builds the
-trainer ConfigMap, one batch/v1 Job per attempt (plus a headless Service for multi-node
-training), and the serving Deployment + Service. Names are deterministic and every child
+trainer ConfigMap, one batch/v1 Job per attempt (for multi-node training also the attempt's
+rendezvous store, a one-pod Job behind a ClusterIP Service), and the serving Deployment +
+Service. Names are deterministic and every child
 carries an owner reference, so re-running a reconcile never creates anything twice and
 deleting the job garbage-collects everything.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
 from snowtrain.api.serve_command import serve_command
 from snowtrain.api.spec import ServingSpec
-from snowtrain.api.torchrun import torchrun_command
+from snowtrain.api.torchrun import POD_IP_ENV, RENDEZVOUS_PORT, rendezvous_env
 from snowtrain.api.trainer_config import default_output_path, render_trainer_config
 
 from .settings import OperatorSettings
@@ -28,6 +29,8 @@ LABEL_KIND = "snowtrain.io/kind"
 LABEL_ATTEMPT = "snowtrain.io/attempt"
 LABEL_SERVING = "snowtrain.io/serving"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+COMPONENT_TRAINER = "trainer"
+COMPONENT_RENDEZVOUS = "rendezvous"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SPEC_HASH_ANNOTATION = "snowtrain.io/spec-hash"
@@ -42,14 +45,10 @@ SCRATCH_DIR = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
 TRAINER_CONTAINER = "trainer"
 SERVER_CONTAINER = "server"
-MASTER_PORT = 29500
+TRAINER_COMMAND = ("python", "-m", "snowtrain.trainer", "--config", CONFIG_FILE)
 #: Seconds the trainer pod gets to save a checkpoint after SIGTERM (preemption, deletion).
 TRAINER_GRACE_SECONDS = 120
 RUN_AS_USER = 1000
-
-
-class Unsupported(ValueError):
-    """The spec asks for something this cluster cannot do (reported as Failed/Unsupported)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +70,6 @@ class Capabilities:
     def job_suspend(self) -> bool:
         """``Job.spec.suspend`` exists from 1.21 (alpha, on by default from 1.22)."""
         return (self.major, self.minor) >= (1, 21)
-
-    @property
-    def indexed_jobs(self) -> bool:
-        """Indexed completion mode is GA (always on) from 1.24."""
-        return (self.major, self.minor) >= (1, 24)
 
 
 @dataclass(frozen=True)
@@ -118,8 +112,9 @@ def job_name(name: str, attempt: int) -> str:
     return child_name(name, f"a{attempt}")
 
 
-def workers_service_name(name: str) -> str:
-    return child_name(name, "workers")
+def rendezvous_name(name: str, attempt: int) -> str:
+    """The rendezvous store's Job and Service of a multi-node attempt."""
+    return child_name(name, f"a{attempt}-rdzv")
 
 
 def serving_name(name: str) -> str:
@@ -305,25 +300,6 @@ def build_config_map(
     }
 
 
-def trainer_command(job: AnyJob, attempt: int) -> list[str]:
-    """``python -m snowtrain.trainer``, which starts one DDP rank per GPU the pod sees by
-    itself; several nodes rendezvous through ``torch.distributed.run`` (the module, not the
-    ``torchrun`` script, which may belong to the base image's Python rather than the venv's).
-    """
-    res = job.spec.resources
-    config = ["--config", CONFIG_FILE]
-    if res.nodes == 1:
-        return ["python", "-m", "snowtrain.trainer", *config]
-    master = f"{job_name(job.metadata.name or '', attempt)}-0"
-    rendezvous = [
-        f"--nnodes={res.nodes}",
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
-        f"--master-addr={master}.{workers_service_name(job.metadata.name or '')}",
-        f"--master-port={MASTER_PORT}",
-    ]
-    return [*torchrun_command("python", res.gpus_per_node, *rendezvous), *config]
-
-
 def _training_volumes(
     job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -368,37 +344,26 @@ def _training_volumes(
     return volumes, mounts
 
 
-def unsupported(job: AnyJob, capabilities: Capabilities) -> str | None:
-    """Why this cluster cannot run ``job`` as written; None when it can."""
-    nodes = job.spec.resources.nodes
-    if nodes > 1 and not capabilities.indexed_jobs:
-        return (
-            f"spec.resources.nodes={nodes} needs an Indexed Job (Kubernetes >= 1.24); "
-            f"this cluster runs {capabilities.major}.{capabilities.minor}. Use nodes: 1."
-        )
-    return None
-
-
 def build_training_job(
     job: AnyJob,
     settings: OperatorSettings,
     attempt: int,
     capabilities: Capabilities,
     pretrain_model_uri: str | None = None,
+    rendezvous_endpoint: str | None = None,
 ) -> dict[str, Any]:
-    """batch/v1 Job of one attempt (``<name>-a<attempt>``); raises :class:`Unsupported`.
+    """batch/v1 Job of one attempt (``<name>-a<attempt>``).
 
     A Kueue queue label makes the Job start suspended (Kueue unsuspends it on admission),
     as does ``spec.suspend``; both only where the API server has ``Job.spec.suspend``.
+    Several nodes are ``nodes`` alike pods of one Job (one gang for Kueue, no Indexed Job
+    needed) meeting at ``rendezvous_endpoint``, the attempt's store Service (required then).
     """
     spec = job.spec
     res = spec.resources
     name = job.metadata.name or ""
-    why = unsupported(job, capabilities)
-    if why:
-        raise Unsupported(why)
     jname = job_name(name, attempt)
-    labels = {LABEL_ATTEMPT: str(attempt), LABEL_COMPONENT: "trainer"}
+    labels = {LABEL_ATTEMPT: str(attempt), LABEL_COMPONENT: COMPONENT_TRAINER}
     job_labels = dict(labels)
     if res.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = res.queue_name
@@ -408,11 +373,18 @@ def build_training_job(
         {"name": "SNOWTRAIN_ATTEMPT", "value": str(attempt)},
         {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
     ]
+    if res.nodes > 1:
+        if not rendezvous_endpoint:
+            raise ValueError(f"{jname}: {res.nodes} nodes need the rendezvous store's endpoint")
+        # The pods regroup (a lost pod's replacement joins) as often as the Job may replace.
+        meet = rendezvous_env(res.nodes, rendezvous_endpoint, jname, spec.backoff_limit)
+        env += [{"name": k, "value": v} for k, v in meet.items()]
+        env.append({"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     container = {
         "name": TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": trainer_command(job, attempt),
+        "command": list(TRAINER_COMMAND),
         "env": env,
         "resources": _resources(res.cpu, res.memory, res.gpus_per_node, res.gpu_resource_name),
         "volumeMounts": mounts,
@@ -436,8 +408,6 @@ def build_training_job(
         pod_spec["tolerations"] = copy.deepcopy(res.tolerations)
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
-    if res.nodes > 1:
-        pod_spec["subdomain"] = workers_service_name(name)
     template = {
         "metadata": {"labels": {**selector_labels(job), **labels}},
         "spec": pod_spec,
@@ -451,8 +421,6 @@ def build_training_job(
         "parallelism": res.nodes,
         "template": template,
     }
-    if res.nodes > 1:
-        job_spec["completionMode"] = "Indexed"
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if capabilities.job_suspend:
@@ -467,17 +435,81 @@ def build_training_job(
     return manifest
 
 
-def build_workers_service(job: AnyJob) -> dict[str, Any]:
-    """Headless Service giving multi-node pods stable DNS names (torchrun rendezvous)."""
+def _rendezvous_labels(job: AnyJob, attempt: int) -> dict[str, str]:
+    return {
+        **selector_labels(job),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_COMPONENT: COMPONENT_RENDEZVOUS,
+    }
+
+
+def build_rendezvous_job(job: AnyJob, settings: OperatorSettings, attempt: int) -> dict[str, Any]:
+    """The store a multi-node attempt's pods meet on: a one-pod Job (its controller replaces
+    the pod if its node goes) of the trainer image, a quarter core at most and no GPU.
+
+    Its pod carries the job's selector labels, so the training NetworkPolicy admits the
+    trainer pods and nothing else; the operator deletes it when the attempt ends."""
+    spec = job.spec
+    labels = _rendezvous_labels(job, attempt)
+    container = {
+        "name": COMPONENT_RENDEZVOUS,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "snowtrain.trainer.rendezvous_store"],
+        "args": [f"--port={RENDEZVOUS_PORT}"],
+        "ports": [{"name": COMPONENT_RENDEZVOUS, "containerPort": RENDEZVOUS_PORT}],
+        "env": _scratch_env(),
+        "readinessProbe": {
+            "tcpSocket": {"port": RENDEZVOUS_PORT},
+            "periodSeconds": 2,
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "320Mi"},
+            "limits": {"cpu": "250m", "memory": "512Mi"},
+        },
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+        "securityContext": container_security_context(),
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 5,
+    }
+    if spec.resources.tolerations:  # where only tainted nodes exist, the store fits there too
+        pod_spec["tolerations"] = copy.deepcopy(spec.resources.tolerations)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(job, rendezvous_name(job.metadata.name or "", attempt), labels),
+        "spec": {
+            "backoffLimit": 6,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_rendezvous_service(job: AnyJob, attempt: int) -> dict[str, Any]:
+    """ClusterIP Service in front of the attempt's store: the trainer pods dial its IP (no
+    cluster DNS needed); kube-proxy or the network plugin takes it to the store pod."""
+    labels = _rendezvous_labels(job, attempt)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(job, workers_service_name(job.metadata.name or "")),
+        "metadata": _metadata(job, rendezvous_name(job.metadata.name or "", attempt), labels),
         "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": selector_labels(job),
-            "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [
+                {
+                    "name": COMPONENT_RENDEZVOUS,
+                    "port": RENDEZVOUS_PORT,
+                    "targetPort": RENDEZVOUS_PORT,
+                }
+            ],
         },
     }
 

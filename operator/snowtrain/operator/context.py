@@ -38,6 +38,8 @@ class Context:
     caps: ch.Capabilities
     jobs: dict[Key, dict[str, Any]] = field(default_factory=dict)
     last_log_read: dict[Key, float] = field(default_factory=dict)
+    reporting_pod: dict[Key, str] = field(default_factory=dict)
+    """The pod whose log had the trainer's events last time (rank 0's, among several)."""
     last_reconciled: dict[Key, float] = field(default_factory=dict)
     due: dict[Key, float] = field(default_factory=dict)
     """When (monotonic) a job that is not running should be looked at again without a watch
@@ -75,6 +77,7 @@ class Context:
             self.jobs.pop(key, None)
             self.started.discard(key)
         self.last_log_read.pop(key, None)
+        self.reporting_pod.pop(key, None)
         self.last_reconciled.pop(key, None)
         self.due.pop(key, None)
 

@@ -129,11 +129,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
     _start_leader_election(api)
     log.info(
-        "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s, Indexed Jobs %s",
+        "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s",
         _CTX.caps.major,
         _CTX.caps.minor,
         "yes" if _CTX.caps.job_suspend else "no (suspend deletes the attempt's Job)",
-        "yes" if _CTX.caps.indexed_jobs else "no (multi-node jobs are refused)",
     )
 
 

@@ -23,6 +23,7 @@ from snowtrain.api.events import now_iso
 from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
 from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
+from snowtrain.api.torchrun import RENDEZVOUS_PORT
 from snowtrain.api.validation import InvalidJob, parse_job
 
 from . import attempts, metrics, trainer_log
@@ -44,6 +45,10 @@ from .policy import policy_errors
 log = logging.getLogger("snowtrain.operator")
 
 PLURALS = {kind: cls.PLURAL for kind, cls in JOB_KINDS.items()}
+
+
+def _component(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(ch.LABEL_COMPONENT)
 
 
 def _attempt_of(job: dict[str, Any]) -> int:
@@ -139,6 +144,9 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             meta["namespace"],
             {"spec": {"parallelism": 0}},
         )
+    if found.stores:
+        running = obs.current.state not in ("succeeded", "failed", "gone")
+        _retire_rendezvous(ctx, meta["namespace"], found.stores, obs.attempt if running else None)
     if job is not None and not obs.serving_refused:
         try:
             _reconcile_serving(ctx, job, outcome, obs, meta.get("uid"))
@@ -192,7 +200,6 @@ def _observe_spec(
         if isinstance(job, FineTuneJob) and job.spec.base_model.pretrain_job_ref:
             obs.waits_for_base = True
             pretrain_uri = _resolve_pretrain(ctx, job, obs)
-        obs.unsupported = ch.unsupported(job, ctx.caps)
     return obs, job, pretrain_uri
 
 
@@ -203,6 +210,8 @@ class _FoundJobs:
     by_attempt: dict[int, dict[str, Any]]
     deleting: bool
     """One of them is being deleted (a suspend on a cluster without Job.spec.suspend)."""
+    stores: dict[int, dict[str, Any]]
+    """Multi-node attempts' rendezvous store Jobs, by attempt."""
 
 
 def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _FoundJobs:
@@ -217,6 +226,8 @@ def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _Foun
     listed = bool(old_status) or job_key(body) in ctx.started
     jobs = list_children(ctx.kube.batch.list_namespaced_job, ns, labels) if listed else []
     jobs = [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
+    stores = {_attempt_of(j): j for j in jobs if _component(j) == ch.COMPONENT_RENDEZVOUS}
+    jobs = [j for j in jobs if _component(j) != ch.COMPONENT_RENDEZVOUS]
     by_attempt = {_attempt_of(j): j for j in jobs}
     recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
@@ -229,14 +240,14 @@ def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _Foun
         # PretrainJob (deleted, retried) does not concern this job any more.
         obs.base_waiting = obs.base_failed = None
     deleting = any((j.get("metadata") or {}).get("deletionTimestamp") for j in jobs)
-    return _FoundJobs(by_attempt, deleting)
+    return _FoundJobs(by_attempt, deleting, stores)
 
 
 def _may_run(obs: st.Observed) -> bool:
     """Nothing stands in the way of (another) attempt: not decided, supported, and not
     waiting for or failed by its base model."""
     decided = obs.old_status.get("phase") in st.TERMINAL_PHASES and not obs.invalid
-    return not (decided or obs.unsupported or obs.base_waiting or obs.base_failed)
+    return not (decided or obs.base_waiting or obs.base_failed)
 
 
 def _observe_attempt(
@@ -269,7 +280,12 @@ def _observe_attempt(
                 resource_version="0",
             )["items"]
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
-        pod_labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind, ch.LABEL_ATTEMPT: str(obs.attempt)}
+        pod_labels = {
+            ch.LABEL_JOB: name,
+            ch.LABEL_KIND: kind,
+            ch.LABEL_ATTEMPT: str(obs.attempt),
+            ch.LABEL_COMPONENT: ch.COMPONENT_TRAINER,
+        }
         pods = list_children(ctx.kube.core.list_namespaced_pod, ns, pod_labels)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     obs.current = attempts.observe_attempt(
@@ -407,18 +423,54 @@ def _start_attempt(
     create_child(
         kube.core.create_namespaced_config_map, ns, config, kube.core.read_namespaced_config_map
     )
-    if job.spec.resources.nodes > 1:
-        workers = ch.build_workers_service(job)
-        create_child(
-            kube.core.create_namespaced_service, ns, workers, kube.core.read_namespaced_service
-        )
-    manifest = ch.build_training_job(job, ctx.settings, attempt, ctx.caps, pretrain_uri)
+    endpoint = _start_rendezvous(ctx, job, attempt) if job.spec.resources.nodes > 1 else None
+    manifest = ch.build_training_job(
+        job, ctx.settings, attempt, ctx.caps, pretrain_uri, rendezvous_endpoint=endpoint
+    )
     if create_child(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
         return manifest
     # It existed (a reconcile before a crash created it): observe the real one.
     return cast(
         "dict[str, Any]", raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
     )
+
+
+def _start_rendezvous(ctx: Context, job: AnyJob, attempt: int) -> str:
+    """Create a multi-node attempt's store (Job + ClusterIP Service, 409 tolerated) before
+    its trainer pods; returns ``clusterIP:port``, the address the pods dial."""
+    ns, kube = job.metadata.namespace or "default", ctx.kube
+    store = ch.build_rendezvous_job(job, ctx.settings, attempt)
+    create_child(kube.batch.create_namespaced_job, ns, store, kube.batch.read_namespaced_job)
+    service = ch.build_rendezvous_service(job, attempt)
+    create_child(
+        kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service
+    )
+    name = service["metadata"]["name"]
+    cluster_ip = raw(kube.core.read_namespaced_service, name, ns)["spec"]["clusterIP"]
+    return f"{cluster_ip}:{RENDEZVOUS_PORT}"
+
+
+def _retire_rendezvous(
+    ctx: Context, namespace: str, stores: dict[int, dict[str, Any]], keep: int | None
+) -> None:
+    """Delete the stores (Job, its pod, Service) of attempts that are over: every one but
+    ``keep``, the current attempt while it may still run. 404s are fine (a re-run)."""
+    for attempt, store in stores.items():
+        if attempt == keep or (store.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        name = store["metadata"]["name"]
+        for delete, kwargs in (
+            (ctx.kube.batch.delete_namespaced_job, {"propagation_policy": "Background"}),
+            (ctx.kube.core.delete_namespaced_service, {}),
+        ):
+            try:
+                delete(name, namespace, **kwargs)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        log.info(
+            "deleted the rendezvous store %s/%s (attempt %d is over)", namespace, name, attempt
+        )
 
 
 def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -482,18 +534,32 @@ def _read_progress(
     if not force and last is not None and now - last < ctx.settings.progress_refresh_seconds:
         return None
     ctx.last_log_read[key] = now
-    newest = max(started, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    try:
-        text = ctx.kube.core.read_namespaced_pod_log(
-            newest["metadata"]["name"],
-            newest["metadata"]["namespace"],
-            container=ch.TRAINER_CONTAINER,
-            tail_lines=ctx.settings.progress_tail_lines,
-        )
-    except ApiException as exc:
-        log.debug("cannot read the log of %s: %s", newest["metadata"]["name"], exc.reason)
-        return None
-    return trainer_log.parse_trainer_lines(text or "")
+    # Rank 0 alone writes events: in a multi-node attempt, the pod that had them last time
+    # first, then the newest (elastic regrouping may move rank 0 to a replacement pod).
+    reported = ctx.reporting_pod.get(key)
+    started.sort(
+        key=lambda p: (
+            p["metadata"]["name"] == reported,
+            p["metadata"].get("creationTimestamp") or "",
+        ),
+        reverse=True,
+    )
+    for pod in started:
+        try:
+            text = ctx.kube.core.read_namespaced_pod_log(
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
+                container=ch.TRAINER_CONTAINER,
+                tail_lines=ctx.settings.progress_tail_lines,
+            )
+        except ApiException as exc:
+            log.debug("cannot read the log of %s: %s", pod["metadata"]["name"], exc.reason)
+            continue
+        report = trainer_log.parse_trainer_lines(text or "")
+        if report.has_events or len(started) == 1:
+            ctx.reporting_pod[key] = pod["metadata"]["name"]
+            return report
+    return None
 
 
 def _reconcile_serving(

@@ -73,8 +73,6 @@ class Observed:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     invalid: str | None = None
     """Validation message (InvalidSpec) when the spec does not validate."""
-    unsupported: str | None = None
-    """Why the cluster cannot run this spec (Unsupported)."""
     child_refused: tuple[str, str] | None = None
     """(reason, message) when a training child could not be created: the API server refused
     it (InvalidSpec, Forbidden) or another object holds its name (Conflict)."""
@@ -296,9 +294,6 @@ def compute(obs: Observed) -> Outcome:
     elif old_phase in TERMINAL_PHASES and cur.state not in ("succeeded", "failed"):
         # Decided already; a later deletion of the Job (TTL, by hand) must not retrain.
         return _sticky(obs, outcome)
-    elif obs.unsupported:
-        phase, reason, message = Phase.FAILED, R.UNSUPPORTED, obs.unsupported
-        failure = FailureStatus(reason=reason, message=message)
     elif obs.child_refused:
         phase, (reason, message) = Phase.FAILED, obs.child_refused
         failure = FailureStatus(reason=reason, message=message)

@@ -30,6 +30,11 @@ class TrainerReport:
     checkpoint: CheckpointEvent | None = None
     done: DoneEvent | None = None
 
+    @property
+    def has_events(self) -> bool:
+        """Any event at all: the log is rank 0's (the other ranks write none)."""
+        return any(vars(self).values())
+
 
 def parse_trainer_lines(text: str) -> TrainerReport:
     """The newest event of each kind in ``text``; other lines are ordinary log text."""

@@ -10,6 +10,12 @@ ended with, and its shutdown waits only 30 s after SIGTERM before killing the ra
 parent hands SIGTERM/SIGINT on, lets the ranks take as long as the pod's grace period allows
 to save their checkpoint, and exits with the code rank 0 wrote into the termination message
 (75 Preempted, 65 DataError, ...), exactly as a single-process run does.
+
+A pod of a multi-node attempt (the operator sets the rendezvous in the environment,
+:class:`snowtrain.api.torchrun.Rendezvous`) goes through the same parent, even with one rank:
+its ranks meet the other pods' through torchrun's elastic rendezvous, which regroups when a
+lost pod's replacement joins, and the first rank on each pod writes the pod's termination
+message when it fails, so every pod exits with the code that says why.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from snowtrain.api.events import parse_summary
+from snowtrain.api.torchrun import Rendezvous
 from snowtrain.api.torchrun import torchrun_command as _torchrun
 
 #: Ranks per machine regardless of visible GPUs: ``1`` keeps one process on a multi-GPU
@@ -49,9 +56,13 @@ def launched_by_torchrun(env: Mapping[str, str]) -> bool:
     return "LOCAL_RANK" in env
 
 
-def torchrun_command(argv: Sequence[str], processes: int) -> list[str]:
-    """The command that runs ``processes`` ranks of the trainer on this machine."""
-    return [*_torchrun(sys.executable, processes, "--standalone"), *argv]
+def torchrun_command(
+    argv: Sequence[str], processes: int, rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """The command that runs ``processes`` ranks of the trainer on this machine: alone
+    (``--standalone``), or as one pod of a multi-node attempt."""
+    meet = rendezvous.arguments() if rendezvous else ["--standalone"]
+    return [*_torchrun(sys.executable, processes, *meet), *argv]
 
 
 def exit_code_from_summary(text: str | None, launcher_code: int) -> int:
@@ -63,8 +74,9 @@ def exit_code_from_summary(text: str | None, launcher_code: int) -> int:
     return code if code != 0 else launcher_code
 
 
-def run_ranks(argv: Sequence[str], processes: int) -> int:
-    """Run the trainer as ``processes`` DDP ranks; return rank 0's exit code."""
+def run_ranks(argv: Sequence[str], processes: int, rendezvous: Rendezvous | None = None) -> int:
+    """Run the trainer as ``processes`` DDP ranks (of every node's, with a ``rendezvous``);
+    return the exit code this node's first rank wrote (rank 0's, alone)."""
     from .progress import termination_path
 
     path = termination_path()
@@ -73,8 +85,12 @@ def run_ranks(argv: Sequence[str], processes: int) -> int:
             path.write_text("")
         except OSError:
             path = None
-    print(f"starting {processes} training processes (one per GPU)", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(torchrun_command(argv, processes))
+    where = f" as one of {rendezvous.nodes} pods" if rendezvous else ""
+    print(f"starting {processes} training processes{where}", file=sys.stderr, flush=True)
+    # Each rendezvous round publishes its rank 0's address afresh: torchrun's shared store
+    # would keep the first round's, which is wrong once a replacement pod holds rank 0.
+    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    proc = subprocess.Popen(torchrun_command(argv, processes, rendezvous), env=env)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         proc.send_signal(signum)  # torchrun hands it to every rank; they checkpoint and stop
@@ -100,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             processes = processes_per_node(os.environ, torch.cuda.device_count())
+            rendezvous = Rendezvous.from_env(os.environ)
         except ValueError as exc:
             print(exc, file=sys.stderr)
             return InvalidConfig.exit_code
-        if processes > 1:
-            return run_ranks(argv, processes)
+        if processes > 1 or rendezvous:
+            return run_ranks(argv, processes, rendezvous)
     return train_main(argv)

@@ -132,7 +132,9 @@ def run(config: TrainerConfig) -> int:
     finally:
         summary = outcome.summary(exit_code, reason, redactor(message) if message else None)
         reporter.event("done", **summary.model_dump(exclude_none=True))
-        if world.is_main:
+        # Rank 0 speaks for the job; the first rank of every other pod only says why its
+        # pod failed (its launcher exits with that code; a success needs no second summary).
+        if world.is_main or (world.local_rank == 0 and exit_code != 0):
             write_termination_message(summary, redactor)
         shutdown(world)
     return exit_code
