@@ -598,6 +598,82 @@ def test_default_install_refuses_bad_jobs_trains_serves_and_reports(
     TIMINGS["product flow total (after install)"] = round(time.monotonic() - start, 1)
 
 
+def _trainer_events(kubectl: Kubectl, namespace: str, job: str, event: str) -> list[dict]:
+    """The trainer's ``event`` lines from every training pod of ``job`` (rank 0 writes them,
+    on whichever pod it ran)."""
+    out = kubectl("logs", "-n", namespace, "--tail=-1", "--max-log-requests=10",
+                  "-l", f"snowtrain.io/job={job},app.kubernetes.io/component=trainer")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return [e for e in lines if isinstance(e, dict) and e.get("event") == event]
+
+
+def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
+    kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
+) -> None:
+    """Several nodes on Kubernetes 1.20 (no Indexed Jobs) without cluster DNS: two pods meet
+    at their store's ClusterIP and train with gloo (no GPUs here) exactly as one pod with
+    twice the batch; a pod deleted mid-run ends the attempt and the next one resumes."""
+    ns = release.namespace
+    # Dropout off (a base model made for this test): otherwise each rank's own dropout masks
+    # would be the one difference between the runs.
+    base = build_tiny_classifier(models_dir / "base/no-dropout", dropout=0.0)
+    for path in [base, *base.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def job(name: str, nodes: int, batch: int, steps: int) -> dict[str, Any]:
+        ftj = _finetune(name, ns, sfdb, steps=steps, serving=False)
+        spec = ftj["spec"]
+        spec["baseModel"] = {"uri": f"pvc://{CLAIM}/base/no-dropout"}
+        spec["resources"]["nodes"] = nodes
+        spec["training"].update(
+            batchSize=batch, evalEverySteps=2, checkpoint={"everySteps": 4}, learningRate=1e-3
+        )
+        return ftj
+
+    with timed("multi-node: one pod (batch 8) and two pods (batch 4 each) -> Succeeded"):
+        _apply(kubectl, job("one-pod", 1, 8, 12))
+        _apply(kubectl, job("two-pods", 2, 4, 12))
+        for name in ("one-pod", "two-pods"):
+            obj, _ = _wait_phase(kubectl, ns, "finetunejob", name, timeout=900)
+            assert obj["status"]["phase"] == "Succeeded", json.dumps(obj["status"])
+    one = {e["step"]: e["evalLoss"] for e in _trainer_events(kubectl, ns, "one-pod", "eval")}
+    two = {e["step"]: e["evalLoss"] for e in _trainer_events(kubectl, ns, "two-pods", "eval")}
+    print(f"[e2e] eval loss by step, one pod: {one}, two pods: {two}", flush=True)
+    assert sorted(two) == sorted(one) and len(one) >= 6, (one, two)
+    for step, loss in one.items():  # the same curve, to rounding (each rank pads its batch)
+        assert two[step] == pytest.approx(loss, rel=1e-3), (step, one, two)
+    assert one[min(one)] > one[max(one)]  # and it is a curve: the loss went down
+    [start] = _trainer_events(kubectl, ns, "two-pods", "start")
+    assert start["ranks"] == 2
+    assert _training_jobs(kubectl, ns, "two-pods") == ["two-pods-a1"]  # the store is gone
+    assert kubectl("get", "service", "two-pods-a1-rdzv", "-n", ns).returncode != 0
+
+    with timed("multi-node: a pod deleted mid-run -> resumed -> Succeeded"):
+        _apply(kubectl, job("lose-a-pod", 2, 4, 400))
+        checkpoints = models_dir / "finetunejob" / ns / "lose-a-pod"
+        deadline = time.monotonic() + 600
+        while not list(checkpoints.rglob("step-*/meta.json")):
+            assert time.monotonic() < deadline, "no checkpoint in 600 s"
+            time.sleep(1)  # polls the shared volume (the hostPath) for the first checkpoint
+        pods = kubectl("get", "pods", "-n", ns, "-o", "name", "-l",
+                       "snowtrain.io/job=lose-a-pod,app.kubernetes.io/component=trainer")  # fmt: skip
+        assert len(pods.stdout.split()) == 2, pods.stdout
+        kubectl("delete", pods.stdout.split()[0], "-n", ns, "--wait=false")
+        obj, _ = _wait_phase(kubectl, ns, "finetunejob", "lose-a-pod", timeout=900)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status)
+    # backoffLimit 0 (set for this node): the pod's loss ends the attempt; the next resumes
+    assert status["job"]["attempts"] == 2, json.dumps(status)
+    resumed = [
+        e.get("resumedFromStep") for e in _trainer_events(kubectl, ns, "lose-a-pod", "start")
+    ]
+    assert resumed and resumed[-1] and resumed[-1] >= 4, resumed
+    assert status["progress"]["step"] == 400
+    assert _training_jobs(kubectl, ns, "lose-a-pod") == ["lose-a-pod-a1", "lose-a-pod-a2"]
+    kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=90s")
+
+
 def test_leader_pod_deleted_while_jobs_run(
     kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
 ) -> None:

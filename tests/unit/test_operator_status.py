@@ -459,3 +459,23 @@ def test_a_waiting_job_is_looked_at_when_a_look_could_change_it() -> None:
     assert st.recheck_after(observed(created), iso(-60), 10) == st.EVENTS_RECHECK_SECONDS
     pending = at.AttemptState("queued", "PodPending", "the training pod is starting")
     assert st.recheck_after(observed(pending), iso(-60), 10) == st.SAFETY_RECHECK_SECONDS
+
+
+def test_a_pod_lost_from_a_gang_explains_its_peers_failures_and_the_attempt_resumes() -> None:
+    """Two pods of one attempt: one preempted (it saved and exited 75), the other failed
+    after it (a replacement found the rendezvous closed, exit 1). The attempt is resumed,
+    not failed for the consequence. One pod at a time (a retried pod), the newest says."""
+    preempted = pod("Failed", terminated={"exitCode": 75, "message": json.dumps(
+        {"outcome": "Preempted", "reason": "Preempted", "message": "SIGTERM", "exitCode": 75})})  # fmt: skip
+    preempted["metadata"]["creationTimestamp"] = iso(-90)
+    closed = pod("Failed", terminated={"exitCode": 1, "reason": "Error", "message": "closed"})
+    closed["metadata"]["creationTimestamp"] = iso(-10)
+    gang = k8s_job(("Failed", "BackoffLimitExceeded"))
+    gang["spec"]["parallelism"] = 2
+    state = at.observe_attempt(gang, [preempted, closed])
+    assert (state.state, state.reason, state.retryable) == ("failed", "Preempted", True)
+    out = st.compute(observed(state))
+    assert out.start_next_attempt and out.phase == "Queued"
+
+    alone = at.observe_attempt(k8s_job(("Failed", "BackoffLimitExceeded")), [preempted, closed])
+    assert (alone.reason, alone.retryable) == ("Error", False)

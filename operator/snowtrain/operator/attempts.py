@@ -153,6 +153,20 @@ def pod_create_problem(events: list[dict[str, Any]]) -> tuple[str, str, str | No
     return R.FORBIDDEN, f"the training pod cannot be created: {message}", since, True
 
 
+def _explaining_failure(
+    pods: list[dict[str, Any]], *, gang: bool
+) -> tuple[str, str, int | None, TrainerSummary | None] | None:
+    """The pod failure that explains the attempt better than the Job's summary: the newest
+    one (a retried pod says what happened last). In a gang of several pods a preempted or
+    evicted pod explains the others' failures (their peer vanished mid-collective, a
+    replacement found the rendezvous closed), so it wins and the attempt is resumed."""
+    failures = [f for f in map(classify_pod_failure, reversed(pods)) if f]
+    if gang:
+        lost = [f for f in failures if f[0] in RETRYABLE]
+        failures = lost or failures
+    return failures[0] if failures else None
+
+
 def observe_attempt(
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
@@ -188,12 +202,9 @@ def observe_attempt(
         completion = failed.get("lastTransitionTime")
         base["completion_time"] = base["completion_time"] or completion
         return AttemptState("failed", R.DEADLINE_EXCEEDED, message, **base)
-    # The newest pod that failed explains the failure better than the Job's summary.
-    pod_failure = None
-    for pod in reversed(pods):
-        pod_failure = classify_pod_failure(pod)
-        if pod_failure:
-            break
+    pod_failure = _explaining_failure(
+        pods, gang=int((job.get("spec") or {}).get("parallelism") or 1) > 1
+    )
     if failed:
         base["completion_time"] = base["completion_time"] or failed.get("lastTransitionTime")
         if pod_failure:
