@@ -665,10 +665,8 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     assert status["phase"] == "Succeeded", json.dumps(status)
     # backoffLimit 0 (set for this node): the pod's loss ends the attempt; the next resumes
     assert status["job"]["attempts"] == 2, json.dumps(status)
-    resumed = [
-        e.get("resumedFromStep") for e in _trainer_events(kubectl, ns, "lose-a-pod", "start")
-    ]
-    assert resumed and resumed[-1] and resumed[-1] >= 4, resumed
+    starts = _trainer_events(kubectl, ns, "lose-a-pod", "start")  # both attempts' rank 0
+    assert any((e.get("resumedFromStep") or 0) >= 4 for e in starts), starts
     assert status["progress"]["step"] == 400
     assert _training_jobs(kubectl, ns, "lose-a-pod") == ["lose-a-pod-a1", "lose-a-pod-a2"]
     kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=90s")
