@@ -368,7 +368,7 @@ def build_training_job(
     if res.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = res.queue_name
     volumes, mounts = _training_volumes(job, settings, pretrain_model_uri)
-    env = [
+    env: list[dict[str, Any]] = [
         *_scratch_env(),
         {"name": "SNOWTRAIN_ATTEMPT", "value": str(attempt)},
         {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},

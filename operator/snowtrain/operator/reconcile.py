@@ -145,7 +145,11 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
             {"spec": {"parallelism": 0}},
         )
     if found.stores:
-        running = obs.current.state not in ("succeeded", "failed", "gone")
+        running = obs.current is not None and obs.current.state not in (
+            "succeeded",
+            "failed",
+            "gone",
+        )
         _retire_rendezvous(ctx, meta["namespace"], found.stores, obs.attempt if running else None)
     if job is not None and not obs.serving_refused:
         try:
@@ -459,15 +463,16 @@ def _retire_rendezvous(
         if attempt == keep or (store.get("metadata") or {}).get("deletionTimestamp"):
             continue
         name = store["metadata"]["name"]
-        for delete, kwargs in (
-            (ctx.kube.batch.delete_namespaced_job, {"propagation_policy": "Background"}),
-            (ctx.kube.core.delete_namespaced_service, {}),
-        ):
-            try:
-                delete(name, namespace, **kwargs)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        try:
+            ctx.kube.core.delete_namespaced_service(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        try:  # the Job last: while it is listed, a re-run deletes the Service again
+            ctx.kube.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         log.info(
             "deleted the rendezvous store %s/%s (attempt %d is over)", namespace, name, attempt
         )
