@@ -298,6 +298,7 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
         return True
 
     api.wait("serving children removed", serving_gone, timeout=60)
+    assert operator_process.failed_reconciles() == []  # every delete answered as expected
     api.networking.read_namespaced_network_policy("sentiment-training", api.ns)
     assert condition(api.status("sentiment"), "ServingReady").get("status") != "True"
 
@@ -378,6 +379,7 @@ def test_several_nodes_meet_at_a_store_service_ip_on_1_20_and_the_store_goes_aft
             and get_or_none(api.core.read_namespaced_service, "ddp-a1-rdzv", api.ns) is None
         ),
     )
+    assert operator_process.failed_reconciles() == []
 
 
 def test_operator_killed_mid_reconcile_restarts_without_duplicates(

@@ -144,6 +144,19 @@ def raw(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return json.loads(data) if data else None
 
 
+def delete_child(fn: Callable[..., Any], name: str, namespace: str, **kwargs: Any) -> bool:
+    """Delete; False when it was gone already (404). Through :func:`raw`: a Service delete
+    answers a Status (not a Service) on older API servers, which the client's model
+    deserialisation rejects after the delete succeeded."""
+    try:
+        raw(fn, name, namespace, **kwargs)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return False
+    return True
+
+
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """JSON merge patch turning ``old`` into ``new`` (removed keys become null)."""
     patch: dict[str, Any] = {}

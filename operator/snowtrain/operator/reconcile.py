@@ -33,6 +33,7 @@ from .context import Context, Key, job_key
 from .kube import (
     ChildRefused,
     create_child,
+    delete_child,
     get_or_none,
     list_children,
     merge_patch,
@@ -463,16 +464,10 @@ def _retire_rendezvous(
         if attempt == keep or (store.get("metadata") or {}).get("deletionTimestamp"):
             continue
         name = store["metadata"]["name"]
-        try:
-            ctx.kube.core.delete_namespaced_service(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        try:  # the Job last: while it is listed, a re-run deletes the Service again
-            ctx.kube.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_child(ctx.kube.core.delete_namespaced_service, name, namespace)
+        # The Job last: while it is listed, a re-run deletes the Service again.
+        batch = ctx.kube.batch
+        delete_child(batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
         log.info(
             "deleted the rendezvous store %s/%s (attempt %d is over)", namespace, name, attempt
         )
@@ -507,14 +502,9 @@ def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[s
             )
         return current
     if want:
-        try:
-            kube.batch.delete_namespaced_job(
-                name, ns, body=client.V1DeleteOptions(propagation_policy="Foreground")
-            )
+        foreground = client.V1DeleteOptions(propagation_policy="Foreground")
+        if delete_child(kube.batch.delete_namespaced_job, name, ns, body=foreground):
             log.info("suspended %s/%s by deleting Job %s (no Job.spec.suspend)", ns, job.metadata.name, name)  # fmt: skip
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
         return {**current, "metadata": {**current["metadata"], "deletionTimestamp": "now"}}
     return current
 
@@ -616,13 +606,8 @@ def _reconcile_serving(
                 kube.networking.delete_namespaced_network_policy,
             ),
         ):
-            if not owned_by(get_or_none(raw, read, name, ns), uid):
-                continue
-            try:
-                delete(name, ns)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            if owned_by(get_or_none(raw, read, name, ns), uid):
+                delete_child(delete, name, ns)
 
 
 def _emit_event(
