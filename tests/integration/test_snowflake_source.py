@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -384,3 +385,100 @@ def test_a_result_snowflake_sends_in_chunks_streams_whole_and_in_order(
     assert len(texts) == 1000 and sorted(texts) == sorted(
         sentiment(1000).column("text").to_pylist()
     )
+
+
+class ThreadExchange:
+    """The ranks' collectives between threads of this process (the trainer's are gloo's,
+    run for real under torchrun in test_trainer_launch.py): same contract, in order."""
+
+    def __init__(self, ranks: int) -> None:
+        import threading
+
+        self.ranks = ranks
+        self._barrier = threading.Barrier(ranks)
+        self._slots: list[Any] = [None] * ranks
+
+    def _swap(self, rank: int, obj: Any) -> list[Any]:
+        self._slots[rank] = obj
+        self._barrier.wait()
+        out = list(self._slots)
+        self._barrier.wait()  # nobody overwrites a slot before everyone read it
+        return out
+
+    def for_rank(self, rank: int) -> Any:
+        exchange = self
+
+        class Bound:
+            def broadcast(self, obj: Any) -> Any:
+                return exchange._swap(rank, obj)[0]
+
+            def all_gather(self, obj: Any) -> list[Any]:
+                return exchange._swap(rank, obj)
+
+        return Bound()
+
+
+def _read_sharded(db, ranks: int, **data) -> list[dict]:
+    """Every rank's view of a sharded pass (profile, both splits, fingerprint), in threads."""
+    import threading
+
+    from snowtrain.trainer.data.shard import Shard
+
+    exchange = ThreadExchange(ranks)
+    out: list[dict] = [{} for _ in range(ranks)]
+    errors: list[BaseException] = []
+
+    def rank_main(rank: int) -> None:
+        try:
+            cfg = TrainerDataConfig(snowflake=db.settings(), columns=CLS, table="REVIEWS", **data)
+            shard = Shard(rank, ranks, exchange.for_rank(rank))
+            with SnowflakeSource(cfg, env=db.env(), shard=shard) as src:
+                src.start_training_query()
+                out[rank]["labels"] = src.profile("classification").labels
+                out[rank]["train"] = read(src, "train").column("text").to_pylist()
+                out[rank]["validation"] = read(src, "validation").column("text").to_pylist()
+                out[rank]["fingerprint"] = src.fingerprint
+        except BaseException as exc:
+            errors.append(exc)
+            exchange._barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return out
+
+
+def test_ranks_read_disjoint_shares_that_make_the_one_rank_pass(snowflake_db, chunked_snowflake):
+    """Sharded ingest: rank 0 queries, each rank downloads only the chunks of its range of
+    the ordered result; in rank order the shares are the one-rank pass exactly (both splits),
+    and every rank knows the one-rank fingerprint, counts and labels."""
+    snowflake_db.seed_table("REVIEWS", sentiment(1000))
+    data = {"validation": {"fraction": 0.2}, "batch_rows": 64}
+    [whole] = _read_sharded(snowflake_db, 1, **data)
+    downloads = chunked_snowflake[1].downloads
+    ranks = _read_sharded(snowflake_db, 3, **data)
+    # ~9 remote chunks for the whole result; each rank fetched only those overlapping its
+    # rows (a few), not all of them three times
+    assert chunked_snowflake[1].downloads - downloads <= 9 + 2
+    assert [t for r in ranks for t in r["train"]] == whole["train"]
+    assert [t for r in ranks for t in r["validation"]] == whole["validation"]
+    sizes = [len(r["train"]) + len(r["validation"]) for r in ranks]
+    assert max(sizes) - min(sizes) <= 1  # contiguous ranges of the result, within a row
+    for r in ranks:
+        assert r["fingerprint"].content_sha256 == whole["fingerprint"].content_sha256
+        assert (r["fingerprint"].rows, r["fingerprint"].validation_rows) == (
+            whole["fingerprint"].rows,
+            whole["fingerprint"].validation_rows,
+        )
+        assert r["labels"] == whole["labels"]
+
+
+def test_a_failed_query_on_rank_0_fails_every_rank_with_its_reason(snowflake_db):
+    """The other ranks wait for rank 0's result: its error must reach them, not a hang."""
+    with pytest.raises(AssertionError) as failed:
+        _read_sharded(snowflake_db, 2)  # no REVIEWS table
+    raised = str(failed.value)
+    assert raised.count("DataError") == 2 and "REVIEWS" in raised

@@ -372,6 +372,24 @@ def test_epoch_order_shards_like_distributed_sampler():
     assert ranks[0].shard(1) != shards[0]  # a new permutation each epoch
 
 
+def test_a_rank_holding_its_own_share_cycles_it_to_the_largest_share():
+    """Sharded ingest: each rank permutes its own examples (a new order each epoch, the same
+    in every run, so a resume is exact) and repeats some, so ranks of unequal shares take
+    the same number of steps; with lengths it still groups them."""
+    small = EpochOrder(7, 2, seed=3, world=World(rank=1, size=2), shard_size=9)
+    order = small.shard(0)
+    assert len(order) == 9 and set(order) == set(range(7))
+    assert order[7:] == order[:2]  # the lap that pads is the same permutation again
+    assert small.batches_per_epoch == 5
+    assert EpochOrder(7, 2, 3, World(rank=1, size=2), shard_size=9).shard(0) == order
+    assert small.shard(1) != order
+    rng = random.Random(2)
+    lengths = [rng.randrange(4, 256) for _ in range(400)]
+    grouped = EpochOrder(400, 16, 3, World(rank=0, size=2), lengths=lengths, shard_size=400)
+    assert sorted(grouped.shard(0)) == list(range(400))
+    assert padding_fraction(grouped, lengths) < 0.1
+
+
 def padding_fraction(order: EpochOrder, lengths: list[int], epoch: int = 0) -> float:
     """Share of the padded batches' positions that are padding."""
     shard = order.shard(epoch)

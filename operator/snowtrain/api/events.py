@@ -122,6 +122,9 @@ class StartEvent(WireModel):
     epochs: float | None = None
     resumed_from_step: int | None = None
     ranks: int = 1
+    examples_per_rank: int | None = None
+    """Training examples each rank takes per epoch: its share of a sharded ingest, cycled up
+    to the largest rank's (all of them when one rank trains)."""
     compiled: bool = False
     time: str | None = None
 

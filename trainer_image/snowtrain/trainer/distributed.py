@@ -85,3 +85,23 @@ def any_rank(world: World, *flags: bool) -> tuple[bool, ...]:
     tensor = torch.tensor([1 if flag else 0 for flag in flags], dtype=torch.int32)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=world.control)
     return tuple(bool(v) for v in tensor.tolist())
+
+
+class GroupExchange:
+    """The few Python objects ranks must agree on (a query's result batches, row counts,
+    row hashes), sent over the gloo control group: CPU only, whatever trains on the GPUs."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.world.control)
+        return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        out: list[Any] = [None] * self.world.size
+        dist.all_gather_object(out, obj, group=self.world.control)
+        return out

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .batches import Collate, to_device
-from .distributed import World, all_reduce_sum
+from .distributed import GroupExchange, World, all_reduce_sum
 from .loss import cross_entropy_sum
 from .metrics import accuracy, confusion_matrix, macro_f1, perplexity
 from .precision import Precision
@@ -36,12 +36,15 @@ def evaluate(
     world: World,
     num_labels: int | None = None,
     should_abort: Callable[[], bool] = lambda: False,
+    sharded: bool = False,
 ) -> dict[str, float] | None:
     """Loss summed per example (classification) or per target token (LMs), over all ranks.
 
     Returns None when ``should_abort`` (asked before each batch every rank reaches, so it
     may be a collective) says to stop: a SIGTERM must not wait for a long evaluation to
     finish, or the pod's grace period runs out before the checkpoint is written.
+    ``sharded``: ``data`` is this rank's own share of the validation rows (a sharded ingest),
+    evaluated whole; otherwise every rank holds all of them and takes every ``size``-th.
     """
     was_training = model.training
     model.eval()
@@ -49,12 +52,18 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros((num_labels or 1, num_labels or 1), dtype=torch.int64)
-    indices = list(range(world.rank, len(data), world.size))  # eval shards: no padding
+    # A share is evaluated whole; otherwise every size-th row (eval shards: no padding).
+    first, step = (0, 1) if sharded else (world.rank, world.size)
+    indices = list(range(first, len(data), step))
     lengths = getattr(data, "lengths", None)
     if lengths is not None:  # the metrics are sums over rows, so any order; sorted pads least
         by_length = np.argsort(-np.asarray(lengths)[indices], kind="stable")
         indices = [indices[i] for i in by_length]
-    batches_on_every_rank = math.ceil(len(data) // world.size / batch_size)
+    if sharded:  # the abort check is a collective: only as often as the smallest share
+        smallest = min(GroupExchange(world).all_gather(len(indices)))
+        batches_on_every_rank = math.ceil(smallest / batch_size)
+    else:
+        batches_on_every_rank = math.ceil(len(data) // world.size / batch_size)
     for start in range(0, len(indices), batch_size):
         if start // batch_size < batches_on_every_rank and should_abort():
             model.train(was_training)

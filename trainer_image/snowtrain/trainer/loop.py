@@ -65,6 +65,9 @@ class TrainData:
     collate: Collate
     fingerprint: str | None = None
     """The data's fingerprint; a checkpoint written on other data is resumed with a warning."""
+    shard_size: int | None = None
+    """Set when each rank holds only its share of the data (a sharded ingest): the examples
+    every rank trains on per epoch. None: every rank holds all of it."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def fit(
         spec.seed,
         world,
         lengths=None if lengths is None else np.asarray(lengths).tolist(),
+        shard_size=data.shard_size,
     )
     steps_per_epoch, total_steps = plan_steps(spec, order)
     optimizer = build_optimizer(model, spec, device, objective.betas)
@@ -194,6 +198,7 @@ def fit(
             world=world,
             num_labels=objective.num_labels,
             should_abort=lambda: any_rank(world, should_stop())[0],
+            sharded=data.shard_size is not None,
         )
 
     def preempted() -> Preempted:
@@ -233,6 +238,7 @@ def fit(
         epochs=round(total_steps / steps_per_epoch, 4),
         resumedFromStep=resumed_from,
         ranks=world.size,
+        examplesPerRank=order.shard_size,
         compiled=compiled,
         time=now_iso(),
     )

@@ -156,7 +156,13 @@ def _train_and_export(
     _check_config(config)
     credentials = load_credentials(config.data.snowflake)
     redactor.add(credentials.secret_values())
-    with SnowflakeSource(config.data, credentials=credentials) as source:
+    shard = None
+    if world.distributed:  # each rank reads and tokenizes only its share (data/shard.py)
+        from .data.shard import Shard
+        from .distributed import GroupExchange
+
+        shard = Shard(world.rank, world.size, GroupExchange(world))
+    with SnowflakeSource(config.data, credentials=credentials, shard=shard) as source:
         model, tokenizer, labels = _prepare_and_train(
             config, source, world, reporter, guard, outcome
         )
@@ -191,8 +197,7 @@ def _prepare_and_train(
         train_data, eval_data = _datasets(config, source, tokenizer, labels, workdir)
         outcome.data = DataLineage.model_validate(source.fingerprint.to_wire())
         reporter.event("data", **outcome.data.model_dump(), labels=labels)
-        if len(train_data) == 0:
-            raise DataError("no training rows left after the validation split")
+        shard_size = _shard_size(source, len(train_data))
         if config.training.lora is not None and config.training.lora.enabled:
             from .lora import apply_lora
 
@@ -209,7 +214,11 @@ def _prepare_and_train(
         result = fit(
             model,
             TrainData(
-                train_data, eval_data, train_data.collate, fingerprint=outcome.data.fingerprint
+                train_data,
+                eval_data,
+                train_data.collate,
+                fingerprint=outcome.data.fingerprint,
+                shard_size=shard_size,
             ),
             config.training,
             Objective(
@@ -301,8 +310,27 @@ def _datasets(
             built[split] = tokenize.build_causal_lm(source, split, tokenizer, max_len, where)
         else:
             built[split] = tokenize.build_packed(source, split, tokenizer, max_len, where)
-    validation = built["validation"] if len(built["validation"]) else None
+    held_out = len(built["validation"])
+    if source.shard is not None:  # evaluate if any rank holds validation rows
+        held_out = source.shard.total(held_out)
+    validation = built["validation"] if held_out else None
     return built["train"], validation
+
+
+def _shard_size(source: Any, rows: int) -> int | None:
+    """Training examples per rank of a sharded pass (the largest rank's; the others repeat
+    some); None when this rank holds the whole data. Raises DataError with no rows to train."""
+    if source.shard is None:
+        if rows == 0:
+            raise DataError("no training rows left after the validation split")
+        return None
+    sizes = source.shard.exchange.all_gather(rows)
+    if min(sizes) == 0:
+        raise DataError(
+            f"{sum(sizes)} training rows for {len(sizes)} ranks: a rank would have none "
+            "(add rows, or train on fewer GPUs or nodes)"
+        )
+    return int(max(sizes))
 
 
 def _checkpoints(config: TrainerConfig) -> Any:

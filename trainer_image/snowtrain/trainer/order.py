@@ -25,6 +25,10 @@ class EpochOrder:
     ``LengthGroupedSampler`` does it (random megabatches of 50 batches, each sorted by
     length), with one global batch (``batch_size`` x ranks) as the unit, so the ranks' batches
     of one step come from the same sorted run and all pad to about the same width.
+
+    With ``shard_size`` the data is this rank's own share (a sharded ingest, ``data/shard.py``):
+    the permutation is of the local examples (length-grouped per rank), repeated up to
+    ``shard_size`` (the largest rank's share) so every rank takes the same number of steps.
     """
 
     def __init__(
@@ -34,10 +38,12 @@ class EpochOrder:
         seed: int,
         world: World,
         lengths: Sequence[int] | None = None,
+        shard_size: int | None = None,
     ) -> None:
         self.size, self.batch_size, self.seed, self.world = size, batch_size, seed, world
         self.lengths = lengths
-        self.shard_size = math.ceil(size / world.size)
+        self.local = shard_size is not None
+        self.shard_size = shard_size if shard_size is not None else math.ceil(size / world.size)
         self.batches_per_epoch = max(1, math.ceil(self.shard_size / batch_size))
         self._cached: tuple[int, list[int]] | None = None
 
@@ -46,6 +52,10 @@ class EpochOrder:
         if self._cached and self._cached[0] == epoch:
             return self._cached[1]
         generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.local:
+            shard = self._local_order(generator)
+            self._cached = (epoch, shard)
+            return shard
         if self.lengths is None:
             perm = torch.randperm(self.size, generator=generator).tolist()
         else:
@@ -58,6 +68,17 @@ class EpochOrder:
         shard = perm[self.world.rank :: self.world.size]
         self._cached = (epoch, shard)
         return shard
+
+    def _local_order(self, generator: torch.Generator) -> list[int]:
+        """A permutation of this rank's own examples, cycled up to ``shard_size``."""
+        if self.lengths is None:
+            perm = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            perm = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        laps = -(-self.shard_size // max(len(perm), 1))
+        return (perm * laps)[: self.shard_size]
 
     def batches(self, state: TrainState) -> Iterator[list[int]]:
         """Endless index batches from ``state.epoch/position``, advancing the state as it goes."""

@@ -27,6 +27,7 @@ from .columns import TEXT_ROLES, Columns, Rows
 from .connection import LazyConnection, describe_error, is_transient
 from .credentials import Credentials
 from .profile import DataProfile, profile_data
+from .shard import Shard, rows_in_range
 from .split import ContentHash, DataFingerprint, ValidationSpill, held_out
 from .sql import subquery, table_ref
 
@@ -53,10 +54,19 @@ def _in_background(fn: Callable[[], Any], name: str) -> Future[Any]:
 
 def _fetch(cur: Any, batch_rows: int, secrets: list[str]) -> Iterator[pa.Table]:
     """Arrow result chunks, re-sliced to ``batch_rows``; a dropped link -> ``Unavailable``."""
-    try:
+
+    def sliced() -> Iterator[pa.Table]:
         for table in cur.fetch_arrow_batches():
             for start in range(0, table.num_rows, batch_rows):
                 yield table.slice(start, batch_rows)
+
+    return _downloads(sliced(), secrets)
+
+
+def _downloads(tables: Iterator[pa.Table], secrets: list[str]) -> Iterator[pa.Table]:
+    """``tables`` as they download; a dropped link -> ``Unavailable``."""
+    try:
+        yield from tables
     except sf_errors.Error as exc:
         if is_transient(exc):
             raise Unavailable(
@@ -81,6 +91,7 @@ class SnowflakeSource:
         credentials: Credentials | None = None,
         connection: Any | None = None,
         env: Mapping[str, str] = os.environ,
+        shard: Shard | None = None,
     ) -> None:
         if bool(cfg.table) == bool(cfg.query):
             raise InvalidConfig("data: set exactly one of table or query")
@@ -106,6 +117,8 @@ class SnowflakeSource:
         self._validation_rows: int | None = None
         self._spill = ValidationSpill()
         self._early_query: Future[Any] | None = None
+        self.shard = shard if shard is not None and shard.ranks > 1 else None
+        """Several ranks: each reads its share of every pass (``shard.py``)."""
 
     def start_training_query(self) -> None:
         """Submit the training pass's query now, on a thread; the next ``train`` pass reads it.
@@ -115,6 +128,8 @@ class SnowflakeSource:
         to wait for the other. Its errors surface where they always have, in
         ``iter_batches("train")``, and a SIGTERM meanwhile still stops the trainer at once.
         """
+        if self.shard is not None and self.shard.rank != 0:
+            return  # rank 0 runs the query for all
         if self._early_query is None:
             sql, params = self._columns.select(self._train, ordered=True)
             self._early_query = _in_background(
@@ -136,7 +151,11 @@ class SnowflakeSource:
 
     def profile(self, task: str) -> DataProfile:
         """Check the data before training; raise ``DataError`` naming the column and count."""
-        found = profile_data(self._conn, self._columns, task, self._train, self._validation)
+
+        def run() -> DataProfile:
+            return profile_data(self._conn, self._columns, task, self._train, self._validation)
+
+        found = self.shard.agree(run) if self.shard is not None else run()
         if self._validation is not None:
             self._validation_rows = found.validation_rows
         return found
@@ -169,7 +188,8 @@ class SnowflakeSource:
         """Training texts (prompt and completion for causal-lm), e.g. to train a tokenizer."""
         roles = [r for r in self.roles if r in TEXT_ROLES]
         n = 0
-        for batch in self.iter_batches("train"):
+        # The whole data (a tokenizer is trained on one rank), never one rank's share.
+        for batch in self._stream(self._train, keep="train", record=True, whole=True):
             for role in roles:
                 for text in batch.column(role).to_pylist():
                     if limit is not None and n >= limit:
@@ -184,18 +204,44 @@ class SnowflakeSource:
             raise RuntimeError("the data fingerprint is known after a full pass over 'train'")
         return self._fingerprint
 
-    def _stream(
-        self, rows: Rows, *, keep: Literal["train", "validation", "all"], record: bool
-    ) -> Iterator[pa.RecordBatch]:
+    def _query(self, rows: Rows, keep: str) -> Any:
+        """The cursor of a pass's query (the early one for a training pass, if submitted)."""
         if keep == "train" and self._early_query is not None:
             early, self._early_query = self._early_query, None
-            cur = early.result()
-        else:
-            sql, params = self._columns.select(rows, ordered=True)
-            cur = self._conn.select(sql, params, what="data query")
-        query_id = getattr(cur, "sfqid", None)
+            return early.result()
+        sql, params = self._columns.select(rows, ordered=True)
+        return self._conn.select(sql, params, what="data query")
+
+    def _chunks(self, rows: Rows, keep: str, whole: bool) -> tuple[Iterator[pa.Table], Any]:
+        """(the pass's Arrow tables, its query id): the whole result, or this rank's rows."""
+        secrets = self._conn.secrets()
+        if self.shard is None or whole:
+            cur = self._query(rows, keep)
+            return _fetch(cur, self.cfg.batch_rows, secrets), getattr(cur, "sfqid", None)
+
+        def result() -> tuple[list[Any], Any]:
+            cur = self._query(rows, keep)
+            return cur.get_result_batches() or [], getattr(cur, "sfqid", None)
+
+        batches, query_id = self.shard.agree(result)
+        total = sum(int(b.rowcount) for b in batches)
+        start, stop = self.shard.bounds(total)
+        return _downloads(
+            rows_in_range(batches, start, stop, self.cfg.batch_rows), secrets
+        ), query_id
+
+    def _stream(
+        self,
+        rows: Rows,
+        *,
+        keep: Literal["train", "validation", "all"],
+        record: bool,
+        whole: bool = False,
+    ) -> Iterator[pa.RecordBatch]:
+        chunks, query_id = self._chunks(rows, keep, whole)
+        shard = None if whole else self.shard
         fraction = self._fraction if keep != "all" else 0.0
-        content = ContentHash()
+        content = ContentHash(keep=shard is not None)
         key = self.roles.index(self._columns.split_key)
         kept = n_held_out = 0
         spill = record and fraction > 0
@@ -203,7 +249,7 @@ class SnowflakeSource:
             self._spill.discard()
         complete = False
         try:
-            for chunk in _fetch(cur, self.cfg.batch_rows, self._conn.secrets()):
+            for chunk in chunks:
                 table = self._columns.as_roles(chunk)
                 hashes = content.add(table, self.roles)
                 if fraction > 0:
@@ -219,13 +265,18 @@ class SnowflakeSource:
         finally:
             if spill:
                 self._spill.end_pass(complete=complete)
+        digest = content.hexdigest()
+        if shard is not None:  # every rank's counts and row hashes make the whole pass's
+            shares = shard.exchange.all_gather((kept, n_held_out, content.part()))
+            kept, n_held_out = sum(s[0] for s in shares), sum(s[1] for s in shares)
+            digest = ContentHash.of_parts([s[2] for s in shares])
         if record:
             val_rows = n_held_out if self._validation is None else (self._validation_rows or 0)
             self._fingerprint = DataFingerprint(
                 rows=kept,
                 validation_rows=val_rows,
                 query_id=query_id,
-                content_sha256=content.hexdigest(),
+                content_sha256=digest,
             )
         elif keep == "all":
             self._validation_rows = kept

@@ -60,19 +60,39 @@ class DataFingerprint:
 
 
 class ContentHash:
-    """The running SHA-256 of a pass (see ``DataFingerprint``)."""
+    """The running SHA-256 of a pass (see ``DataFingerprint``).
 
-    def __init__(self) -> None:
+    A rank reading one share of a sharded pass keeps its rows' hashes instead (``keep``):
+    the digest over every rank's :meth:`part`, in rank order, is the one-rank digest."""
+
+    def __init__(self, *, keep: bool = False) -> None:
         self._sha = hashlib.sha256()
+        self._kept: list[bytes] | None = [] if keep else None
 
     def add(self, table: pa.Table, roles: Sequence[str]) -> np.ndarray:
         """Hash the rows of ``table`` into the digest; return the per-row hashes (rows x roles)."""
         hashes = np.stack([row_hashes(table.column(r)) for r in roles], axis=1)
-        self._sha.update(np.ascontiguousarray(hashes).tobytes())
+        raw = np.ascontiguousarray(hashes).tobytes()
+        if self._kept is None:
+            self._sha.update(raw)
+        else:
+            self._kept.append(raw)
         return hashes
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
+
+    def part(self) -> bytes:
+        """This share's row hashes (16 bytes a row for two roles), for :meth:`of_parts`."""
+        return b"".join(self._kept or [])
+
+    @staticmethod
+    def of_parts(parts: Sequence[bytes]) -> str:
+        """The digest of a pass read in shares, from every share's :meth:`part` in order."""
+        sha = hashlib.sha256()
+        for part in parts:
+            sha.update(part)
+        return sha.hexdigest()
 
 
 class ValidationSpill:
