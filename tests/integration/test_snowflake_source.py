@@ -415,6 +415,10 @@ class ThreadExchange:
             def all_gather(self, obj: Any) -> list[Any]:
                 return exchange._swap(rank, obj)
 
+            def gather_bytes(self, data: bytes) -> list[bytes] | None:
+                everyone = exchange._swap(rank, data)
+                return everyone if rank == 0 else None
+
         return Bound()
 
 

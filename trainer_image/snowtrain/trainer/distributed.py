@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -105,3 +106,16 @@ class GroupExchange:
         out: list[Any] = [None] * self.world.size
         dist.all_gather_object(out, obj, group=self.world.control)
         return out
+
+    def gather_bytes(self, data: bytes) -> list[memoryview] | None:
+        """Every rank's ``data`` on rank 0 (None elsewhere), in rank order: as raw tensors,
+        not pickled objects, so a rank holds its own bytes once and rank 0 everyone's once."""
+        sizes = self.all_gather(len(data))
+        padded = torch.zeros(max(sizes), dtype=torch.uint8)
+        padded.numpy()[: len(data)] = np.frombuffer(data, dtype=np.uint8)  # one copy, in place
+        group, rank0 = self.world.control, self.world.rank == 0
+        out = [torch.empty_like(padded) for _ in sizes] if rank0 else None
+        dist.gather(padded, gather_list=out, dst=0, group=group)
+        if out is None:
+            return None
+        return [t[:n].numpy().data for t, n in zip(out, sizes, strict=True)]

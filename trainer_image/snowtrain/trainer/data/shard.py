@@ -13,16 +13,13 @@ fingerprint over every row) goes through an :class:`Exchange`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
 T = TypeVar("T")
-#: Chunks downloaded ahead of the tokenizer (the connector itself prefetches a few too).
-PREFETCH = 2
 
 
 class Exchange(Protocol):
@@ -31,6 +28,8 @@ class Exchange(Protocol):
     def broadcast(self, obj: Any) -> Any: ...
 
     def all_gather(self, obj: Any) -> list[Any]: ...
+
+    def gather_bytes(self, data: bytes) -> Sequence[Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -63,27 +62,30 @@ class Shard:
     def total(self, count: int) -> int:
         return sum(self.exchange.all_gather(count))
 
+    def digest(self, part: bytes, of_parts: Callable[[Sequence[Any]], str]) -> str:
+        """``of_parts`` of every rank's ``part`` in rank order, computed on rank 0 (which
+        alone holds them all) and known to every rank."""
+        parts = self.exchange.gather_bytes(part)
+        return str(self.exchange.broadcast(of_parts(parts) if parts is not None else None))
+
 
 def rows_in_range(
     batches: Iterable[Any], start: int, stop: int, batch_rows: int
 ) -> Iterator[pa.Table]:
     """Rows ``[start, stop)`` of a result given as connector ``ResultBatch``es (each knows
     its ``rowcount`` before it is downloaded), re-sliced to ``batch_rows``; only the chunks
-    that overlap the range are downloaded, ``PREFETCH`` ahead."""
-    wanted: list[tuple[Any, int, int]] = []
+    that overlap the range are downloaded.
+
+    One at a time, on the calling thread: the trainer reads the source on its prefetch thread
+    already (downloads overlap tokenizing), and two threads converting chunks at once can
+    deadlock inside the connector's Arrow iterator."""
     offset = 0
     for batch in batches:
         rows = int(batch.rowcount)
         lo, hi = max(start - offset, 0), min(stop - offset, rows)
-        if lo < hi:
-            wanted.append((batch, lo, hi))
         offset += rows
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="snowtrain-chunk") as pool:
-        pending = [pool.submit(batch.to_arrow) for batch, _, _ in wanted[:PREFETCH]]
-        for i, (_, lo, hi) in enumerate(wanted):
-            table = pending.pop(0).result()
-            if i + PREFETCH < len(wanted):
-                pending.append(pool.submit(wanted[i + PREFETCH][0].to_arrow))
-            table = table.slice(lo, hi - lo)
-            for at in range(0, table.num_rows, batch_rows):
-                yield table.slice(at, batch_rows)
+        if lo >= hi:
+            continue
+        table = batch.to_arrow().slice(lo, hi - lo)
+        for at in range(0, table.num_rows, batch_rows):
+            yield table.slice(at, batch_rows)

@@ -267,9 +267,9 @@ class SnowflakeSource:
                 self._spill.end_pass(complete=complete)
         digest = content.hexdigest()
         if shard is not None:  # every rank's counts and row hashes make the whole pass's
-            shares = shard.exchange.all_gather((kept, n_held_out, content.part()))
+            shares = shard.exchange.all_gather((kept, n_held_out))
             kept, n_held_out = sum(s[0] for s in shares), sum(s[1] for s in shares)
-            digest = ContentHash.of_parts([s[2] for s in shares])
+            digest = shard.digest(content.part(), ContentHash.of_parts)
         if record:
             val_rows = n_held_out if self._validation is None else (self._validation_rows or 0)
             self._fingerprint = DataFingerprint(

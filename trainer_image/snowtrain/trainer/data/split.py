@@ -83,11 +83,13 @@ class ContentHash:
         return self._sha.hexdigest()
 
     def part(self) -> bytes:
-        """This share's row hashes (16 bytes a row for two roles), for :meth:`of_parts`."""
-        return b"".join(self._kept or [])
+        """This share's row hashes (16 bytes a row for two roles), for :meth:`of_parts`;
+        taken once (the pieces are let go)."""
+        part, self._kept = b"".join(self._kept or []), []
+        return part
 
     @staticmethod
-    def of_parts(parts: Sequence[bytes]) -> str:
+    def of_parts(parts: Sequence[bytes | memoryview]) -> str:
         """The digest of a pass read in shares, from every share's :meth:`part` in order."""
         sha = hashlib.sha256()
         for part in parts:
