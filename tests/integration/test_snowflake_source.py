@@ -464,9 +464,10 @@ def test_ranks_read_disjoint_shares_that_make_the_one_rank_pass(snowflake_db, ch
     [whole] = _read_sharded(snowflake_db, 1, **data)
     downloads = chunked_snowflake[1].downloads
     ranks = _read_sharded(snowflake_db, 3, **data)
-    # ~9 remote chunks for the whole result; each rank fetched only those overlapping its
-    # rows (a few), not all of them three times
-    assert chunked_snowflake[1].downloads - downloads <= 9 + 2
+    # 9 remote chunks for the whole result; each rank fetched only those overlapping its
+    # rows (a few), not all of them three times (27; a download the connector retried on a
+    # loaded machine counts twice, hence no exact figure)
+    assert chunked_snowflake[1].downloads - downloads < 2 * 9
     assert [t for r in ranks for t in r["train"]] == whole["train"]
     assert [t for r in ranks for t in r["validation"]] == whole["validation"]
     sizes = [len(r["train"]) + len(r["validation"]) for r in ranks]

@@ -14,12 +14,15 @@ fingerprint over every row) goes through an :class:`Exchange`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
 T = TypeVar("T")
+#: Chunks downloaded ahead of the reader (the connector's own default is 4 threads).
+PREFETCH = 3
 
 
 class Exchange(Protocol):
@@ -74,18 +77,28 @@ def rows_in_range(
 ) -> Iterator[pa.Table]:
     """Rows ``[start, stop)`` of a result given as connector ``ResultBatch``es (each knows
     its ``rowcount`` before it is downloaded), re-sliced to ``batch_rows``; only the chunks
-    that overlap the range are downloaded.
+    that overlap the range are downloaded, ``PREFETCH`` at once as the connector does.
 
-    One at a time, on the calling thread: the trainer reads the source on its prefetch thread
-    already (downloads overlap tokenizing), and two threads converting chunks at once can
-    deadlock inside the connector's Arrow iterator."""
+    The first is read on the calling thread before any other starts: the connector's Arrow
+    reader initialises itself on first use, and two threads doing that at once deadlock (the
+    connector's own prefetch also reads its first chunk before it starts threads)."""
+    wanted: list[tuple[Any, int, int]] = []
     offset = 0
     for batch in batches:
         rows = int(batch.rowcount)
         lo, hi = max(start - offset, 0), min(stop - offset, rows)
         offset += rows
-        if lo >= hi:
-            continue
-        table = batch.to_arrow().slice(lo, hi - lo)
-        for at in range(0, table.num_rows, batch_rows):
-            yield table.slice(at, batch_rows)
+        if lo < hi:
+            wanted.append((batch, lo, hi))
+    if not wanted:
+        return
+    first = wanted[0][0].to_arrow()
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="snowtrain-chunk") as pool:
+        ahead = [pool.submit(batch.to_arrow) for batch, _, _ in wanted[1 : 1 + PREFETCH]]
+        for i, (_, lo, hi) in enumerate(wanted):
+            table = first if i == 0 else ahead.pop(0).result()
+            if i + 1 + PREFETCH < len(wanted):
+                ahead.append(pool.submit(wanted[i + 1 + PREFETCH][0].to_arrow))
+            table = table.slice(lo, hi - lo)
+            for at in range(0, table.num_rows, batch_rows):
+                yield table.slice(at, batch_rows)
