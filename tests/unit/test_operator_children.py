@@ -231,7 +231,7 @@ def test_several_nodes_are_alike_pods_of_one_job_meeting_at_a_store_service_ip()
     with pytest.raises(ValueError, match="rendezvous"):
         ch.build_training_job(job, SETTINGS, 2, NEW)  # several nodes, nowhere to meet
 
-    store = ch.build_rendezvous_job(job, SETTINGS, 2)
+    store = ch.build_rendezvous_job(job, SETTINGS, 2, NEW)
     service = ch.build_rendezvous_service(job, 2)
     assert store["metadata"]["name"] == service["metadata"]["name"] == "sentiment-a2-rdzv"
     pod = store["spec"]["template"]
@@ -249,6 +249,12 @@ def test_several_nodes_are_alike_pods_of_one_job_meeting_at_a_store_service_ip()
     # a store Job is told apart from the attempt Jobs by its component label
     assert store["metadata"]["labels"][ch.LABEL_COMPONENT] == "rendezvous"
     assert m["metadata"]["labels"][ch.LABEL_COMPONENT] == "trainer"
+    assert "suspend" not in store["spec"]  # no queue: nothing holds it
+    queued = parse_job(ftj(resources={"nodes": 2, "queueName": "team-a"}))
+    kueued = ch.build_rendezvous_job(queued, SETTINGS, 1, NEW)
+    assert kueued["metadata"]["labels"][ch.KUEUE_QUEUE_LABEL] == "team-a"
+    assert kueued["spec"]["suspend"] is True  # Kueue admits it, like the trainer Job
+    assert "suspend" not in ch.build_rendezvous_job(queued, SETTINGS, 1, OLD)["spec"]
 
 
 def test_suspend_field_only_where_the_server_has_it() -> None:

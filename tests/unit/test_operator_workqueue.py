@@ -3,6 +3,7 @@ coalesced, failures retried; and the job cache that spares a read per reconcile.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -174,3 +175,43 @@ def test_the_job_cache_keeps_the_newest_version() -> None:
     assert ctx.known() == [(("FineTuneJob", "ml", "a"), _job("12", "Running"))]
     ctx.forget(("FineTuneJob", "ml", "a"))
     assert ctx.known() == []
+
+
+def test_progress_is_read_from_the_pod_where_rank_0_writes_it() -> None:
+    """A multi-node attempt: only one pod's log has the trainer's events (rank 0's, on any
+    pod). The operator finds it, and reads it first next time (one log read per refresh)."""
+    from types import SimpleNamespace
+
+    from snowtrain.operator.reconcile import _read_progress
+    from snowtrain.operator.settings import OperatorSettings
+
+    progress = json.dumps(
+        {"event": "progress", "step": 7, "totalSteps": 10, "percent": 70, "epoch": 0.7,
+         "loss": 0.5, "learningRate": 1e-4, "tokensPerSecond": 10.0, "samplesPerSecond": 1.0,
+         "etaSeconds": 3, "time": "2026-01-01T00:00:09Z"}
+    )  # fmt: skip
+    logs = {"w-a1-aaaaa": "rank 1 has nothing to say\n", "w-a1-bbbbb": progress + "\n"}
+    reads: list[str] = []
+
+    def read_log(name: str, namespace: str, **_: object) -> str:
+        reads.append(name)
+        return logs[name]
+
+    def pod(name: str, created: str) -> dict:
+        running = {"name": "trainer", "state": {"running": {"startedAt": created}}}
+        return {
+            "metadata": {"name": name, "namespace": "ml", "creationTimestamp": created},
+            "status": {"containerStatuses": [running]},
+        }
+
+    kube = SimpleNamespace(core=SimpleNamespace(read_namespaced_pod_log=read_log))
+    ctx = Context(kube=kube, settings=OperatorSettings(), caps=None)  # type: ignore[arg-type]
+    key = ("FineTuneJob", "ml", "w")
+    # the newest pod is rank 1's: it is read first, then the other
+    pods = [pod("w-a1-bbbbb", "2026-01-01T00:00:00Z"), pod("w-a1-aaaaa", "2026-01-01T00:00:05Z")]
+    report = _read_progress(ctx, key, pods, force=True)
+    assert report is not None and report.progress is not None and report.progress.step == 7
+    assert reads == ["w-a1-aaaaa", "w-a1-bbbbb"]
+    reads.clear()
+    assert _read_progress(ctx, key, pods, force=True).progress.step == 7  # type: ignore[union-attr]
+    assert reads == ["w-a1-bbbbb"]  # straight to rank 0's pod

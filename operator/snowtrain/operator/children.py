@@ -443,9 +443,13 @@ def _rendezvous_labels(job: AnyJob, attempt: int) -> dict[str, str]:
     }
 
 
-def build_rendezvous_job(job: AnyJob, settings: OperatorSettings, attempt: int) -> dict[str, Any]:
+def build_rendezvous_job(
+    job: AnyJob, settings: OperatorSettings, attempt: int, capabilities: Capabilities
+) -> dict[str, Any]:
     """The store a multi-node attempt's pods meet on: a one-pod Job (its controller replaces
-    the pod if its node goes) of the trainer image, a quarter core at most and no GPU.
+    the pod if its node goes) of the trainer image, a quarter core at most and no GPU. With
+    a Kueue queue it joins the queue too (starts suspended), so a Kueue that manages every
+    Job admits it rather than hold it forever.
 
     Its pod carries the job's selector labels, so the training NetworkPolicy admits the
     trainer pods and nothing else; the operator deletes it when the attempt ends."""
@@ -481,14 +485,21 @@ def build_rendezvous_job(job: AnyJob, settings: OperatorSettings, attempt: int) 
     }
     if spec.resources.tolerations:  # where only tainted nodes exist, the store fits there too
         pod_spec["tolerations"] = copy.deepcopy(spec.resources.tolerations)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 6,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    job_labels = dict(labels)
+    queue = spec.resources.queue_name
+    if queue:
+        job_labels[KUEUE_QUEUE_LABEL] = queue
+        if capabilities.job_suspend:
+            job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(job, rendezvous_name(job.metadata.name or "", attempt), labels),
-        "spec": {
-            "backoffLimit": 6,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
+        "metadata": _metadata(job, rendezvous_name(job.metadata.name or "", attempt), job_labels),
+        "spec": job_spec,
     }
 
 

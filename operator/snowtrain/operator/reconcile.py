@@ -444,7 +444,7 @@ def _start_rendezvous(ctx: Context, job: AnyJob, attempt: int) -> str:
     """Create a multi-node attempt's store (Job + ClusterIP Service, 409 tolerated) before
     its trainer pods; returns ``clusterIP:port``, the address the pods dial."""
     ns, kube = job.metadata.namespace or "default", ctx.kube
-    store = ch.build_rendezvous_job(job, ctx.settings, attempt)
+    store = ch.build_rendezvous_job(job, ctx.settings, attempt, ctx.caps)
     create_child(kube.batch.create_namespaced_job, ns, store, kube.batch.read_namespaced_job)
     service = ch.build_rendezvous_service(job, attempt)
     create_child(
