@@ -168,27 +168,40 @@ def run_seed(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
     return {"items": len(ds), "sample": ds[0]["input_ids"].tolist()[:4]}
 
 
-def run_ours(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
-    from snowtrain.api.trainer_config import SnowflakeSettings, TrainerDataConfig
-    from snowtrain.trainer.data.source import SnowflakeSource
-    from snowtrain.trainer.data.tokenize import build_classification
+#: The emulator's login (any credentials log in), as the trainer reads it from a pod's env.
+BENCH_LOGIN = {
+    "SNOWFLAKE_ACCOUNT": "bench",
+    "SNOWFLAKE_USER": "bench",
+    "SNOWFLAKE_PASSWORD": "bench",
+}
 
-    cfg = TrainerDataConfig(
+
+def data_config(port: int, table: str, batch_rows: int) -> Any:
+    """The trainer's data config for the benchmark table (text + label, 10% held out)."""
+    from snowtrain.api.trainer_config import SnowflakeSettings, TrainerDataConfig
+
+    return TrainerDataConfig(
         snowflake=SnowflakeSettings(
             host="127.0.0.1",
-            port=args.port,
+            port=port,
             protocol="http",
             database="BENCH",
             schema="PUBLIC",
             network_timeout_seconds=900,
         ),
-        table=args.table,
+        table=table,
         columns={"text": "TEXT", "label": "LABEL"},
         validation={"fraction": 0.1},
-        batch_rows=args.batch_rows,
+        batch_rows=batch_rows,
     )
-    env = {"SNOWFLAKE_ACCOUNT": "bench", "SNOWFLAKE_USER": "bench", "SNOWFLAKE_PASSWORD": "bench"}
-    with SnowflakeSource(cfg, env=env) as src:
+
+
+def run_ours(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    from snowtrain.trainer.data.source import SnowflakeSource
+    from snowtrain.trainer.data.tokenize import build_classification
+
+    cfg = data_config(args.port, args.table, args.batch_rows)
+    with SnowflakeSource(cfg, env=BENCH_LOGIN) as src:
         labels = src.profile("classification").labels or []
         label2id = {name: i for i, name in enumerate(labels)}
         train = build_classification(src, "train", tokenizer, label2id, MAX_LEN, args.workdir)

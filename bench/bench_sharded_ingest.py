@@ -49,8 +49,7 @@ CHUNK_ROWS = 20_000  # about 2 MB of text a chunk, as Snowflake's first chunks a
 
 def _rank_main(args: argparse.Namespace) -> None:
     """One rank: ingest as the trainer does; rank 0 prints the run's JSON line."""
-    from bench.bench_ingest import load_tokenizer
-    from snowtrain.api.trainer_config import SnowflakeSettings, TrainerDataConfig
+    from bench.bench_ingest import BENCH_LOGIN, data_config, load_tokenizer
     from snowtrain.trainer.cpus import ingest_threads, serial_tokenizers
     from snowtrain.trainer.data.shard import Shard
     from snowtrain.trainer.data.source import SnowflakeSource
@@ -61,27 +60,13 @@ def _rank_main(args: argparse.Namespace) -> None:
     exchange = GroupExchange(world)
     tokenizer = load_tokenizer(args.tokenizer)
     serial_tokenizers()
-    cfg = TrainerDataConfig(
-        snowflake=SnowflakeSettings(
-            host="127.0.0.1",
-            port=args.port,
-            protocol="http",
-            database="BENCH",
-            schema="PUBLIC",
-            network_timeout_seconds=900,
-        ),
-        table="REVIEWS",
-        columns={"text": "TEXT", "label": "LABEL"},
-        validation={"fraction": 0.1},
-        batch_rows=8192,
-    )
-    env = {"SNOWFLAKE_ACCOUNT": "bench", "SNOWFLAKE_USER": "bench", "SNOWFLAKE_PASSWORD": "bench"}
+    cfg = data_config(args.port, "REVIEWS", 8192)
     shard = Shard(world.rank, world.size, exchange) if args.variant == "ranks-sharded" else None
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-rank{world.rank}-"))
     base_rss = peak_rss_mb()
     barrier(world)
     start, start_cpu = time.perf_counter(), cpu_seconds()
-    with SnowflakeSource(cfg, env=env, shard=shard) as src:
+    with SnowflakeSource(cfg, env=BENCH_LOGIN, shard=shard) as src:
         labels = src.profile("classification").labels or []
         label2id = {name: i for i, name in enumerate(labels)}
         stores = {
