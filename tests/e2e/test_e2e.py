@@ -612,11 +612,17 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
 ) -> None:
     """Several nodes on Kubernetes 1.20 (no Indexed Jobs) without cluster DNS: two pods meet
-    at their store's ClusterIP and train with gloo (no GPUs here) exactly as one pod with
-    twice the batch; a pod deleted mid-run ends the attempt and the next one resumes."""
+    at their store's ClusterIP and train with gloo (no GPUs here) as one pod with twice the
+    batch does, within a few percent at every evaluation; a pod deleted mid-run ends the
+    attempt and the next one resumes.
+
+    Not to rounding: each rank reads and draws its batches from its own share of the rows
+    (sharded ingest), so a step's 8 examples are not the one pod's 8. That two pods train
+    exactly as two ranks of one pod is shown to rounding in
+    tests/integration/test_trainer_launch.py (same launcher, same store)."""
     ns = release.namespace
-    # Dropout off (a base model made for this test): otherwise each rank's own dropout masks
-    # would be the one difference between the runs.
+    # Dropout off (a base model made for this test): each rank's own dropout masks would add
+    # noise of their own to the comparison.
     base = build_tiny_classifier(models_dir / "base/no-dropout", dropout=0.0)
     for path in [base, *base.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -641,8 +647,8 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     two = {e["step"]: e["evalLoss"] for e in _trainer_events(kubectl, ns, "two-pods", "eval")}
     print(f"[e2e] eval loss by step, one pod: {one}, two pods: {two}", flush=True)
     assert sorted(two) == sorted(one) and len(one) >= 6, (one, two)
-    for step, loss in one.items():  # the same curve, to rounding (each rank pads its batch)
-        assert two[step] == pytest.approx(loss, rel=1e-3), (step, one, two)
+    for step, loss in one.items():  # the same curve within tolerance (other batches, above)
+        assert two[step] == pytest.approx(loss, rel=0.06), (step, one, two)
     # and it is a curve, not two untrained models agreeing (this tiny set's eval loss rises)
     assert max(one.values()) - min(one.values()) > 1e-2, one
     [start] = _trainer_events(kubectl, ns, "two-pods", "start")
