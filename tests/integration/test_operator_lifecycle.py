@@ -17,21 +17,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from snowtrain.operator.kube import get_or_none
 from tests.fixtures.operator import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 GROUP, VERSION = "snowtrain.io", "v1alpha1"
-
-
-def get_or_none(read: Callable[..., Any], *args: Any) -> Any:
-    """``read(*args)``, or None when the object does not exist (404)."""
-    try:
-        return read(*args)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def ftj(name: str, mode: str = "succeed", **spec: Any) -> dict[str, Any]:

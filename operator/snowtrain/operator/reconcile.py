@@ -467,10 +467,10 @@ def _retire_rendezvous(
         delete_child(ctx.kube.core.delete_namespaced_service, name, namespace)
         # The Job last: while it is listed, a re-run deletes the Service again.
         batch = ctx.kube.batch
-        delete_child(batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
-        log.info(
-            "deleted the rendezvous store %s/%s (attempt %d is over)", namespace, name, attempt
-        )
+        if delete_child(
+            batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+        ):
+            log.info("deleted the rendezvous store %s/%s (attempt %d is over)", namespace, name, attempt)  # fmt: skip
 
 
 def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[str, Any]:

@@ -52,33 +52,22 @@ class EpochOrder:
         if self._cached and self._cached[0] == epoch:
             return self._cached[1]
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        if self.local:
-            shard = self._local_order(generator)
-            self._cached = (epoch, shard)
-            return shard
+        # One global batch groups by length: this rank's alone when it holds only its share.
+        group = self.batch_size * (1 if self.local else self.world.size)
         if self.lengths is None:
             perm = torch.randperm(self.size, generator=generator).tolist()
         else:
             from transformers.trainer_pt_utils import get_length_grouped_indices
 
-            perm = get_length_grouped_indices(
-                self.lengths, self.batch_size * self.world.size, generator=generator
-            )
-        perm += perm[: self.shard_size * self.world.size - self.size]  # equal shards
-        shard = perm[self.world.rank :: self.world.size]
+            perm = get_length_grouped_indices(self.lengths, group, generator=generator)
+        if self.local:  # its own examples, cycled up to the largest rank's share
+            laps = -(-self.shard_size // max(len(perm), 1))
+            shard = (perm * laps)[: self.shard_size]
+        else:
+            perm += perm[: self.shard_size * self.world.size - self.size]  # equal shards
+            shard = perm[self.world.rank :: self.world.size]
         self._cached = (epoch, shard)
         return shard
-
-    def _local_order(self, generator: torch.Generator) -> list[int]:
-        """A permutation of this rank's own examples, cycled up to ``shard_size``."""
-        if self.lengths is None:
-            perm = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            from transformers.trainer_pt_utils import get_length_grouped_indices
-
-            perm = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
-        laps = -(-self.shard_size // max(len(perm), 1))
-        return (perm * laps)[: self.shard_size]
 
     def batches(self, state: TrainState) -> Iterator[list[int]]:
         """Endless index batches from ``state.epoch/position``, advancing the state as it goes."""
