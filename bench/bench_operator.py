@@ -25,12 +25,14 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 GROUP, VERSION = "snowtrain.io", "v1alpha1"
 
@@ -139,6 +141,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def work_per_job(port: int, jobs: int) -> dict[str, float]:
+    """Reconciles and API requests (by verb) per job, from the operator's /metrics: what
+    grows with the job count shows here first."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "snowtrain_operator_reconcile_duration_seconds_count":
+                counts["reconciles"] = counts.get("reconciles", 0.0) + sample.value
+            elif sample.name == "snowtrain_operator_api_requests_total":
+                verb = "api_" + sample.labels["verb"]
+                counts[verb] = counts.get(verb, 0.0) + sample.value
+    return {k: round(v / jobs, 2) for k, v in sorted(counts.items())}
+
+
 def sustained(
     rec: Recorder,
     names: list[str],
@@ -189,16 +206,17 @@ def main() -> int:
     args = parser.parse_args()
 
     from tests.cluster import localkube
-    from tests.fixtures.operator import OperatorProcess, delete_jobs
+    from tests.fixtures.operator import OperatorProcess, delete_jobs, free_port
 
     cluster = localkube.up(crds_dir=Path("manifests/crds"))
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
+    metrics_port = free_port()
     op = OperatorProcess(
         cluster.kubeconfig, [ns], "snowtrain/fake-trainer:test",
-        env={"SNOWTRAIN_PROGRESS_REFRESH_SECONDS": "10"},
+        env={"SNOWTRAIN_PROGRESS_REFRESH_SECONDS": "10", "SNOWTRAIN_METRICS_PORT": str(metrics_port)},
     )  # fmt: skip
     op.start()
     result: dict[str, Any] = {"count": args.count}
@@ -263,6 +281,7 @@ def main() -> int:
         result["operator_cpu_ms_per_job"] = round(
             result["operator_cpu_seconds"] * 1000 / len(names), 1
         )
+        result["operator_work_per_job"] = work_per_job(metrics_port, len(names))
         print(json.dumps(result, indent=2), flush=True)
     finally:
         try:

@@ -10,7 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from snowtrain.api.kinds import AnyJob
+from snowtrain.api.validation import InvalidJob, parse_job
+
 from . import children as ch
+from .index import ChildIndex
 from .kube import Kube
 from .settings import OperatorSettings
 
@@ -44,10 +48,13 @@ class Context:
     due: dict[Key, float] = field(default_factory=dict)
     """When (monotonic) a job that is not running should be looked at again without a watch
     event (``status.recheck_after``)."""
+    children: ChildIndex = field(default_factory=ChildIndex)
+    """Every job's Jobs and pods, from the watches (what reconciles read instead of lists)."""
     guard: threading.Lock = field(default_factory=threading.Lock)
     events: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
     )
+    _parsed: dict[Key, tuple[tuple[Any, ...], AnyJob | InvalidJob]] = field(default_factory=dict)
     started: set[Key] = field(default_factory=set)
     """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
     defer_status: Callable[[Key], bool] = lambda key: False
@@ -66,15 +73,47 @@ class Context:
         resourceVersion is an etcd revision; were it ever not a number, newest-arrival wins.
         """
         key = job_key(body)
+        meta = body.get("metadata") or {}
+        if "managedFields" in meta:  # the API server's bookkeeping; never read, often large
+            body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         with self.guard:
             old = self.jobs.get(key)
             new_rv, old_rv = _resource_version(body), _resource_version(old) if old else None
             if old is None or new_rv is None or old_rv is None or new_rv >= old_rv:
                 self.jobs[key] = body
 
+    def parsed(self, key: Key, body: dict[str, Any]) -> AnyJob:
+        """The job's spec validated (:func:`parse_job`), once per version of what the
+        model holds: spec changes bump ``metadata.generation``, label and annotation changes
+        do not, so those are part of the key. Raises :class:`InvalidJob` like parse_job."""
+        meta = body.get("metadata") or {}
+        stamp = (
+            meta.get("uid"),
+            meta.get("generation"),
+            repr(meta.get("labels")),
+            repr(meta.get("annotations")),
+        )
+        with self.guard:
+            cached = self._parsed.get(key)
+        if cached is not None and cached[0] == stamp:
+            if isinstance(cached[1], InvalidJob):
+                raise InvalidJob(cached[1].errors)  # a fresh one: a re-raise grows its traceback
+            return cached[1]
+        result: AnyJob | InvalidJob
+        try:
+            result = parse_job({k: v for k, v in body.items() if k != "status"})
+        except InvalidJob as exc:
+            result = exc
+        with self.guard:
+            self._parsed[key] = (stamp, result)
+        if isinstance(result, InvalidJob):
+            raise result
+        return result
+
     def forget(self, key: Key) -> None:
         with self.guard:
             self.jobs.pop(key, None)
+            self._parsed.pop(key, None)
             self.started.discard(key)
         self.last_log_read.pop(key, None)
         self.reporting_pod.pop(key, None)

@@ -39,7 +39,7 @@ from . import metrics
 from .context import Context, Key, job_key
 from .kube import Kube
 from .leader import LeaderElector
-from .reconcile import PLURALS, reconcile
+from .reconcile import PLURALS, reconcile, sweep_children
 from .settings import OperatorSettings
 from .webhook_tls import WebhookTls, WebhookTlsError
 from .workqueue import WorkQueue
@@ -127,6 +127,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.start_server(SETTINGS.metrics_port)
     _QUEUE.start()
     threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
+    threading.Thread(target=_sweep_forever, name="index-sweep", daemon=True).start()
     _start_leader_election(api)
     log.info(
         "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s",
@@ -258,7 +259,10 @@ async def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 async def on_child_event(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any) -> None:
-    """A child changed: queue its owner (found from the child's labels)."""
+    """A child changed: index it (Jobs and pods), then queue its owner (found from the
+    child's labels)."""
+    if body.get("kind") in ctx().children.KINDS:
+        ctx().children.observe(dict(body), deleted=type == "DELETED")
     labels = meta.get("labels") or {}
     kind = labels.get(ch.LABEL_KIND)
     name = labels.get(ch.LABEL_JOB) or labels.get(ch.LABEL_SERVING)
@@ -301,6 +305,19 @@ def _resync_forever() -> None:
                 due = ctx().due.get(key, last + IDLE_RECHECK_SECONDS)
             if now >= due:
                 queue().add(key, RESYNC)
+
+
+def _sweep_forever() -> None:
+    """Prime, then periodically sweep, the child index of every namespace with jobs (on
+    every replica: a standby that takes over has its index ready)."""
+    while True:
+        time.sleep(RESYNC_TICK_SECONDS)
+        namespaces = {key[1] for key, _ in ctx().known()}
+        for namespace in ctx().children.sweep_due(namespaces):
+            try:
+                sweep_children(ctx(), namespace)
+            except Exception as exc:  # the index keeps answering from the watches; retried
+                log.warning("cannot list the children in %s: %s", namespace, exc)
 
 
 for _kind in (FineTuneJob, PretrainJob):

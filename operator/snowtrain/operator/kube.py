@@ -78,8 +78,9 @@ def create_child(
     namespace: str,
     body: dict[str, Any],
     read: Callable[..., Any] | None = None,
-) -> bool:
-    """Create; False when it exists already and is this job's (409: an idempotent re-run).
+) -> dict[str, Any] | None:
+    """Create; the object as the API server answered it (uid, resourceVersion, defaults),
+    or None when it exists already and is this job's (409: an idempotent re-run).
 
     With ``read`` (the matching read method), an existing object is read and must name the
     job's uid among its owners: another object of the name is never adopted, replaced or
@@ -87,9 +88,9 @@ def create_child(
     """
     kind, name = body["kind"], body["metadata"]["name"]
     try:
-        send(fn, namespace, body)
+        created: dict[str, Any] = raw(fn, namespace, body)
         log.info("created %s %s/%s", kind, namespace, name)
-        return True
+        return created
     except ApiException as exc:
         if exc.status in (400, 422):
             raise ChildRefused(
@@ -106,7 +107,7 @@ def create_child(
         existing = get_or_none(raw, read, name, namespace)
         if existing is not None and not owned_by(existing, uid):
             raise ChildRefused(R.CONFLICT, f"{kind} {name} already exists and is not this job's")
-    return False
+    return None
 
 
 def get_or_none(fn: Callable[..., Any], *args: Any) -> Any:

@@ -24,7 +24,7 @@ from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
 from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
 from snowtrain.api.torchrun import RENDEZVOUS_PORT
-from snowtrain.api.validation import InvalidJob, parse_job
+from snowtrain.api.validation import InvalidJob
 
 from . import attempts, metrics, trainer_log
 from . import children as ch
@@ -184,7 +184,7 @@ def _observe_spec(
     job: AnyJob | None = None
     try:
         # Status is ours and may hold fields of a newer operator: validate the spec only.
-        job = parse_job({k: v for k, v in body.items() if k != "status"})
+        job = ctx.parsed(job_key(body), body)
     except InvalidJob as exc:
         obs.invalid = f"invalid spec: {exc}"
     else:
@@ -221,20 +221,16 @@ class _FoundJobs:
 
 def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _FoundJobs:
     """The attempts so far: the Jobs this job owns, the attempt count and first start."""
-    meta = body["metadata"]
-    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
     old_status = obs.old_status
-    labels = {ch.LABEL_JOB: name, ch.LABEL_KIND: kind}
     # A job we never wrote a status for gets its first attempt without a look for Jobs:
     # the first reconcile of every job applied in a burst saves a request, and the Job
     # create answers 409 if a reconcile before a crash made it (then it is read).
     listed = bool(old_status) or job_key(body) in ctx.started
-    jobs = list_children(ctx.kube.batch.list_namespaced_job, ns, labels) if listed else []
-    jobs = [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
+    recorded = int((old_status.get("job") or {}).get("attempts") or 0)
+    jobs = _owned_jobs(ctx, body, recorded) if listed else []
     stores = {_attempt_of(j): j for j in jobs if _component(j) == ch.COMPONENT_RENDEZVOUS}
     jobs = [j for j in jobs if _component(j) != ch.COMPONENT_RENDEZVOUS]
     by_attempt = {_attempt_of(j): j for j in jobs}
-    recorded = int((old_status.get("job") or {}).get("attempts") or 0)
     obs.attempt = max([recorded, *by_attempt])
     starts = [j["status"]["startTime"] for j in jobs if (j.get("status") or {}).get("startTime")]
     obs.first_start_time = (old_status.get("job") or {}).get("startTime") or (
@@ -246,6 +242,46 @@ def _observe_jobs(ctx: Context, body: dict[str, Any], obs: st.Observed) -> _Foun
         obs.base_waiting = obs.base_failed = None
     deleting = any((j.get("metadata") or {}).get("deletionTimestamp") for j in jobs)
     return _FoundJobs(by_attempt, deleting, stores)
+
+
+def _owned_jobs(ctx: Context, body: dict[str, Any], recorded: int) -> list[dict[str, Any]]:
+    """The job's batch Jobs (trainer attempts and rendezvous stores): from the child index,
+    or listed when the index cannot answer or lacks the attempt the status records."""
+    meta = body["metadata"]
+    owner = job_key(body)
+    jobs = ctx.children.children("Job", owner)
+    if jobs is None or (recorded and not any(
+        _attempt_of(j) == recorded and _component(j) != ch.COMPONENT_RENDEZVOUS for j in jobs
+    )):  # fmt: skip
+        labels = {ch.LABEL_JOB: owner[2], ch.LABEL_KIND: owner[0]}
+        jobs = list_children(ctx.kube.batch.list_namespaced_job, owner[1], labels)
+        ctx.children.put_all({**j, "kind": "Job"} for j in jobs)
+    return [j for j in jobs if owned_by(j, meta.get("uid"))]  # a label is no proof of owner
+
+
+def _attempt_pods(ctx: Context, owner: Key, attempt: int) -> list[dict[str, Any]]:
+    """The attempt's trainer pods (the Job says it has some): from the child index, or
+    listed when the index cannot answer or has none of them yet."""
+    labels = {
+        ch.LABEL_JOB: owner[2],
+        ch.LABEL_KIND: owner[0],
+        ch.LABEL_ATTEMPT: str(attempt),
+        ch.LABEL_COMPONENT: ch.COMPONENT_TRAINER,
+    }
+    pods = ctx.children.children("Pod", owner, labels)
+    if not pods:
+        pods = list_children(ctx.kube.core.list_namespaced_pod, owner[1], labels)
+        ctx.children.put_all({**p, "kind": "Pod"} for p in pods)
+    return pods
+
+
+def sweep_children(ctx: Context, namespace: str) -> None:
+    """List the namespace's Jobs and pods that belong to jobs into the child index (its
+    priming, and its periodic sweep: see :mod:`snowtrain.operator.index`)."""
+    for kind, fn in (("Job", ctx.kube.batch.list_namespaced_job), ("Pod", ctx.kube.core.list_namespaced_pod)):  # fmt: skip
+        answer = raw(fn, namespace, label_selector=ch.LABEL_JOB, resource_version="0")
+        rv = str((answer.get("metadata") or {}).get("resourceVersion") or "")
+        ctx.children.replace(kind, namespace, answer.get("items") or [], rv)
 
 
 def _may_run(obs: st.Observed) -> bool:
@@ -285,13 +321,7 @@ def _observe_attempt(
                 resource_version="0",
             )["items"]
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
-        pod_labels = {
-            ch.LABEL_JOB: name,
-            ch.LABEL_KIND: kind,
-            ch.LABEL_ATTEMPT: str(obs.attempt),
-            ch.LABEL_COMPONENT: ch.COMPONENT_TRAINER,
-        }
-        pods = list_children(ctx.kube.core.list_namespaced_pod, ns, pod_labels)
+        pods = _attempt_pods(ctx, (kind, ns, name), obs.attempt)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
     obs.current = attempts.observe_attempt(
         current, pods, user_suspended=obs.suspend, job_events=job_events
@@ -432,8 +462,12 @@ def _start_attempt(
     manifest = ch.build_training_job(
         job, ctx.settings, attempt, ctx.caps, pretrain_uri, rendezvous_endpoint=endpoint
     )
-    if create_child(kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job):
-        return manifest
+    created = create_child(
+        kube.batch.create_namespaced_job, ns, manifest, kube.batch.read_namespaced_job
+    )
+    if created is not None:
+        ctx.children.observe(created)  # the next reconcile must see it, watch or not
+        return created
     # It existed (a reconcile before a crash created it): observe the real one.
     return cast(
         "dict[str, Any]", raw(ctx.kube.batch.read_namespaced_job, manifest["metadata"]["name"], ns)
@@ -445,7 +479,11 @@ def _start_rendezvous(ctx: Context, job: AnyJob, attempt: int) -> str:
     its trainer pods; returns ``clusterIP:port``, the address the pods dial."""
     ns, kube = job.metadata.namespace or "default", ctx.kube
     store = ch.build_rendezvous_job(job, ctx.settings, attempt, ctx.caps)
-    create_child(kube.batch.create_namespaced_job, ns, store, kube.batch.read_namespaced_job)
+    created = create_child(
+        kube.batch.create_namespaced_job, ns, store, kube.batch.read_namespaced_job
+    )
+    if created is not None:
+        ctx.children.observe(created)
     service = ch.build_rendezvous_service(job, attempt)
     create_child(
         kube.core.create_namespaced_service, ns, service, kube.core.read_namespaced_service

@@ -1,0 +1,98 @@
+"""The operator's child index: what reconciles read instead of listing Jobs and pods. It must
+never show a reconcile less than a watch-cache list would: not an older version of a child,
+not a child whose deletion was seen, and not nothing when it cannot know."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snowtrain.operator import children as ch
+from snowtrain.operator import index
+from snowtrain.operator.index import ChildIndex
+
+OWNER = ("FineTuneJob", "team-a", "sentiment")
+
+
+def child(
+    kind: str, name: str, rv: int, *, uid: str | None = None, attempt: int = 1, **status: Any
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": OWNER[1],
+            "uid": uid or f"uid-{name}",
+            "resourceVersion": str(rv),
+            "labels": {
+                ch.LABEL_JOB: OWNER[2],
+                ch.LABEL_KIND: OWNER[0],
+                ch.LABEL_ATTEMPT: str(attempt),
+                ch.LABEL_COMPONENT: ch.COMPONENT_TRAINER,
+            },
+            "managedFields": [{"manager": "kube-controller-manager"}],
+        },
+        "spec": {"parallelism": 1, "template": {"spec": {"containers": [{"name": "trainer"}]}}},
+        "status": status,
+    }
+
+
+def primed() -> ChildIndex:
+    idx = ChildIndex()
+    for kind in ChildIndex.KINDS:
+        idx.replace(kind, OWNER[1], [], "1")
+    return idx
+
+
+def test_an_unprimed_namespace_is_not_answered_so_the_reconcile_lists() -> None:
+    idx = ChildIndex()
+    idx.observe(child("Job", "sentiment-a1", 5))
+    assert idx.children("Job", OWNER) is None
+    idx.replace("Job", OWNER[1], [], "4")  # the list predates the event: the Job stays
+    assert [j["metadata"]["name"] for j in idx.children("Job", OWNER) or []] == ["sentiment-a1"]
+    assert idx.children("Pod", OWNER) is None  # pods of the namespace are not listed yet
+
+
+def test_the_newest_version_wins_whatever_order_it_arrives_in() -> None:
+    idx = primed()
+    idx.observe(child("Job", "sentiment-a1", 7, active=1))
+    idx.observe(child("Job", "sentiment-a1", 6))  # a create's answer after the watch event
+    (job,) = idx.children("Job", OWNER) or []
+    assert job["status"] == {"active": 1}
+    assert job["spec"] == {"parallelism": 1}  # only what reconciles read is kept
+    assert "managedFields" not in job["metadata"]
+
+
+def test_a_deletion_is_final_even_when_a_lagging_list_still_has_the_object() -> None:
+    idx = primed()
+    idx.observe(child("Pod", "sentiment-a1-x", 3))
+    idx.observe(child("Pod", "sentiment-a1-x", 4), deleted=True)
+    idx.replace("Pod", OWNER[1], [child("Pod", "sentiment-a1-x", 3)], "3")
+    assert idx.children("Pod", OWNER) == []
+
+
+def test_a_sweep_drops_what_the_watch_missed_but_keeps_what_is_newer_than_the_list() -> None:
+    idx = primed()
+    idx.observe(child("Job", "sentiment-a1", 5))  # deleted while the watch was down
+    idx.observe(child("Job", "sentiment-a2", 9, attempt=2))  # created after the list
+    idx.replace("Job", OWNER[1], [], "8")
+    names = [j["metadata"]["name"] for j in idx.children("Job", OWNER) or []]
+    assert names == ["sentiment-a2"]
+
+
+def test_children_are_found_by_owner_and_labels_only() -> None:
+    idx = primed()
+    idx.observe(child("Pod", "sentiment-a1-x", 3))
+    idx.observe(child("Pod", "sentiment-a2-y", 4, attempt=2))
+    other = child("Pod", "other-a1-z", 5)
+    other["metadata"]["labels"][ch.LABEL_JOB] = "other"
+    idx.observe(other)
+    pods = idx.children("Pod", OWNER, {ch.LABEL_ATTEMPT: "2"}) or []
+    assert [p["metadata"]["name"] for p in pods] == ["sentiment-a2-y"]
+    assert len(idx) == 3
+
+
+def test_every_namespace_is_swept_again_after_the_period(monkeypatch: Any) -> None:
+    idx = primed()
+    assert idx.sweep_due([OWNER[1], "team-b"]) == ["team-b"]
+    monkeypatch.setattr(index, "SWEEP_SECONDS", 0.0)
+    assert idx.sweep_due([OWNER[1]]) == [OWNER[1]]
