@@ -142,7 +142,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def work_per_job(port: int, jobs: int) -> dict[str, float]:
-    """Reconciles and API requests (by verb) per job, from the operator's /metrics: what
+    """Reconciles and API requests (by verb and resource) per job, from the operator's /metrics: what
     grows with the job count shows here first."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     counts: dict[str, float] = {}
@@ -151,7 +151,7 @@ def work_per_job(port: int, jobs: int) -> dict[str, float]:
             if sample.name == "snowtrain_operator_reconcile_duration_seconds_count":
                 counts["reconciles"] = counts.get("reconciles", 0.0) + sample.value
             elif sample.name == "snowtrain_operator_api_requests_total":
-                verb = "api_" + sample.labels["verb"]
+                verb = f"api_{sample.labels['verb']}_{sample.labels['resource']}"
                 counts[verb] = counts.get(verb, 0.0) + sample.value
     return {k: round(v / jobs, 2) for k, v in sorted(counts.items())}
 

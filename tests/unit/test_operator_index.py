@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from snowtrain.operator import children as ch
-from snowtrain.operator import index
+from snowtrain.operator import index, job_events
 from snowtrain.operator.index import ChildIndex
 
 OWNER = ("FineTuneJob", "team-a", "sentiment")
@@ -96,3 +96,24 @@ def test_every_namespace_is_swept_again_after_the_period(monkeypatch: Any) -> No
     assert idx.sweep_due([OWNER[1], "team-b"]) == ["team-b"]
     monkeypatch.setattr(index, "SWEEP_SECONDS", 0.0)
     assert idx.sweep_due([OWNER[1]]) == [OWNER[1]]
+
+
+def test_jobs_without_pods_share_one_failed_create_list_per_namespace(monkeypatch: Any) -> None:
+    """Why a Job has no pods comes from the Job controller's FailedCreate Events: a thousand
+    such Jobs cost one list of their namespace's, not one list each."""
+    listed: list[str] = []
+
+    def lister(namespace: str) -> list[dict[str, Any]]:
+        listed.append(namespace)
+        quota = "exceeded quota: gpu-quota"
+        return [{"involvedObject": {"name": "a-a1"}, "reason": "FailedCreate", "message": quota}]
+
+    events = job_events.FailedCreates(lister)
+    assert [e["message"] for e in events.of("team-a", "a-a1")] == ["exceeded quota: gpu-quota"]
+    assert all(events.of("team-a", f"job{i}-a1") == [] for i in range(1000))
+    assert listed == ["team-a"]
+    events.of("team-b", "b-a1")
+    assert listed == ["team-a", "team-b"]
+    monkeypatch.setattr(job_events, "MAX_AGE_SECONDS", 0.0)  # stale: the next look lists
+    events.of("team-a", "a-a1")
+    assert listed == ["team-a", "team-b", "team-a"]

@@ -43,7 +43,13 @@ def value(name: str, text: bytes | None = None, **labels: str) -> float | None:
 
 
 def count(name: str, **labels: str) -> float:
-    return value(name, **labels) or 0.0
+    """The sum of the samples with these labels (whatever their other labels)."""
+    total = 0.0
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -298,25 +304,35 @@ def test_api_errors_are_counted_by_verb_and_code_through_the_real_client(
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "verb"),
+    ("method", "path", "verb", "resource"),
     [
-        ("GET", "/api/v1/namespaces/ml/pods", "list"),
-        ("GET", "/api/v1/namespaces/ml/pods/p", "get"),
-        ("GET", "/api/v1/namespaces/ml/pods/p/log", "get"),
-        ("GET", "/api/v1/namespaces", "list"),
-        ("GET", "/api/v1/namespaces/ml", "get"),
-        ("GET", f"/apis/{GROUP}/{VERSION}/finetunejobs", "list"),
-        ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/ml/finetunejobs/a", "get"),
-        ("GET", "/version/", "get"),
-        ("POST", "/api/v1/namespaces/ml/events", "create"),
-        ("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/ml/finetunejobs/a/status", "patch"),
-        ("PUT", "/apis/apps/v1/namespaces/ml/deployments/d", "update"),
-        ("DELETE", "/apis/batch/v1/namespaces/ml/jobs/j", "delete"),
-        ("DELETE", "/apis/batch/v1/namespaces/ml/jobs", "deletecollection"),
+        ("GET", "/api/v1/namespaces/ml/pods", "list", "pods"),
+        ("GET", "/api/v1/namespaces/ml/pods/p", "get", "pods"),
+        ("GET", "/api/v1/namespaces/ml/pods/p/log", "get", "pods/log"),
+        ("GET", "/api/v1/namespaces", "list", "namespaces"),
+        ("GET", "/api/v1/namespaces/ml", "get", "namespaces"),
+        ("GET", f"/apis/{GROUP}/{VERSION}/finetunejobs", "list", "finetunejobs"),
+        ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/ml/finetunejobs/a", "get", "finetunejobs"),
+        ("GET", "/version/", "get", ""),
+        ("POST", "/api/v1/namespaces/ml/events", "create", "events"),
+        (
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/ml/finetunejobs/a/status",
+            "patch",
+            "finetunejobs/status",
+        ),
+        ("PUT", "/apis/apps/v1/namespaces/ml/deployments/d", "update", "deployments"),
+        ("DELETE", "/apis/batch/v1/namespaces/ml/jobs/j", "delete", "jobs"),
+        ("DELETE", "/apis/batch/v1/namespaces/ml/jobs", "deletecollection", "jobs"),
     ],
 )
-def test_http_requests_map_to_kubernetes_verbs(method: str, path: str, verb: str) -> None:
-    assert metrics.verb(method, f"https://10.0.0.1:6443{path}?labelSelector=a%3Db") == verb
+def test_http_requests_map_to_kubernetes_verbs_and_resources(
+    method: str, path: str, verb: str, resource: str
+) -> None:
+    """The labels an operator's dashboard groups API load by (what RBAC and audit say)."""
+    url = f"https://10.0.0.1:6443{path}?labelSelector=a%3Db"
+    assert metrics.verb(method, url) == verb
+    assert metrics._verb_and_resource(method, url) == (verb, resource)
 
 
 def test_the_metrics_endpoint_shows_leadership_and_webhook_decisions() -> None:

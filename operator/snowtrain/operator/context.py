@@ -15,7 +15,8 @@ from snowtrain.api.validation import InvalidJob, parse_job
 
 from . import children as ch
 from .index import ChildIndex
-from .kube import Kube
+from .job_events import FIELD_SELECTOR, FailedCreates
+from .kube import Kube, raw
 from .settings import OperatorSettings
 
 Key = tuple[str, str, str]
@@ -48,6 +49,8 @@ class Context:
     due: dict[Key, float] = field(default_factory=dict)
     """When (monotonic) a job that is not running should be looked at again without a watch
     event (``status.recheck_after``)."""
+    failed_creates: FailedCreates = field(init=False)
+    """Why Jobs have no pods (the Job controller's FailedCreate Events), by namespace."""
     children: ChildIndex = field(default_factory=ChildIndex)
     """Every job's Jobs and pods, from the watches (what reconciles read instead of lists)."""
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -62,6 +65,21 @@ class Context:
     waiting, in which case the caller has queued this job again and its status (and
     Event) are written then. In a burst every job gets its Job before any status write
     competes with the Job creates on the API server."""
+
+    def __post_init__(self) -> None:
+        self.failed_creates = FailedCreates(self._list_failed_creates)
+
+    def _list_failed_creates(self, namespace: str) -> list[dict[str, Any]]:
+        # From the watch cache (resourceVersion 0): a quorum read would scan every Event of
+        # the namespace in etcd, and a burst of new jobs leaves thousands there.
+        answer = raw(
+            self.kube.core.list_namespaced_event,
+            namespace,
+            field_selector=FIELD_SELECTOR,
+            resource_version="0",
+        )
+        items: list[dict[str, Any]] = answer["items"]
+        return items
 
     def remember(self, body: dict[str, Any]) -> None:
         """Keep ``body`` unless a newer version of the job is known already.

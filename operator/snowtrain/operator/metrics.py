@@ -71,8 +71,9 @@ WORKQUEUE_RETRIES = Counter(
 )
 API_REQUESTS = Counter(
     PREFIX + "api_requests",
-    "Kubernetes API requests sent by the operator's API client, by verb.",
-    ["verb"],
+    "Kubernetes API requests sent by the operator's API client, by verb and resource "
+    "(with its subresource: pods/log, finetunejobs/status).",
+    ["verb", "resource"],
     registry=REGISTRY,
 )
 API_ERRORS = Counter(
@@ -215,33 +216,41 @@ def webhook_decision(kind: str, allowed: bool) -> None:
 
 
 # -- the Kubernetes API client ------------------------------------------------------------
-def _is_collection(path: str) -> bool:
-    """Whether a Kubernetes API path names a collection (``.../pods``) rather than one
-    object or its subresource (``.../pods/p``, ``.../pods/p/log``): GET on it is a list."""
+def _api_target(path: str) -> tuple[bool, str]:
+    """What a Kubernetes API path names: whether it is a collection (``.../pods``) rather
+    than one object or its subresource (``.../pods/p``, ``.../pods/p/log``), and the
+    resource (``pods``, ``pods/log``; ``""`` for /version, /healthz, discovery)."""
     parts = [p for p in path.split("/") if p]
     for i, part in enumerate(parts):
         if part in ("api", "apis"):
             rest = parts[i + (2 if part == "api" else 3) :]  # past the (group and) version
             break
     else:
-        return False  # /version, /healthz, discovery
+        return False, ""
     if len(rest) >= 3 and rest[0] == "namespaces":
         rest = rest[2:]  # namespaces/{ns}/{resource}/...
-    return len(rest) == 1
+    if not rest:
+        return False, ""
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    return len(rest) == 1, resource
 
 
 def verb(method: str, url: str) -> str:
     """The Kubernetes verb (as RBAC and audit logs name it) of an HTTP request."""
+    return _verb_and_resource(method, url)[0]
+
+
+def _verb_and_resource(method: str, url: str) -> tuple[str, str]:
+    collection, resource = _api_target(urlsplit(url).path)
     method = method.upper()
     simple = {"POST": "create", "PUT": "update", "PATCH": "patch"}
     if method in simple:
-        return simple[method]
-    collection = _is_collection(urlsplit(url).path)
+        return simple[method], resource
     if method == "DELETE":
-        return "deletecollection" if collection else "delete"
+        return ("deletecollection" if collection else "delete"), resource
     if method in ("GET", "HEAD"):
-        return "list" if collection else "get"
-    return method.lower()
+        return ("list" if collection else "get"), resource
+    return method.lower(), resource
 
 
 def instrument(api_client: ApiClient) -> ApiClient:
@@ -257,8 +266,8 @@ def instrument(api_client: ApiClient) -> ApiClient:
     send: Callable[..., Any] = rest.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        v = verb(method, url)
-        API_REQUESTS.labels(v).inc()
+        v, resource = _verb_and_resource(method, url)
+        API_REQUESTS.labels(v, resource).inc()
         try:
             response = send(method, url, *args, **kwargs)
         except ApiException as exc:

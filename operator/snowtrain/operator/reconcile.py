@@ -311,15 +311,7 @@ def _observe_attempt(
         obs.job_name = current["metadata"]["name"]
     if current is not None and not has_pods:
         if _waiting_for_pods(current, obs.now):
-            # From the watch cache (resourceVersion 0), like the children: a quorum read
-            # would scan every Event of the namespace in etcd, and a burst of new jobs
-            # leaves thousands there (each unschedulable pod adds its own).
-            job_events = raw(
-                ctx.kube.core.list_namespaced_event,
-                ns,
-                field_selector=f"involvedObject.kind=Job,involvedObject.name={obs.job_name}",
-                resource_version="0",
-            )["items"]
+            job_events = ctx.failed_creates.of(ns, current["metadata"]["name"])
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         pods = _attempt_pods(ctx, (kind, ns, name), obs.attempt)
         obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
@@ -372,11 +364,12 @@ def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> No
     old_status = body.get("status") or {}
     patch = merge_patch(old_status, outcome.status)
     if patch:
-        written = ctx.kube.custom.patch_namespaced_custom_object_status(
+        written = raw(
+            ctx.kube.custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, meta["namespace"], PLURALS[body["kind"]], meta["name"],
             {"status": patch},
         )  # fmt: skip
-        ctx.remember(cast("dict[str, Any]", written))
+        ctx.remember(written)
     if outcome.phase != old_status.get("phase"):
         _emit_event(ctx, body, old_status.get("phase"), outcome)
 
