@@ -202,6 +202,10 @@ def main() -> int:
         "--run-seconds after it appears",
     )  # fmt: skip
     parser.add_argument("--run-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--operator-env", action="append", default=[], metavar="NAME=VALUE",
+        help="an operator setting to try (SNOWTRAIN_MAX_WORKERS=64); repeatable",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
 
@@ -216,10 +220,14 @@ def main() -> int:
     metrics_port = free_port()
     op = OperatorProcess(
         cluster.kubeconfig, [ns], "snowtrain/fake-trainer:test",
-        env={"SNOWTRAIN_PROGRESS_REFRESH_SECONDS": "10", "SNOWTRAIN_METRICS_PORT": str(metrics_port)},
+        env={
+            "SNOWTRAIN_PROGRESS_REFRESH_SECONDS": "10",
+            "SNOWTRAIN_METRICS_PORT": str(metrics_port),
+            **dict(item.split("=", 1) for item in args.operator_env),
+        },
     )  # fmt: skip
     op.start()
-    result: dict[str, Any] = {"count": args.count}
+    result: dict[str, Any] = {"count": args.count, "operator_env": args.operator_env}
     try:
         rec = Recorder(api, ns)
         time.sleep(1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from snowtrain.operator import children as ch
-from snowtrain.operator import index, job_events
+from snowtrain.operator import job_events
 from snowtrain.operator.index import ChildIndex
 
 OWNER = ("FineTuneJob", "team-a", "sentiment")
@@ -91,11 +91,13 @@ def test_children_are_found_by_owner_and_labels_only() -> None:
     assert len(idx) == 3
 
 
-def test_every_namespace_is_swept_again_after_the_period(monkeypatch: Any) -> None:
-    idx = primed()
-    assert idx.sweep_due([OWNER[1], "team-b"]) == ["team-b"]
-    monkeypatch.setattr(index, "SWEEP_SECONDS", 0.0)
-    assert idx.sweep_due([OWNER[1]]) == [OWNER[1]]
+def test_a_cluster_wide_list_primes_and_sweeps_every_namespace() -> None:
+    idx = ChildIndex()
+    idx.observe(child("Job", "sentiment-a1", 5))  # deleted while no watch ran
+    idx.replace("Job", None, [child("Job", "sentiment-a2", 7, attempt=2)], "8")
+    assert idx.primed("Job", OWNER[1]) and idx.primed("Job", "team-b")
+    assert not idx.primed("Pod", OWNER[1])
+    assert [j["metadata"]["name"] for j in idx.children("Job", OWNER) or []] == ["sentiment-a2"]
 
 
 def test_jobs_without_pods_share_one_failed_create_list_per_namespace(monkeypatch: Any) -> None:

@@ -37,9 +37,10 @@ from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 from . import children as ch
 from . import metrics
 from .context import Context, Key, job_key
+from .informer import ChildInformer
 from .kube import Kube
 from .leader import LeaderElector
-from .reconcile import PLURALS, reconcile, sweep_children
+from .reconcile import PLURALS, reconcile
 from .settings import OperatorSettings
 from .webhook_tls import WebhookTls, WebhookTlsError
 from .workqueue import WorkQueue
@@ -127,7 +128,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.start_server(SETTINGS.metrics_port)
     _QUEUE.start()
     threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
-    threading.Thread(target=_sweep_forever, name="index-sweep", daemon=True).start()
+    _start_informers(_CTX)
     _start_leader_election(api)
     log.info(
         "snowtrain operator started: Kubernetes %s.%s, Job.spec.suspend %s",
@@ -258,11 +259,31 @@ async def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
                 queue().add(other, CHILD_CHANGED)
 
 
-async def on_child_event(body: kopf.Body, meta: kopf.Meta, type: str | None, **_: Any) -> None:
-    """A child changed: index it (Jobs and pods), then queue its owner (found from the
-    child's labels)."""
-    if body.get("kind") in ctx().children.KINDS:
-        ctx().children.observe(dict(body), deleted=type == "DELETED")
+def _start_informers(context: Context) -> None:
+    """List + watch Jobs and pods (ours carry the job label) into the child index, on every
+    replica: a standby that takes over has its index ready."""
+    namespaces: list[str | None] = [*SETTINGS.namespace_list] or [None]
+    for namespace in namespaces:
+        for kind in context.children.KINDS:
+            informer = ChildInformer(
+                context.kube, kind, namespace, context.children, on_child_change,
+                watch_timeout_seconds=SETTINGS.watch_server_timeout,
+                request_timeout_seconds=SETTINGS.watch_client_timeout,
+            )  # fmt: skip
+            threading.Thread(
+                target=informer.run_forever, name=f"watch-{kind.lower()}s", daemon=True
+            ).start()
+
+
+async def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A serving Deployment changed (kopf's watch)."""
+    on_child_change(type, body)
+
+
+def on_child_change(type: str | None, body: Any) -> None:
+    """A child changed (the index has it already): queue its owner, found from the child's
+    labels. Called on the informers' threads and kopf's loop; the queue is thread-safe."""
+    meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     kind = labels.get(ch.LABEL_KIND)
     name = labels.get(ch.LABEL_JOB) or labels.get(ch.LABEL_SERVING)
@@ -307,21 +328,7 @@ def _resync_forever() -> None:
                 queue().add(key, RESYNC)
 
 
-def _sweep_forever() -> None:
-    """Prime, then periodically sweep, the child index of every namespace with jobs (on
-    every replica: a standby that takes over has its index ready)."""
-    while True:
-        time.sleep(RESYNC_TICK_SECONDS)
-        namespaces = {key[1] for key, _ in ctx().known()}
-        for namespace in ctx().children.sweep_due(namespaces):
-            try:
-                sweep_children(ctx(), namespace)
-            except Exception as exc:  # the index keeps answering from the watches; retried
-                log.warning("cannot list the children in %s: %s", namespace, exc)
-
-
 for _kind in (FineTuneJob, PretrainJob):
     kopf.on.event(GROUP, VERSION, _kind.PLURAL)(on_job_event)
-kopf.on.event("batch", "v1", "jobs", labels={ch.LABEL_JOB: kopf.PRESENT})(on_child_event)
-kopf.on.event("", "v1", "pods", labels={ch.LABEL_JOB: kopf.PRESENT})(on_child_event)
-kopf.on.event("apps", "v1", "deployments", labels={ch.LABEL_SERVING: kopf.PRESENT})(on_child_event)
+# Jobs and pods are watched by the informers (:mod:`.informer`), not kopf.
+kopf.on.event("apps", "v1", "deployments", labels={ch.LABEL_SERVING: kopf.PRESENT})(on_deployment_event)  # fmt: skip

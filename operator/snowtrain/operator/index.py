@@ -10,18 +10,15 @@ client-go's informers give controllers written in Go.
 
 How it stays true:
 
-- **Watch events** update entries (newer ``resourceVersion`` wins); the event handler
-  updates the index *before* it queues the reconcile, so a reconcile triggered by a change
-  sees at least that change (the freshness a watch-cache list had).
+- **List, then watch** (:mod:`snowtrain.operator.informer`): a kind's view is replaced by
+  each list (an object deleted while no watch ran is dropped), then watch events update
+  entries (newer ``resourceVersion`` wins). The informer updates the index *before* it
+  queues the reconcile, so a reconcile triggered by a change sees at least that change.
 - **Our own creates are written through** (the object the API answered), so a reconcile
   right after a create never misses the Job it just made, whatever its watch event does.
-- **A namespace is primed** by one list of its children before the index answers for it
-  (until then, and for a while after an operator restart, reconciles list as before), and
-  **swept** by such a list every :data:`SWEEP_SECONDS`: entries the list no longer has and
-  that are not newer than it are dropped. A watch that was down when an object was deleted
-  never says so (a re-list sends only what exists); the sweep bounds how long such a
-  phantom can live. A deletion the watch reported is remembered (a tombstone), so a list
-  from a lagging cache does not bring the object back.
+- **Until a namespace's first list is in**, the index does not answer for it and reconciles
+  list as before. A deletion the watch reported is remembered (a tombstone), so a reconcile's
+  list from a lagging cache does not bring the object back.
 - Callers fall back to a real list where absence would decide something: the job's status
   names an attempt whose Job the index lacks, or a Job says it has pods the index lacks.
 
@@ -42,8 +39,6 @@ from . import children as ch
 Owner = tuple[str, str, str]
 """(kind, namespace, name) of the FineTuneJob/PretrainJob a child belongs to."""
 
-SWEEP_SECONDS = 300.0
-"""How often each namespace's children are re-listed to drop what a watch gap hid."""
 TOMBSTONE_SECONDS = 600.0
 """How long a deletion the watch reported keeps the object out of (lagging) lists."""
 
@@ -106,7 +101,7 @@ class ChildIndex:
         self._by_owner: dict[tuple[str, Owner], dict[str, dict[str, Any]]] = {}
         self._where: dict[str, tuple[str, Owner]] = {}  # uid -> (child kind, owner)
         self._tombstones: dict[str, float] = {}  # uid -> when its deletion was seen
-        self._swept: dict[tuple[str, str], float] = {}  # (child kind, namespace) -> when
+        self._listed: set[tuple[str, str | None]] = set()  # (kind, namespace; None: all)
 
     # -- updates --------------------------------------------------------------------------
     def observe(self, body: dict[str, Any], *, deleted: bool = False) -> None:
@@ -127,9 +122,12 @@ class ChildIndex:
         for item in items:
             self.observe(item)
 
-    def replace(self, kind: str, namespace: str, items: list[dict[str, Any]], list_rv: str) -> None:
-        """A full list of the namespace's children of ``kind`` (at ``list_rv``): add what is
-        new, drop what the list no longer has unless we saw it change after the list."""
+    def replace(
+        self, kind: str, namespace: str | None, items: list[dict[str, Any]], list_rv: str
+    ) -> None:
+        """A full list of the namespace's children of ``kind`` (None: every namespace's) at
+        ``list_rv``: add what is new, drop what the list no longer has unless it changed
+        after the list (a create written through)."""
         listed_rv = int(list_rv) if list_rv.isdigit() else None
         now = time.monotonic()
         with self._lock:
@@ -141,7 +139,7 @@ class ChildIndex:
                 seen.add(uid)
                 self._upsert(kind, uid, {**item, "kind": kind})
             for uid, (child_kind, owner) in list(self._where.items()):
-                if child_kind != kind or owner[1] != namespace or uid in seen:
+                if child_kind != kind or namespace not in (None, owner[1]) or uid in seen:
                     continue
                 entry_rv = _rv(self._by_owner[(child_kind, owner)][uid])
                 if listed_rv is None or entry_rv is None or entry_rv <= listed_rv:
@@ -149,7 +147,7 @@ class ChildIndex:
             for uid, when in list(self._tombstones.items()):
                 if now - when > TOMBSTONE_SECONDS:
                     del self._tombstones[uid]
-            self._swept[(kind, namespace)] = now
+            self._listed.add((kind, namespace))
 
     def _upsert(self, kind: str, uid: str, body: dict[str, Any]) -> None:
         owner = owner_of(body)
@@ -174,18 +172,13 @@ class ChildIndex:
 
     # -- reads ----------------------------------------------------------------------------
     def primed(self, kind: str, namespace: str) -> bool:
+        """The namespace's children of ``kind`` have been listed once (what the index says
+        is complete from then on)."""
         with self._lock:
-            return (kind, namespace) in self._swept
+            return self._primed(kind, namespace)
 
-    def sweep_due(self, namespaces: Iterable[str]) -> list[str]:
-        """Namespaces never listed, or not for :data:`SWEEP_SECONDS`."""
-        now = time.monotonic()
-        with self._lock:
-            return [
-                ns
-                for ns in sorted(set(namespaces))
-                if any(now - self._swept.get((k, ns), -1e18) >= SWEEP_SECONDS for k in self.KINDS)
-            ]
+    def _primed(self, kind: str, namespace: str) -> bool:
+        return (kind, namespace) in self._listed or (kind, None) in self._listed
 
     def children(
         self, kind: str, owner: Owner, labels: dict[str, str] | None = None
@@ -193,7 +186,7 @@ class ChildIndex:
         """The owner's children of ``kind`` matching ``labels``; None while the namespace
         is not primed (the caller lists instead)."""
         with self._lock:
-            if (kind, owner[1]) not in self._swept:
+            if not self._primed(kind, owner[1]):
                 return None
             entries = list(self._by_owner.get((kind, owner), {}).values())
         if labels:

@@ -275,15 +275,6 @@ def _attempt_pods(ctx: Context, owner: Key, attempt: int) -> list[dict[str, Any]
     return pods
 
 
-def sweep_children(ctx: Context, namespace: str) -> None:
-    """List the namespace's Jobs and pods that belong to jobs into the child index (its
-    priming, and its periodic sweep: see :mod:`snowtrain.operator.index`)."""
-    for kind, fn in (("Job", ctx.kube.batch.list_namespaced_job), ("Pod", ctx.kube.core.list_namespaced_pod)):  # fmt: skip
-        answer = raw(fn, namespace, label_selector=ch.LABEL_JOB, resource_version="0")
-        rv = str((answer.get("metadata") or {}).get("resourceVersion") or "")
-        ctx.children.replace(kind, namespace, answer.get("items") or [], rv)
-
-
 def _may_run(obs: st.Observed) -> bool:
     """Nothing stands in the way of (another) attempt: not decided, supported, and not
     waiting for or failed by its base model."""
