@@ -4,7 +4,6 @@ and drop what was deleted while it was not watching."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ from kubernetes import client
 
 from snowtrain.operator import children as ch
 from snowtrain.operator.index import ChildIndex
-from snowtrain.operator.informer import ChildInformer
+from snowtrain.operator.informer import Informer, child_informer
 from snowtrain.operator.kube import Kube
 
 pytestmark = [pytest.mark.cluster]
@@ -53,12 +52,6 @@ def _job(name: str) -> dict[str, Any]:
     }
 
 
-def _start(informer: ChildInformer) -> threading.Thread:
-    thread = threading.Thread(target=informer.run_forever, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_the_index_follows_jobs_across_watch_requests_and_a_restart(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
@@ -73,11 +66,11 @@ def test_the_index_follows_jobs_across_watch_requests_and_a_restart(
 
     batch.create_namespaced_job(namespace, _job("sentiment-a1"))
     # Watch requests of 2 s: the test sees the informer resume from where each one ended.
-    first = ChildInformer(
+    first: Informer = child_informer(
         kube, "Job", namespace, index, lambda t, o: seen.append((t, o["metadata"]["name"])),
         watch_timeout_seconds=2, request_timeout_seconds=10,
     )  # fmt: skip
-    thread = _start(first)
+    thread = first.start()
     _eventually("the first list", lambda: names() == {"sentiment-a1"})
     assert (None, "sentiment-a1") in seen  # listed objects are announced too
 
@@ -102,7 +95,7 @@ def test_the_index_follows_jobs_across_watch_requests_and_a_restart(
     batch.delete_namespaced_job("sentiment-a1", namespace, propagation_policy="Background")
     time.sleep(1)
     assert names() == {"sentiment-a1"}
-    second = ChildInformer(kube, "Job", namespace, index, lambda t, o: None)
-    _start(second)
+    second = child_informer(kube, "Job", namespace, index, lambda t, o: None)
+    second.start()
     _eventually("the phantom dropped by the next list", lambda: names() == set())
     second.stop()

@@ -27,6 +27,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -37,7 +38,7 @@ from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 from . import children as ch
 from . import metrics
 from .context import Context, Key, job_key
-from .informer import ChildInformer
+from .informer import Informer, child_informer
 from .kube import Kube
 from .leader import LeaderElector
 from .reconcile import PLURALS, reconcile
@@ -237,9 +238,8 @@ def _reconcile_key(key: Key, force_logs: bool) -> None:
     reconcile(ctx(), key, force_logs=force_logs)
 
 
-async def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+def on_job_change(type: str | None, raw: dict[str, Any]) -> None:
     """A FineTuneJob/PretrainJob was listed, added or changed (or deleted)."""
-    raw = dict(body)  # a plain dict over the object as the API sent it
     key = job_key(raw)
     meta, status = raw.get("metadata") or {}, raw.get("status") or {}
     if type == "DELETED" or meta.get("deletionTimestamp"):
@@ -259,20 +259,49 @@ async def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
                 queue().add(other, CHILD_CHANGED)
 
 
+def _jobs_listed(kind: str, namespace: str | None) -> Callable[[list[dict[str, Any]], str], None]:
+    """A complete list of one job kind: jobs known but not listed were deleted while no
+    watch ran (no event will say so); the listed ones are resumed."""
+
+    def listed(items: list[dict[str, Any]], version: str) -> None:
+        present = {job_key(item) for item in items}
+        for key, _ in ctx().known():
+            if key[0] == kind and namespace in (None, key[1]) and key not in present:
+                ctx().forget(key)
+                queue().forget(key)
+        for item in items:
+            on_job_change(None, item)
+
+    return listed
+
+
 def _start_informers(context: Context) -> None:
-    """List + watch Jobs and pods (ours carry the job label) into the child index, on every
-    replica: a standby that takes over has its index ready."""
+    """List + watch the jobs, and the Jobs and pods they own (ours carry the job label,
+    into the child index), on every replica: a standby that takes over is ready."""
+    watch_timeout, request_timeout = SETTINGS.watch_server_timeout, SETTINGS.watch_client_timeout
+    custom = context.kube.custom
     namespaces: list[str | None] = [*SETTINGS.namespace_list] or [None]
     for namespace in namespaces:
-        for kind in context.children.KINDS:
-            informer = ChildInformer(
-                context.kube, kind, namespace, context.children, on_child_change,
-                watch_timeout_seconds=SETTINGS.watch_server_timeout,
-                request_timeout_seconds=SETTINGS.watch_client_timeout,
-            )  # fmt: skip
-            threading.Thread(
-                target=informer.run_forever, name=f"watch-{kind.lower()}s", daemon=True
+        list_jobs = (
+            custom.list_namespaced_custom_object if namespace else custom.list_cluster_custom_object
+        )
+        for cls in (FineTuneJob, PretrainJob):
+            Informer(
+                cls.KIND,
+                list_jobs,
+                (GROUP, VERSION, *([namespace] if namespace else []), cls.PLURAL),
+                _jobs_listed(cls.KIND, namespace),
+                on_job_change,
+                api_version=f"{GROUP}/{VERSION}",
+                where=namespace or "all namespaces",
+                watch_timeout_seconds=watch_timeout,
+                request_timeout_seconds=request_timeout,
             ).start()
+        for kind in context.children.KINDS:
+            child_informer(
+                context.kube, kind, namespace, context.children, on_child_change,
+                watch_timeout_seconds=watch_timeout, request_timeout_seconds=request_timeout,
+            ).start()  # fmt: skip
 
 
 async def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -328,7 +357,5 @@ def _resync_forever() -> None:
                 queue().add(key, RESYNC)
 
 
-for _kind in (FineTuneJob, PretrainJob):
-    kopf.on.event(GROUP, VERSION, _kind.PLURAL)(on_job_event)
-# Jobs and pods are watched by the informers (:mod:`.informer`), not kopf.
+# The jobs, their Jobs and pods are watched by the informers (:mod:`.informer`), not kopf.
 kopf.on.event("apps", "v1", "deployments", labels={ch.LABEL_SERVING: kopf.PRESENT})(on_deployment_event)  # fmt: skip

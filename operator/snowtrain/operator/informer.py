@@ -1,23 +1,24 @@
-"""List + watch of the operator's children (batch Jobs, pods) into the child index.
+"""List + watch: the operator's own watches of its jobs and their children (batch Jobs, pods).
 
-Why not kopf's watches, which serve the jobs themselves: kopf runs every event of every
-watched object through its per-object workers and handler machinery, several times the cost
-of the event itself, and most of the operator's events are its children's (a Job's and its
-pod's status changes, each several times per attempt). Here a thread per kind reads the watch
-stream, decodes each event once, updates the index and tells the operator which job to look
-at: client-go's Reflector, the loop every Go controller gets from its informers.
+Why not kopf's watches: kopf runs every event of every watched object through its
+per-object workers and handler machinery, several times the cost of decoding the event,
+and every job brings a dozen events (its own status writes, its Job's and pod's status
+changes). Here a thread per kind and namespace reads the watch stream, decodes each event
+once and hands it on: client-go's Reflector, the loop every Go controller gets from its
+informers. (kopf still serves the admission webhook, the liveness probe and the serving
+Deployments' watch.)
 
-The loop: list (from the API server's watch cache), replace the index's view of the kind with
-what was listed (so an object deleted while no watch ran is dropped), then watch from the
-list's resourceVersion, resuming from the newest version seen when a watch ends. A watch
-that answers 410 Gone (its version was compacted away), or fails, lists again after a
-backoff.
+The loop: list (from the API server's watch cache), hand over the whole list (so what was
+deleted while no watch ran can be dropped), then watch from the list's resourceVersion,
+resuming from the newest version seen when a watch request ends. A watch that answers
+410 Gone (its version was compacted away), or fails, lists again after a backoff.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,40 +33,48 @@ from .kube import Kube, raw
 log = logging.getLogger("snowtrain.operator")
 
 EventSink = Callable[[str | None, dict[str, Any]], None]
-"""Called with (event type, object) for every change after the index has it; the type is
-None for objects found by a list."""
+"""Called with (event type, object) for every change; the type is None for objects found by
+a list."""
+ListSink = Callable[[list[dict[str, Any]], str], None]
+"""Called with a complete list (objects stamped with their kind) and its resourceVersion."""
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class ChildInformer:
-    """One kind of child (``Job`` or ``Pod``) in one namespace, or cluster-wide (None)."""
+class Informer:
+    """One kind in one namespace, or cluster-wide: ``list_fn`` is the client's list method
+    (namespaced, with ``args`` naming the namespace, or for all namespaces)."""
 
     def __init__(
         self,
-        kube: Kube,
         kind: str,
-        namespace: str | None,
-        index: ChildIndex,
-        sink: EventSink,
+        list_fn: Callable[..., Any],
+        args: tuple[str, ...],
+        on_list: ListSink,
+        on_event: EventSink,
         *,
+        label_selector: str | None = None,
+        api_version: str | None = None,
+        where: str = "all namespaces",
         watch_timeout_seconds: int = 300,
         request_timeout_seconds: float = 330.0,
     ) -> None:
-        listers: tuple[Callable[..., Any], Callable[..., Any]]
-        if kind == "Job":
-            listers = (kube.batch.list_namespaced_job, kube.batch.list_job_for_all_namespaces)
-        elif kind == "Pod":
-            listers = (kube.core.list_namespaced_pod, kube.core.list_pod_for_all_namespaces)
-        else:
-            raise ValueError(f"no informer for {kind}")
-        self.kind, self.namespace = kind, namespace
-        self._list_fn: Callable[..., Any] = listers[0] if namespace else listers[1]
-        self._args: tuple[str, ...] = (namespace,) if namespace else ()
-        self._index, self._sink = index, sink
+        self.kind, self.where = kind, where
+        self._list_fn, self._args = list_fn, args
+        self._on_list, self._on_event = on_list, on_event
+        self._selector = {"label_selector": label_selector} if label_selector else {}
+        # A list's items may lack the kind and apiVersion that watch events carry.
+        self._stamp = {"kind": kind, **({"apiVersion": api_version} if api_version else {})}
         self._watch_timeout = watch_timeout_seconds
         self._request_timeout = request_timeout_seconds
         self._stopped = False
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(
+            target=self.run_forever, name=f"watch-{self.kind.lower()}s", daemon=True
+        )
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """End the loop after the current watch request (it times out on its own)."""
@@ -81,20 +90,16 @@ class ChildInformer:
             except Exception as exc:  # an outage, a refusal: list again after a pause
                 delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 failures += 1
-                where = self.namespace or "all namespaces"
                 log.warning(
                     "watching %ss in %s failed (%s); listing again in %.0f s",
-                    self.kind, where, exc, delay,
+                    self.kind, self.where, exc, delay,
                 )  # fmt: skip
                 time.sleep(delay)
 
     def _list(self) -> str:
-        answer = raw(self._list_fn, *self._args, label_selector=ch.LABEL_JOB, resource_version="0")
+        answer = raw(self._list_fn, *self._args, resource_version="0", **self._selector)
         version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
-        items = [{**item, "kind": self.kind} for item in answer.get("items") or []]
-        self._index.replace(self.kind, self.namespace, items, version)
-        for item in items:
-            self._sink(None, item)
+        self._on_list([{**item, **self._stamp} for item in answer.get("items") or []], version)
         return version
 
     def _watch(self, version: str) -> None:
@@ -102,7 +107,7 @@ class ChildInformer:
         while not self._stopped:
             response = self._list_fn(
                 *self._args,
-                label_selector=ch.LABEL_JOB,
+                **self._selector,
                 watch=True,
                 allow_watch_bookmarks=True,
                 resource_version=version,
@@ -126,9 +131,47 @@ class ChildInformer:
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if etype == "BOOKMARK":
                         continue
-                    self._index.observe(obj, deleted=etype == "DELETED")
-                    self._sink(etype, obj)
+                    self._on_event(etype, obj)
                     if self._stopped:
                         return
             finally:
                 response.release_conn()
+
+
+def child_informer(
+    kube: Kube,
+    kind: str,
+    namespace: str | None,
+    index: ChildIndex,
+    sink: EventSink,
+    **timeouts: Any,
+) -> Informer:
+    """Jobs or pods carrying the job label, into ``index``; then ``sink`` hears of each
+    (after the index has it: a reconcile it triggers sees at least that change)."""
+    listers: tuple[Callable[..., Any], Callable[..., Any]]
+    if kind == "Job":
+        listers = (kube.batch.list_namespaced_job, kube.batch.list_job_for_all_namespaces)
+    elif kind == "Pod":
+        listers = (kube.core.list_namespaced_pod, kube.core.list_pod_for_all_namespaces)
+    else:
+        raise ValueError(f"no child informer for {kind}")
+
+    def listed(items: list[dict[str, Any]], version: str) -> None:
+        index.replace(kind, namespace, items, version)
+        for item in items:
+            sink(None, item)
+
+    def changed(etype: str | None, obj: dict[str, Any]) -> None:
+        index.observe(obj, deleted=etype == "DELETED")
+        sink(etype, obj)
+
+    return Informer(
+        kind,
+        listers[0] if namespace else listers[1],
+        (namespace,) if namespace else (),
+        listed,
+        changed,
+        label_selector=ch.LABEL_JOB,
+        where=namespace or "all namespaces",
+        **timeouts,
+    )
