@@ -57,6 +57,9 @@ class Context:
     events: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="events")
     )
+    creates: ThreadPoolExecutor = field(init=False)
+    """Creates a reconcile waits for but need not make one after another (a thread per
+    reconcile worker, started when first needed)."""
     _parsed: dict[Key, tuple[tuple[Any, ...], AnyJob | InvalidJob]] = field(default_factory=dict)
     started: set[Key] = field(default_factory=set)
     """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
@@ -68,6 +71,8 @@ class Context:
 
     def __post_init__(self) -> None:
         self.failed_creates = FailedCreates(self._list_failed_creates)
+        workers = self.settings.max_workers if self.settings is not None else 1
+        self.creates = ThreadPoolExecutor(workers, thread_name_prefix="create")
 
     def _list_failed_creates(self, namespace: str) -> list[dict[str, Any]]:
         # From the watch cache (resourceVersion 0): a quorum read would scan every Event of
