@@ -5,7 +5,6 @@ and drop what was deleted while it was not watching."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,20 +14,11 @@ from snowtrain.operator import children as ch
 from snowtrain.operator.index import ChildIndex
 from snowtrain.operator.informer import Informer, child_informer
 from snowtrain.operator.kube import Kube
+from tests.integration.test_operator_ha import _eventually
 
 pytestmark = [pytest.mark.cluster]
 
 OWNER_NAME = "sentiment"
-
-
-def _eventually(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _job(name: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""kopf glue: watch events become keys in the operator's work queue.
+"""Glue: watch events become keys in the operator's work queue.
 
 Deliberately thin; the work is in :mod:`snowtrain.operator.reconcile` (side effects) and the
-pure children/status modules. kopf watches, serves the liveness probe and the admission
-webhook on every replica; the replica holding the leader Lease (:mod:`.leader`) runs the
-reconciles, on the work queue's threads:
+pure children/status modules. On every replica the informers (:mod:`.informer`) watch the
+jobs and their Jobs and pods, and kopf serves the liveness probe and the admission webhook
+and watches the serving Deployments; the replica holding the leader Lease (:mod:`.leader`)
+runs the reconciles, on the work queue's threads:
 
 - a job that is new or whose spec changed (``metadata.generation`` differs from the
   ``status.observedGeneration`` we wrote) is reconciled first, so a newly applied job gets
@@ -100,7 +101,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """kopf settings (watch timeouts, peering, webhook); start the work queue and resync."""
     global _CTX, _QUEUE
     settings.persistence.diffbase_storage = _NoDiffBase()
-    # kopf watches can stall silently; bounded server/client timeouts re-establish them.
+    # Watches can stall silently; bounded server/client timeouts re-establish them (kopf's
+    # here, the informers' from the same settings).
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = SETTINGS.watch_connect_timeout

@@ -136,6 +136,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     outcome = st.compute(obs)
 
     if outcome.start_next_attempt and job is not None and can_run and not found.deleting:
+        _confirm_alive(ctx, body)
         _start_next_attempt(ctx, job, obs, pretrain_uri, found.by_attempt)
         outcome = st.compute(obs)
     if outcome.stop_current and current is not None:
@@ -328,6 +329,21 @@ def _observe_serving(ctx: Context, body: dict[str, Any], obs: st.Observed) -> No
             f"Deployment {name} already exists and is not this job's; "
             "it is left alone (rename the job or remove that Deployment)",
         )
+
+
+def _confirm_alive(ctx: Context, body: dict[str, Any]) -> None:
+    """Read the job itself (a quorum read) before it gets another attempt: when a job is
+    deleted, the garbage collector removes its Job, whose DELETED event can reach us before
+    the job's own; from the cached job that would look like an attempt to replace. Raises
+    a 404 ApiException (the caller forgets the job) when it is gone or was re-created."""
+    meta = body["metadata"]
+    live = raw(
+        ctx.kube.custom.get_namespaced_custom_object,
+        GROUP, VERSION, meta["namespace"], PLURALS[body["kind"]], meta["name"],
+    )  # fmt: skip
+    live_meta = live.get("metadata") or {}
+    if live_meta.get("uid") != meta.get("uid") or live_meta.get("deletionTimestamp"):
+        raise ApiException(status=404, reason=f"{body['kind']} {meta['name']} was deleted")
 
 
 def _start_next_attempt(
