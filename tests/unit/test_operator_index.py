@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from snowtrain.operator import children as ch
-from snowtrain.operator import job_events
+from snowtrain.operator import index, job_events
 from snowtrain.operator.index import ChildIndex
 
 OWNER = ("FineTuneJob", "team-a", "sentiment")
@@ -119,3 +119,15 @@ def test_jobs_without_pods_share_one_failed_create_list_per_namespace(monkeypatc
     monkeypatch.setattr(job_events, "MAX_AGE_SECONDS", 0.0)  # stale: the next look lists
     events.of("team-a", "a-a1")
     assert listed == ["team-a", "team-b", "team-a"]
+
+
+def test_old_deletions_are_forgotten_so_the_index_does_not_grow_forever(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(index.time, "monotonic", lambda: clock[0])
+    idx = primed()
+    for i in range(100):
+        idx.observe(child("Pod", f"p{i}", 3), deleted=True)
+    assert len(idx._tombstones) == 100
+    clock[0] += index.TOMBSTONE_SECONDS + 1
+    idx.observe(child("Pod", "last", 4), deleted=True)
+    assert list(idx._tombstones) == ["uid-last"]

@@ -101,6 +101,7 @@ class ChildIndex:
         self._by_owner: dict[tuple[str, Owner], dict[str, dict[str, Any]]] = {}
         self._where: dict[str, tuple[str, Owner]] = {}  # uid -> (child kind, owner)
         self._tombstones: dict[str, float] = {}  # uid -> when its deletion was seen
+        self._pruned = time.monotonic()
         self._listed: set[tuple[str, str | None]] = set()  # (kind, namespace; None: all)
 
     # -- updates --------------------------------------------------------------------------
@@ -112,8 +113,11 @@ class ChildIndex:
             return
         with self._lock:
             if deleted:
-                self._tombstones[uid] = time.monotonic()
+                now = time.monotonic()
+                self._tombstones[uid] = now
                 self._drop(uid)
+                if now - self._pruned >= TOMBSTONE_SECONDS / 10:
+                    self._prune_tombstones(now)
             elif uid not in self._tombstones:
                 self._upsert(str(kind), uid, body)
 
@@ -144,10 +148,16 @@ class ChildIndex:
                 entry_rv = _rv(self._by_owner[(child_kind, owner)][uid])
                 if listed_rv is None or entry_rv is None or entry_rv <= listed_rv:
                     self._drop(uid)
-            for uid, when in list(self._tombstones.items()):
-                if now - when > TOMBSTONE_SECONDS:
-                    del self._tombstones[uid]
+            self._prune_tombstones(now)
             self._listed.add((kind, namespace))
+
+    def _prune_tombstones(self, now: float) -> None:
+        """Forget deletions older than TOMBSTONE_SECONDS (no list lags that much), so a
+        long-running operator does not keep one per object it ever saw deleted."""
+        self._pruned = now
+        for uid, when in list(self._tombstones.items()):
+            if now - when > TOMBSTONE_SECONDS:
+                del self._tombstones[uid]
 
     def _upsert(self, kind: str, uid: str, body: dict[str, Any]) -> None:
         owner = owner_of(body)

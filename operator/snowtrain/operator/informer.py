@@ -135,6 +135,8 @@ class Informer:
                     if self._stopped:
                         return
             finally:
+                # Closed first: a stream left mid-way must not go back to the pool unread.
+                response.close()
                 response.release_conn()
 
 
