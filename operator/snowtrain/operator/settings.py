@@ -95,8 +95,8 @@ class OperatorSettings(BaseSettings):
     webhook_managed_name: str | None = None
     """Name of the URL-based ValidatingWebhookConfiguration kopf keeps (outside a cluster)."""
     watch_server_timeout: int = Field(default=300, gt=0)
-    """Server-side watch timeout: watches are re-established at least this often, which
-    recovers from kopf's known silent watch stalls."""
+    """Server-side watch timeout: every watch (the informers' and kopf's) is re-established
+    at least this often, which recovers from watches that stall silently."""
     watch_client_timeout: float = Field(default=330.0, gt=0)
     """Client-side watch timeout (a little above the server's)."""
     watch_connect_timeout: float = Field(default=30.0, gt=0)
