@@ -4,7 +4,8 @@ The permissions the operator needs are derived from its source, not listed by ha
 
 - every Kubernetes Python client method named in operator/snowtrain/operator (e.g.
   ``create_namespaced_job`` -> batch/jobs create, ``read_namespaced_pod_log`` -> pods/log get,
-  methods passed to ``watch.Watch().stream`` -> list + watch);
+  methods passed to ``watch.Watch().stream`` or named in the informers'
+  ``watched_lister`` -> list + watch);
 - every kopf handler decorator (``@kopf.on.create(GROUP, VERSION, PLURAL)`` -> list, watch,
   patch, and status patch for resources with a status subresource; ``@kopf.on.event`` /
   ``@kopf.index`` -> list, watch; ``@kopf.on.validate`` -> the webhook configuration);
@@ -176,6 +177,11 @@ def _client_calls(tree: ast.Module, module: str) -> set[Triple]:
         and isinstance(call.func, ast.Attribute)
         and call.func.attr == "stream"
         for arg in call.args[:1]
+    } | {
+        id(node)
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef) and fn.name == "watched_lister"
+        for node in ast.walk(fn)
     }
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute) or node.attr in NOT_API:

@@ -39,7 +39,7 @@ from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
 from . import children as ch
 from . import metrics
 from .context import Context, Key, job_key
-from .informer import Informer, child_informer
+from .informer import Informer, child_informer, watched_lister
 from .kube import Kube
 from .leader import LeaderElector
 from .reconcile import PLURALS, reconcile
@@ -281,17 +281,12 @@ def _start_informers(context: Context) -> None:
     """List + watch the jobs, and the Jobs and pods they own (ours carry the job label,
     into the child index), on every replica: a standby that takes over is ready."""
     watch_timeout, request_timeout = SETTINGS.watch_server_timeout, SETTINGS.watch_client_timeout
-    custom = context.kube.custom
     namespaces: list[str | None] = [*SETTINGS.namespace_list] or [None]
     for namespace in namespaces:
-        list_jobs = (
-            custom.list_namespaced_custom_object if namespace else custom.list_cluster_custom_object
-        )
         for cls in (FineTuneJob, PretrainJob):
             Informer(
                 cls.KIND,
-                list_jobs,
-                (GROUP, VERSION, *([namespace] if namespace else []), cls.PLURAL),
+                *watched_lister(context.kube, cls.KIND, namespace),
                 _jobs_listed(cls.KIND, namespace),
                 on_job_change,
                 api_version=f"{GROUP}/{VERSION}",

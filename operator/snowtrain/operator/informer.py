@@ -26,6 +26,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION
+
 from . import children as ch
 from .index import ChildIndex
 from .kube import Kube, raw
@@ -140,6 +142,27 @@ class Informer:
                 response.release_conn()
 
 
+def watched_lister(
+    kube: Kube, kind: str, namespace: str | None
+) -> tuple[Callable[..., Any], tuple[str, ...]]:
+    """The client method that lists (and with ``watch=True`` watches) ``kind`` in
+    ``namespace`` (None: all namespaces), and its leading arguments. Every informer's method
+    comes from here, so the RBAC check (tests/unit/test_rbac.py) grants list and watch on
+    exactly what is named here."""
+    ns_args: tuple[str, ...] = (namespace,) if namespace else ()
+    if kind == "Job":
+        batch = kube.batch
+        return (batch.list_namespaced_job if namespace else batch.list_job_for_all_namespaces), ns_args  # fmt: skip
+    if kind == "Pod":
+        core = kube.core
+        return (core.list_namespaced_pod if namespace else core.list_pod_for_all_namespaces), ns_args  # fmt: skip
+    plural = JOB_KINDS[kind].PLURAL  # a FineTuneJob or PretrainJob
+    custom = kube.custom
+    if namespace:
+        return custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, plural)
+    return custom.list_cluster_custom_object, (GROUP, VERSION, plural)
+
+
 def child_informer(
     kube: Kube,
     kind: str,
@@ -150,13 +173,7 @@ def child_informer(
 ) -> Informer:
     """Jobs or pods carrying the job label, into ``index``; then ``sink`` hears of each
     (after the index has it: a reconcile it triggers sees at least that change)."""
-    listers: tuple[Callable[..., Any], Callable[..., Any]]
-    if kind == "Job":
-        listers = (kube.batch.list_namespaced_job, kube.batch.list_job_for_all_namespaces)
-    elif kind == "Pod":
-        listers = (kube.core.list_namespaced_pod, kube.core.list_pod_for_all_namespaces)
-    else:
-        raise ValueError(f"no child informer for {kind}")
+    list_fn, args = watched_lister(kube, kind, namespace)
 
     def listed(items: list[dict[str, Any]], version: str) -> None:
         index.replace(kind, namespace, items, version)
@@ -169,8 +186,8 @@ def child_informer(
 
     return Informer(
         kind,
-        listers[0] if namespace else listers[1],
-        (namespace,) if namespace else (),
+        list_fn,
+        args,
         listed,
         changed,
         label_selector=ch.LABEL_JOB,
