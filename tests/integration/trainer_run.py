@@ -157,14 +157,18 @@ def trainer_env(db: Any, tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_trainer(config: dict[str, Any], env: dict[str, str], tmp: Path) -> subprocess.Popen:
+def start_trainer(
+    config: dict[str, Any], env: dict[str, str], tmp: Path, module: str = "snowtrain.trainer"
+) -> subprocess.Popen:
+    """``python -m module --config`` as the pod runs it (the predictor speaks the same
+    protocol as the trainer)."""
     path = tmp / "config.json"
     path.write_text(json.dumps(config))
     # stderr goes to a file: a pipe nobody reads while stdout is followed would fill and
     # block the trainer.
     with open(tmp / "stderr.log", "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "snowtrain.trainer", "--config", str(path)],
+            [sys.executable, "-m", module, "--config", str(path)],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

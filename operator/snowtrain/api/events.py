@@ -173,6 +173,32 @@ class CheckpointEvent(WireModel):
     path: str | None = None
 
 
+class PredictionCounts(WireModel):
+    """A batch prediction's rows: how far it got and where they went."""
+
+    rows_total: int | None = None
+    rows_done: int | None = None
+    """Rows committed (staged, or written at the end)."""
+    failed_rows: int | None = None
+    """Rows the model could not take (their answers are NULL)."""
+    output_table: str | None = None
+    mode: str | None = None
+    run_id: str | None = None
+
+
+class RowsEvent(WireModel):
+    """A batch prediction's progress, after each committed chunk."""
+
+    event: Literal["rows"] = "rows"
+    rows_done: int
+    rows_total: int | None = None
+    rows_per_second: float | None = None
+    eta_seconds: float | None = None
+    resumed_from_row: int | None = None
+    """Rows an earlier pod of the run had committed when this one started."""
+    time: str | None = None
+
+
 class TrainerSummary(WireModel):
     """The run's end: the termination message, and the ``done`` event's body."""
 
@@ -185,6 +211,8 @@ class TrainerSummary(WireModel):
     metrics: TrainerMetrics = Field(default_factory=TrainerMetrics)
     model: ModelInfo | None = None
     data: DataLineage | None = None
+    predictions: PredictionCounts | None = None
+    """A batch prediction's rows (BatchPrediction only)."""
 
     @classmethod
     def of_exit(cls, exit_code: int, **fields: object) -> TrainerSummary:
@@ -206,10 +234,10 @@ class DoneEvent(TrainerSummary):
 
 
 TrainerEvent = Annotated[
-    StartEvent | DataEvent | ProgressEvent | EvalEvent | CheckpointEvent | DoneEvent,
+    StartEvent | DataEvent | ProgressEvent | RowsEvent | EvalEvent | CheckpointEvent | DoneEvent,
     Field(discriminator="event"),
 ]
-EVENT_NAMES = ("start", "data", "progress", "eval", "checkpoint", "done")
+EVENT_NAMES = ("start", "data", "progress", "rows", "eval", "checkpoint", "done")
 _EVENT = TypeAdapter[TrainerEvent](TrainerEvent)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError
@@ -18,7 +18,13 @@ from pydantic import Field, ValidationError
 from .base import ApiModel
 from .identifiers import canonical_column
 from .kinds import TASK_COLUMNS, AnyJob, FineTuneJob, JobKind, Task
-from .spec import ArchitectureSpec, TokenizerSpec, TrainingSpec, ValidationSource
+from .spec import (
+    ArchitectureSpec,
+    SnowflakeConnection,
+    TokenizerSpec,
+    TrainingSpec,
+    ValidationSource,
+)
 from .validation import errors_from_pydantic
 
 
@@ -30,6 +36,34 @@ class ConfigFileError(ValueError):
     pasted into the config by mistake would reach the logs, the termination message and the
     resource's status.
     """
+
+
+M = TypeVar("M", bound=ApiModel)
+
+
+def load_config_file(model: type[M], path: str | Path) -> M:
+    """Read a JSON or YAML file as ``model``; ``ConfigFileError`` naming the field or the
+    position, never the content."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigFileError("not UTF-8 text") from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigFileError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}{where}"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError("; ".join(map(str, errors_from_pydantic(exc)))) from None
 
 
 class SnowflakeSettings(ApiModel):
@@ -105,26 +139,7 @@ class TrainerConfig(ApiModel):
     @classmethod
     def load(cls, path: str | Path) -> TrainerConfig:
         """Read a JSON or YAML config file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigFileError("not UTF-8 text") from None
-        try:
-            data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigFileError(
-                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-            ) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigFileError(
-                f"not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}{where}"
-            ) from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigFileError("; ".join(map(str, errors_from_pydantic(exc)))) from None
+        return load_config_file(cls, path)
 
     def dumps(self) -> str:
         """JSON text of the config, as stored in the ConfigMap."""
@@ -144,6 +159,28 @@ def default_output_path(job: AnyJob) -> str:
     return f"{job.kind.lower()}/{job.metadata.namespace or 'default'}/{job.metadata.name}"
 
 
+def snowflake_settings(
+    conn: SnowflakeConnection,
+    credentials_dir: str | None = None,
+    overrides: Mapping[str, str | int | None] | None = None,
+) -> SnowflakeSettings:
+    """A spec's connection block as a pod's settings: the Secret mounted at
+    ``credentials_dir``, then ``overrides`` (what the installation imposes) on top."""
+    settings = SnowflakeSettings(
+        credentials_dir=credentials_dir,
+        account=conn.account,
+        user=conn.user,
+        role=conn.role,
+        warehouse=conn.warehouse,
+        database=conn.database,
+        schema_=conn.schema_,
+        login_timeout_seconds=conn.login_timeout_seconds,
+        network_timeout_seconds=conn.network_timeout_seconds,
+        retries=conn.retries,
+    )
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
 def render_trainer_config(
     job: AnyJob,
     *,
@@ -161,21 +198,7 @@ def render_trainer_config(
     pvc:// URI resolves to a mount path only the caller knows).
     """
     spec = job.spec
-    conn = spec.data.snowflake
-    settings = SnowflakeSettings(
-        credentials_dir=credentials_dir,
-        account=conn.account,
-        user=conn.user,
-        role=conn.role,
-        warehouse=conn.warehouse,
-        database=conn.database,
-        schema_=conn.schema_,
-        login_timeout_seconds=conn.login_timeout_seconds,
-        network_timeout_seconds=conn.network_timeout_seconds,
-        retries=conn.retries,
-    )
-    if snowflake_overrides:
-        settings = settings.model_copy(update=snowflake_overrides)
+    settings = snowflake_settings(spec.data.snowflake, credentials_dir, snowflake_overrides)
     resolved_base_model: str | None = None
     architecture: ArchitectureSpec | None = None
     tokenizer: TokenizerSpec | None = None

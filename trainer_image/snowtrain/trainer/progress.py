@@ -70,12 +70,17 @@ class Reporter:
 
     def progress(self, *, force: bool = False, **fields: object) -> bool:
         """A progress event, at most one per interval unless ``force`` (the last step)."""
+        return self.periodic("progress", force=force, **fields)
+
+    def periodic(self, name: str, *, force: bool = False, **fields: object) -> bool:
+        """The event ``name`` with a ``time``, at most one such periodic event per interval
+        unless ``force``; returns whether it was written."""
         now = self._clock()
         due = self._last_progress is None or now - self._last_progress >= self.interval_seconds
         if not (force or due):
             return False
         self._last_progress = now
-        self.event("progress", **fields, time=now_iso())
+        self.event(name, **fields, time=now_iso())
         return True
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import snowflake.connector
@@ -132,6 +132,7 @@ def execute(
     sleep: Callable[[float], None] = time.sleep,
     not_found: Callable[[str], Exception] | None = None,
     num_statements: int | None = None,
+    skip_if: Callable[[], bool] | None = None,
 ) -> Any:
     """Run one statement on a fresh ``cursor()``, retried as ``with_retries`` does, and turn
     the connector's errors into the trainer's (redacted): a statement Snowflake rejects is
@@ -142,19 +143,38 @@ def execute(
     refuses a text holding more than one statement whatever the account's default says: the
     server-side backstop to ``snowtrain.api.query.check_query`` for SQL carrying a user's
     query. Left out (``None``) the connector's own default applies (PUT/GET and other
-    internal statements)."""
+    internal statements).
+
+    ``skip_if`` guards a statement that must not take effect twice: before each attempt it
+    is asked whether an earlier attempt (whose answer was lost) already committed, and the
+    statement is then not sent again (the result is None)."""
     secrets = list(secrets)
     extra: dict[str, Any] = {} if num_statements is None else {"num_statements": num_statements}
 
     def attempt() -> Any:
+        if skip_if is not None and skip_if():
+            return None
         cur = cursor()
         cur.execute(sql, params, **extra)
         return cur
 
-    try:
+    with snowflake_errors(what, secrets, not_found):
         return with_retries(
             attempt, retries=retries, what=what, secrets=secrets, on_retry=on_retry, sleep=sleep
         )
+
+
+@contextlib.contextmanager
+def snowflake_errors(
+    what: str,
+    secrets: Iterable[str] = (),
+    not_found: Callable[[str], Exception] | None = None,
+) -> Iterator[None]:
+    """Turn the connector's errors raised inside into the trainer's (redacted): a statement
+    Snowflake rejects is ``InvalidConfig`` (or ``not_found(detail)`` when what it names does
+    not exist), any other connector error ``Unavailable``."""
+    try:
+        yield
     except sf_errors.ProgrammingError as exc:
         detail = describe_error(exc, secrets)
         if not_found is not None and getattr(exc, "errno", None) in NOT_FOUND_ERRNOS:
