@@ -125,3 +125,153 @@ def test_a_killed_pod_is_resumed_without_duplicates_or_gaps(
     assert 400 <= first["resumedFromRow"] < 1500
     ids = [r[0] for r in snowflake_db.execute('SELECT "ID" FROM REVIEWS_SCORED ORDER BY "ID"')]
     assert ids == list(range(1500))
+
+
+def test_upsert_updates_matching_keys_and_overwrite_replaces_the_table(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    snowflake_db.seed_table("REVIEWS", sentiment_table(300))
+    first = predict(predictor_config(tmp_path, classifier_dir), snowflake_db, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # New rows past the old keys, and a changed text for an old key.
+    snowflake_db.execute(
+        "INSERT INTO REVIEWS (ID, TEXT, LABEL) VALUES (1000, 'great tasty food', 'positive')"
+    )
+    upsert = predictor_config(tmp_path, classifier_dir, runId="run-2", output={"mode": "upsert"})
+    run = predict(upsert, snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = snowflake_db.execute('SELECT "ID", "RUN_ID" FROM REVIEWS_SCORED ORDER BY "ID"')
+    assert [r[0] for r in rows] == [*range(300), 1000]  # each key once
+    assert {r[1] for r in rows} == {"run-2"}  # every matching row updated by the new run
+    snowflake_db.execute('DELETE FROM REVIEWS WHERE "ID" >= 100')
+    overwrite = predictor_config(
+        tmp_path, classifier_dir, runId="run-3", output={"mode": "overwrite"}
+    )
+    run = predict(overwrite, snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = snowflake_db.execute('SELECT "ID", "RUN_ID" FROM REVIEWS_SCORED ORDER BY "ID"')
+    assert rows == [(i, "run-3") for i in range(100)]
+
+
+def test_a_run_that_already_wrote_its_rows_does_not_write_them_again(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    # The pod died after the output write and before it exited: its retry must find the
+    # run's rows and stop, not append them a second time.
+    snowflake_db.seed_table("REVIEWS", sentiment_table(120))
+    config = predictor_config(tmp_path, classifier_dir)
+    assert predict(config, snowflake_db, tmp_path).returncode == 0
+    again = predict(config, snowflake_db, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already in REVIEWS_SCORED" in again.stderr
+    assert snowflake_db.execute("SELECT COUNT(*) FROM REVIEWS_SCORED")[0][0] == 120
+
+
+def test_input_changed_under_a_resumed_run_starts_over(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    snowflake_db.seed_table("REVIEWS", sentiment_table(1200))
+    config = predictor_config(tmp_path, classifier_dir)
+    proc = start_trainer(config, trainer_env(snowflake_db, tmp_path), tmp_path, module=PREDICT)
+    try:
+        wait_for_event(proc, "rows", rowsDone=400)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Rows before the committed boundary disappear: positions now mean other rows.
+    snowflake_db.execute('DELETE FROM REVIEWS WHERE "ID" < 50')
+    run = predict(config, snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "the input changed" in run.stderr
+    assert run.of("rows")[0]["resumedFromRow"] == 0
+    ids = [r[0] for r in snowflake_db.execute('SELECT "ID" FROM REVIEWS_SCORED ORDER BY "ID"')]
+    assert ids == list(range(50, 1200))
+
+
+def test_null_texts_get_null_answers_and_do_not_fail_the_run(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    snowflake_db.seed_table(
+        "REVIEWS", pa.table({"ID": [1, 2, 3], "TEXT": ["great food", None, "rude staff"]})
+    )
+    run = predict(predictor_config(tmp_path, classifier_dir), snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = snowflake_db.execute('SELECT "ID", "LABEL", "SCORES" FROM REVIEWS_SCORED ORDER BY "ID"')
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert rows[1][1:] == (None, None)
+    assert rows[0][1] is not None and rows[2][1] is not None
+
+
+@pytest.mark.parametrize(
+    ("rows", "field", "reason"),
+    [
+        ([(1, "a"), (1, "b"), (2, "c")], "input.keyColumns", "shared by 2 rows"),
+        ([(1, "a"), (None, "b")], "input.keyColumns", "NULL key"),
+    ],
+)
+def test_keys_that_cannot_resume_are_refused_before_the_model_loads(
+    snowflake_db: Any,
+    classifier_dir: Path,
+    tmp_path: Path,
+    rows: list[tuple],
+    field: str,
+    reason: str,
+) -> None:
+    import pyarrow as pa
+
+    ids, texts = zip(*rows, strict=True)
+    snowflake_db.seed_table(
+        "REVIEWS", pa.table({"ID": pa.array(ids, pa.int64()), "TEXT": list(texts)})
+    )
+    run = predict(predictor_config(tmp_path, classifier_dir), snowflake_db, tmp_path)
+    assert run.returncode == 65  # DataError
+    assert run.termination["reason"] == "DataError"
+    assert field in run.termination["message"] and reason in run.termination["message"]
+    assert not snowflake_db.table_exists("REVIEWS_SCORED")
+
+
+def test_an_output_table_without_the_runs_columns_is_refused_naming_them(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    snowflake_db.seed_table("REVIEWS", sentiment_table(50))
+    snowflake_db.execute("CREATE TABLE REVIEWS_SCORED (ID NUMBER, VERDICT VARCHAR)")
+    run = predict(predictor_config(tmp_path, classifier_dir), snowflake_db, tmp_path)
+    assert run.returncode == 64, run.stderr[-2000:]
+    message = run.termination["message"]
+    assert "output.table REVIEWS_SCORED" in message and "LABEL" in message
+
+
+def test_a_language_model_writes_the_completions_greedy_generation_gives(
+    snowflake_db: Any, tiny_causal_lm_dir: Path, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    prompts = [f"the cat number {i} sat on" for i in range(12)]
+    snowflake_db.seed_table("PROMPTS", pa.table({"ID": list(range(12)), "PROMPT": prompts}))
+    config = predictor_config(
+        tmp_path,
+        tiny_causal_lm_dir,
+        input={"table": "PROMPTS", "textColumn": "PROMPT"},
+        output={"table": "COMPLETIONS"},
+        generation={"maxTokens": 6},
+        batchSize=5,
+    )
+    run = predict(config, snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = snowflake_db.execute(
+        'SELECT "ID", "COMPLETION", "FINISH_REASON" FROM COMPLETIONS ORDER BY "ID"'
+    )
+    from snowtrain.serve.generation import CompletionItem
+    from snowtrain.serve.model_dir import inspect_model_dir
+    from snowtrain.serve.models import CompletionModel
+    from snowtrain.serve.runtime import choose_runtime
+
+    model = CompletionModel(inspect_model_dir(tiny_causal_lm_dir), choose_runtime())
+    model.load()
+    for (i, text, reason), prompt in zip(rows, prompts, strict=True):
+        (want,) = model.predict([CompletionItem(prompt, max_tokens=6, temperature=0)])
+        assert (text, reason) == (want.text, want.finish_reason), i
