@@ -175,4 +175,8 @@ def test_crds_command_matches_checked_in_crds(tmp_path, capsys):
     capsys.readouterr()
     assert main(["crds"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert {d["spec"]["names"]["kind"] for d in docs} == {"FineTuneJob", "PretrainJob"}
+    assert {d["spec"]["names"]["kind"] for d in docs} == {
+        "FineTuneJob",
+        "PretrainJob",
+        "BatchPrediction",
+    }

@@ -182,7 +182,7 @@ def test_progress_is_read_from_the_pod_where_rank_0_writes_it() -> None:
     pod). The operator finds it, and reads it first next time (one log read per refresh)."""
     from types import SimpleNamespace
 
-    from snowtrain.operator.reconcile import _read_progress
+    from snowtrain.operator.reconcile import read_progress
     from snowtrain.operator.settings import OperatorSettings
 
     progress = json.dumps(
@@ -209,9 +209,9 @@ def test_progress_is_read_from_the_pod_where_rank_0_writes_it() -> None:
     key = ("FineTuneJob", "ml", "w")
     # the newest pod is rank 1's: it is read first, then the other
     pods = [pod("w-a1-bbbbb", "2026-01-01T00:00:00Z"), pod("w-a1-aaaaa", "2026-01-01T00:00:05Z")]
-    report = _read_progress(ctx, key, pods, force=True)
+    report = read_progress(ctx, key, pods, force=True)
     assert report is not None and report.progress is not None and report.progress.step == 7
     assert reads == ["w-a1-aaaaa", "w-a1-bbbbb"]
     reads.clear()
-    assert _read_progress(ctx, key, pods, force=True).progress.step == 7  # type: ignore[union-attr]
+    assert read_progress(ctx, key, pods, force=True).progress.step == 7  # type: ignore[union-attr]
     assert reads == ["w-a1-bbbbb"]  # straight to rank 0's pod

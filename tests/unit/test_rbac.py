@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from snowtrain.api import kinds
+from snowtrain.api.validation import RESOURCE_KINDS
 from tests.unit.test_manifests import helm_template, kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ CLIENT_METHOD = re.compile(
 )
 #: Names that match the pattern but are not API calls.
 NOT_API = {"create_task"}
-SNOWTRAIN = [(kinds.GROUP, m.PLURAL) for m in (kinds.FineTuneJob, kinds.PretrainJob)]
+SNOWTRAIN = [(kinds.GROUP, m.PLURAL) for m in RESOURCE_KINDS.values()]
 
 # What kopf does on its own (https://kopf.readthedocs.io/en/stable/deployment/#rbac).
 KOPF_EVENTS: set[Triple] = {("", "events", "create")}

@@ -1,8 +1,10 @@
--- Argo CD health check for snowtrain.io FineTuneJob and PretrainJob (same script for both).
+-- Argo CD health check for snowtrain.io FineTuneJob, PretrainJob and BatchPrediction (one
+-- script for all three).
 --
 -- Install it in argocd-cm (see charts/snowtrain/README.md):
---   resource.customizations.health.snowtrain.io_FineTuneJob: |  <this file>
---   resource.customizations.health.snowtrain.io_PretrainJob: |   <this file>
+--   resource.customizations.health.snowtrain.io_FineTuneJob: |      <this file>
+--   resource.customizations.health.snowtrain.io_PretrainJob: |      <this file>
+--   resource.customizations.health.snowtrain.io_BatchPrediction: |  <this file>
 --
 -- Mapping (kstatus-compatible, the operator's status is the only input):
 --   no status yet / status for an older generation -> Progressing
@@ -11,6 +13,7 @@
 --   Ready=True (trained, and served when asked)     -> Healthy
 --   Succeeded but serving not ready yet             -> Progressing
 --   Pending / Waiting / Queued / Running            -> Progressing, with progress and loss
+--                                                      (a BatchPrediction: rows done)
 
 local hs = {}
 
@@ -40,6 +43,14 @@ local function progress_text(status)
     end
     if p.step ~= nil and p.totalSteps ~= nil then
       table.insert(parts, string.format("step %d/%d", p.step, p.totalSteps))
+    end
+  end
+  local r = status.rows
+  if r ~= nil and r.done ~= nil then
+    if r.total ~= nil then
+      table.insert(parts, string.format("%d/%d rows", r.done, r.total))
+    else
+      table.insert(parts, string.format("%d rows", r.done))
     end
   end
   local m = status.metrics

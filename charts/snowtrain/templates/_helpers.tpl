@@ -67,10 +67,10 @@ calls from the operator's source and fails when these rules grant more, or less.
 */}}
 {{- define "snowtrain.workloadRules" -}}
 - apiGroups: [snowtrain.io]
-  resources: [finetunejobs, pretrainjobs]
+  resources: [finetunejobs, pretrainjobs, batchpredictions]
   verbs: [get, list, watch]
 - apiGroups: [snowtrain.io]
-  resources: [finetunejobs/status, pretrainjobs/status]
+  resources: [finetunejobs/status, pretrainjobs/status, batchpredictions/status]
   verbs: [patch]
 # Children: trainer config, training Job (+ workers Service), serving Deployment + Service;
 # read back on a name conflict to check they are the job's (by owner uid) before any use.

@@ -1,9 +1,9 @@
 """BatchPrediction (snowtrain.io/v1alpha1): a trained model run over a Snowflake table, its
 answers written back to a Snowflake table.
 
-``BatchPredictionSpec`` is what a user writes; ``PredictorConfig`` is what the predictor pod
-reads (rendered by the operator or local mode, no secret in it), the same split as
-``kinds.py`` / ``trainer_config.py`` for the training kinds.
+``BatchPredictionSpec`` is what a user writes; ``predictor_config.PredictorConfig`` is what
+the predictor pod reads, the same split as ``kinds.py`` / ``trainer_config.py`` for the
+training kinds.
 
 The output columns are fixed and documented (README: "BatchPrediction"): the key columns as
 they are in the input, then ``LABEL``, ``SCORE`` and ``SCORES`` (a classifier) or
@@ -13,9 +13,6 @@ they are in the input, then ``LABEL``, ``SCORE`` and ``SCORES`` (a classifier) o
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -31,12 +28,7 @@ from .spec import (
     SnowflakeConnection,
     _one_of,
 )
-from .trainer_config import (
-    ProgressConfig,
-    SnowflakeSettings,
-    load_config_file,
-    snowflake_settings,
-)
+from .status import Condition, FailureStatus, JobStatus, StatusModel
 
 #: Columns a classifier's predictions add, after the keys.
 CLASSIFIER_COLUMNS = ("LABEL", "SCORE", "SCORES")
@@ -193,8 +185,71 @@ class BatchPredictionSpec(ApiModel):
     named "trainer")."""
 
 
+class RowsStatus(StatusModel):
+    """How far the run is, refreshed from the predictor's lines after each committed chunk."""
+
+    done: int | None = None
+    """Rows predicted and committed (they survive the pod)."""
+    total: int | None = None
+    """Rows to predict."""
+    percent: float | None = None
+    """0-100."""
+    per_second: float | None = None
+    """Rows per second of the current pod."""
+    eta_seconds: float | None = None
+    """Estimated seconds to the end."""
+    resumed_from: int | None = None
+    """Rows the current pod found committed by the ones before it."""
+    failed: int | None = None
+    """Rows the model could not take (their answers are NULL)."""
+    updated_at: str | None = None
+    """When the predictor last reported (RFC 3339)."""
+
+
+class PredictionOutputStatus(StatusModel):
+    """Where the answers went."""
+
+    table: str | None = None
+    """The output table."""
+    mode: str | None = None
+    """append, overwrite or upsert."""
+    run_id: str | None = None
+    """The RUN_ID of this run's rows."""
+
+
+class PredictionModelStatus(StatusModel):
+    """The model that answered."""
+
+    uri: str | None = None
+    """pvc://CLAIM/PATH of the model directory."""
+    name: str | None = None
+    """What the MODEL column says."""
+
+
+class BatchPredictionStatus(StatusModel):
+    """Status of a BatchPrediction."""
+
+    observed_generation: int | None = None
+    """The spec generation this status describes."""
+    phase: str | None = None
+    """Pending, Waiting, Queued, Running, Succeeded or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Running, Succeeded, Failed, WaitingForModel."""
+    rows: RowsStatus | None = None
+    """Progress in rows."""
+    output: PredictionOutputStatus | None = None
+    """The output table."""
+    model: PredictionModelStatus | None = None
+    """The model."""
+    failure: FailureStatus | None = None
+    """Why it failed."""
+    job: JobStatus | None = None
+    """The prediction Job."""
+
+
 class BatchPrediction(ApiModel):
-    """A BatchPrediction resource."""
+    """A BatchPrediction resource: a trained model over a Snowflake table or query, its
+    answers written to a Snowflake table (each input row once, resumed after a lost pod)."""
 
     KIND: ClassVar[str] = "BatchPrediction"
     PLURAL: ClassVar[str] = "batchpredictions"
@@ -203,7 +258,7 @@ class BatchPrediction(ApiModel):
     api_version: Literal["snowtrain.io/v1alpha1"] = API_VERSION
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: BatchPredictionSpec
-    status: dict[str, Any] | None = None
+    status: BatchPredictionStatus | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -214,82 +269,9 @@ class BatchPrediction(ApiModel):
             data = {k: v for k, v in data.items() if k != "kind"}
         return data
 
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
     def to_wire(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": self.KIND, **super().to_wire()}
-
-
-class PredictorInputConfig(ApiModel):
-    """What the predictor reads: the source and the resolved (result-set) column names."""
-
-    snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
-    table: str | None = None
-    query: str | None = None
-    key_columns: list[str]
-    """Canonical spellings (``id`` -> ``ID``, ``"My Id"`` -> ``My Id``)."""
-    text_column: str
-    """Canonical spelling."""
-    max_rows: int | None = None
-    batch_rows: int = 8192
-
-
-class PredictorConfig(ApiModel):
-    """Everything the predictor needs, and nothing secret."""
-
-    name: str
-    namespace: str | None = None
-    run_id: str
-    """Identifies this run in the output (RUN_ID) and names its staging table: the same on
-    every retry of the run, so a retry finds the chunks its predecessors committed."""
-    model_dir: str
-    """The exported model directory inside the pod."""
-    model_name: str
-    """What the MODEL column says (the model's URI or its job)."""
-    input: PredictorInputConfig
-    output: PredictionOutput
-    batch_size: int = 64
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    progress: ProgressConfig = Field(default_factory=ProgressConfig)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PredictorConfig:
-        """Read a JSON or YAML config file."""
-        return load_config_file(cls, path)
-
-    def dumps(self) -> str:
-        """JSON text of the config, as stored in the ConfigMap."""
-        return json.dumps(self.to_wire(), indent=2, sort_keys=True)
-
-
-def render_predictor_config(
-    job: BatchPrediction,
-    *,
-    run_id: str,
-    model_dir: str,
-    model_name: str,
-    credentials_dir: str | None = None,
-    snowflake_overrides: Mapping[str, str | int | None] | None = None,
-    progress_interval_seconds: float = 5.0,
-) -> PredictorConfig:
-    """Turn a validated resource into the predictor config (pure; used by operator and CLI)."""
-    spec = job.spec
-    settings = snowflake_settings(spec.input.snowflake, credentials_dir, snowflake_overrides)
-    return PredictorConfig(
-        name=job.metadata.name or "prediction",
-        namespace=job.metadata.namespace,
-        run_id=run_id,
-        model_dir=model_dir,
-        model_name=model_name,
-        input=PredictorInputConfig(
-            snowflake=settings,
-            table=spec.input.table,
-            query=spec.input.query,
-            key_columns=[canonical_column(k) for k in spec.input.key_columns],
-            text_column=canonical_column(spec.input.text_column),
-            max_rows=spec.input.max_rows,
-            batch_rows=spec.input.batch_rows,
-        ),
-        output=spec.output,
-        batch_size=spec.batch_size,
-        generation=spec.generation,
-        progress=ProgressConfig(interval_seconds=progress_interval_seconds),
-    )

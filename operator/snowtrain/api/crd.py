@@ -16,7 +16,10 @@ from typing import Any
 
 import yaml
 
+from .batch import BatchPrediction
 from .kinds import GROUP, VERSION, FineTuneJob, PretrainJob, _JobResource
+
+Resource = type[_JobResource] | type[BatchPrediction]
 
 #: Keys of a JSON schema node that a structural CRD schema may carry.
 _ALLOWED = {
@@ -129,7 +132,7 @@ def _default_nested(raw: dict[str, Any], node: dict[str, Any], required: bool) -
     return node
 
 
-def openapi_schema(model: type[_JobResource]) -> dict[str, Any]:
+def openapi_schema(model: Resource) -> dict[str, Any]:
     """The structural openAPIV3Schema of a kind, generated from its model."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     inlined = _resolve(raw, raw.get("$defs", {}))
@@ -150,7 +153,47 @@ def openapi_schema(model: type[_JobResource]) -> dict[str, Any]:
     return schema
 
 
-def crd(model: type[_JobResource]) -> dict[str, Any]:
+_JOB_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Progress",
+        "type": "number",
+        "jsonPath": ".status.progress.percent",
+        "description": "Percent of training steps done",
+    },
+    {"name": "Loss", "type": "number", "jsonPath": ".status.metrics.trainLoss"},
+    {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.metrics.evalLoss", "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.failure.reason", "priority": 1},
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "jsonPath": ".status.serving.endpoint",
+        "priority": 1,
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+_PREDICTION_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Progress",
+        "type": "number",
+        "jsonPath": ".status.rows.percent",
+        "description": "Percent of the rows predicted",
+    },
+    {"name": "Rows", "type": "integer", "jsonPath": ".status.rows.done"},
+    {"name": "Output", "type": "string", "jsonPath": ".spec.output.table"},
+    {"name": "Rows/s", "type": "number", "jsonPath": ".status.rows.perSecond", "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.failure.reason", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def printer_columns(model: Resource) -> list[dict[str, Any]]:
+    """What ``kubectl get`` shows of a kind."""
+    return _PREDICTION_COLUMNS if model is BatchPrediction else _JOB_COLUMNS
+
+
+def crd(model: Resource) -> dict[str, Any]:
     """The CustomResourceDefinition of a kind."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -176,43 +219,7 @@ def crd(model: type[_JobResource]) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {
-                            "name": "Progress",
-                            "type": "number",
-                            "jsonPath": ".status.progress.percent",
-                            "description": "Percent of training steps done",
-                        },
-                        {
-                            "name": "Loss",
-                            "type": "number",
-                            "jsonPath": ".status.metrics.trainLoss",
-                        },
-                        {
-                            "name": "Eval-Loss",
-                            "type": "number",
-                            "jsonPath": ".status.metrics.evalLoss",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "jsonPath": ".status.failure.reason",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Endpoint",
-                            "type": "string",
-                            "jsonPath": ".status.serving.endpoint",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                    ],
+                    "additionalPrinterColumns": printer_columns(model),
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }
             ],
@@ -220,7 +227,7 @@ def crd(model: type[_JobResource]) -> dict[str, Any]:
     }
 
 
-ALL_KINDS: tuple[type[_JobResource], ...] = (FineTuneJob, PretrainJob)
+ALL_KINDS: tuple[Resource, ...] = (FineTuneJob, PretrainJob, BatchPrediction)
 
 
 def render_all() -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import kube_rules as kr
+from .batch import BatchPrediction
 from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
 from .query import UnsafeQuery, check_query
 
@@ -154,17 +155,18 @@ def _semantic_errors(job: AnyJob) -> list[FieldError]:
     return errors
 
 
-def parse_job(obj: dict[str, Any]) -> AnyJob:
-    """Validate a resource dict (as from YAML or the API) and return the typed job.
-
-    Raises :class:`InvalidJob` naming every bad field.
-    """
+def _envelope(obj: Any, kinds: set[str]) -> dict[str, Any]:
+    """The resource without kind and apiVersion, once both are right and a spec is there."""
     if not isinstance(obj, dict):
         raise InvalidJob([FieldError("", "a resource must be a YAML mapping")])
     kind = obj.get("kind")
-    if kind not in JOB_KINDS:
+    if kind not in kinds:
         raise InvalidJob(
-            [FieldError("kind", f"unknown kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")]
+            [
+                FieldError(
+                    "kind", f"unknown kind {kind!r}; expected one of {', '.join(sorted(kinds))}"
+                )
+            ]
         )
     api_version = obj.get("apiVersion")
     if api_version != "snowtrain.io/v1alpha1":
@@ -173,7 +175,16 @@ def parse_job(obj: dict[str, Any]) -> AnyJob:
         )
     if "spec" not in obj:
         raise InvalidJob([FieldError("spec", "field required")])
-    body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+
+
+def parse_job(obj: dict[str, Any]) -> AnyJob:
+    """Validate a resource dict (as from YAML or the API) and return the typed job.
+
+    Raises :class:`InvalidJob` naming every bad field.
+    """
+    body = _envelope(obj, set(JOB_KINDS))
+    kind = obj["kind"]
     try:
         # Strict, as the API server's schema is: `batchSize: "16"` or `true` is refused here
         # too. JSON mode, so enums and timestamps still come as the strings they are.
@@ -186,27 +197,84 @@ def parse_job(obj: dict[str, Any]) -> AnyJob:
     return job
 
 
+def parse_prediction(obj: dict[str, Any]) -> BatchPrediction:
+    """Validate a BatchPrediction dict; raises :class:`InvalidJob` naming every bad field."""
+    body = _envelope(obj, {BatchPrediction.KIND})
+    try:
+        job = BatchPrediction.model_validate_json(json.dumps(body, default=str), strict=True)
+    except ValidationError as exc:
+        raise InvalidJob(errors_from_pydantic(exc)) from None
+    spec = job.spec
+    errors = _query_errors("spec.input.query", spec.input.query)
+    problems = kr.node_selector_problems(
+        "spec.resources.nodeSelector", spec.resources.node_selector
+    )
+    problems += kr.toleration_problems("spec.resources.tolerations", spec.resources.tolerations)
+    if why := kr.extended_resource_problem(spec.resources.gpu_resource_name):
+        problems.append(("spec.resources.gpuResourceName", why))
+    if spec.model.uri and (why := kr.model_uri_problem(spec.model.uri)):
+        problems.append(("spec.model.uri", why))
+    if spec.model.uri and not spec.model.uri.startswith(("pvc://", "/", "./")):
+        problems.append(("spec.model.uri", "use pvc://CLAIM/PATH or an absolute path"))
+    problems += kr.pod_override_problems("spec.podTemplate", spec.pod_template, "trainer")
+    errors += [FieldError(path, reason) for path, reason in problems]
+    if errors:
+        raise InvalidJob(errors)
+    return job
+
+
+RESOURCE_KINDS: dict[str, type[AnyJob] | type[BatchPrediction]] = {
+    **JOB_KINDS,
+    BatchPrediction.KIND: BatchPrediction,
+}
+"""Every kind the operator reconciles, by name."""
+
+
+def parse_resource(obj: dict[str, Any]) -> AnyJob | BatchPrediction:
+    """Any snowtrain kind: a job (:func:`parse_job`) or a BatchPrediction."""
+    if isinstance(obj, dict) and obj.get("kind") == BatchPrediction.KIND:
+        return parse_prediction(obj)
+    return parse_job(obj)
+
+
 #: Spec fields that may change after training started; everything else is frozen.
 MUTABLE_AFTER_START = frozenset({"serving", "suspend", "activeDeadlineSeconds", "backoffLimit"})
 
 
-def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> list[FieldError]:
+#: A started BatchPrediction's run is fixed (its staged rows answer that spec).
+PREDICTION_MUTABLE_AFTER_START = frozenset({"activeDeadlineSeconds", "backoffLimit"})
+
+
+def immutable_changes(
+    old_spec: dict[str, Any],
+    new_spec: dict[str, Any],
+    mutable: frozenset[str] | None = None,
+) -> list[FieldError]:
     """Fields of the training part that differ between two specs.
 
     Once training started, changing data, hyper-parameters or the base model would make the
     checkpoints and the status describe a different job than the spec; such edits are refused
-    (create a new job instead). Serving, suspend and lifecycle settings stay editable.
+    (create a new job instead). Serving, suspend and lifecycle settings stay editable;
+    ``mutable`` names another kind's editable fields.
     """
+    if mutable is None:
+        mutable = MUTABLE_AFTER_START
+        why = (
+            "training started (only serving, suspend, activeDeadlineSeconds and backoffLimit "
+            "can); create a new job instead"
+        )
+    else:
+        editable = " and ".join(sorted(mutable))
+        why = f"the run started (only {editable} can); create a new one instead"
     errors = []
     for key in sorted(set(old_spec) | set(new_spec)):
-        if key in MUTABLE_AFTER_START:
+        if key in mutable:
             continue
         if old_spec.get(key) != new_spec.get(key):
             errors.append(
                 FieldError(
                     f"spec.{key}",
-                    "cannot change after training started (only serving, suspend, "
-                    "activeDeadlineSeconds and backoffLimit can); create a new job instead",
+                    f"cannot change after {why}",
                 )
             )
     return errors

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
 from snowtrain.api.serve_command import serve_command
 from snowtrain.api.spec import ServingSpec
@@ -92,6 +93,9 @@ class ModelLocation:
         return cls(claim, path.strip("/")) if claim else None
 
 
+Owner = AnyJob | BatchPrediction
+"""Any snowtrain resource that owns children."""
+
 # --- names and metadata -------------------------------------------------------------------
 
 
@@ -125,12 +129,12 @@ def training_policy_name(name: str) -> str:
     return child_name(name, "training")
 
 
-def selector_labels(job: AnyJob) -> dict[str, str]:
+def selector_labels(job: Owner) -> dict[str, str]:
     """Labels that find every training child of ``job`` (list by these before creating)."""
     return {LABEL_JOB: job.metadata.name or "", LABEL_KIND: job.kind}
 
 
-def owner_reference(job: AnyJob) -> dict[str, Any]:
+def owner_reference(job: Owner) -> dict[str, Any]:
     """Controller owner reference: deleting the job garbage-collects the child."""
     return {
         "apiVersion": API_VERSION,
@@ -142,7 +146,7 @@ def owner_reference(job: AnyJob) -> dict[str, Any]:
     }
 
 
-def _metadata(job: AnyJob, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def _metadata(job: Owner, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": job.metadata.namespace,
@@ -665,7 +669,7 @@ def build_serving_service(job: AnyJob) -> dict[str, Any]:
 
 
 def _network_policy(
-    job: AnyJob, name: str, pods: dict[str, str], ingress: list[dict[str, Any]]
+    job: Owner, name: str, pods: dict[str, str], ingress: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",

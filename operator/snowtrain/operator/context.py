@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import AnyJob
-from snowtrain.api.validation import InvalidJob, parse_job
+from snowtrain.api.validation import InvalidJob, parse_job, parse_prediction
 
 from . import children as ch
 from .index import ChildIndex
@@ -20,7 +21,7 @@ from .kube import Kube, raw
 from .settings import OperatorSettings
 
 Key = tuple[str, str, str]
-"""(kind, namespace, name) of a FineTuneJob or PretrainJob."""
+"""(kind, namespace, name) of a FineTuneJob, PretrainJob or BatchPrediction."""
 
 
 def job_key(body: dict[str, Any]) -> Key:
@@ -60,7 +61,8 @@ class Context:
     creates: ThreadPoolExecutor = field(init=False)
     """Creates a reconcile waits for but need not make one after another (a thread per
     reconcile worker, started when first needed)."""
-    _parsed: dict[Key, tuple[tuple[Any, ...], AnyJob | InvalidJob]] = field(default_factory=dict)
+    _parsed: dict[Key, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
+    """Each resource's parsed spec (a job, a BatchPrediction, or why it is invalid)."""
     started: set[Key] = field(default_factory=set)
     """Jobs whose first attempt this process created (their next reconcile lists Jobs)."""
     defer_status: Callable[[Key], bool] = lambda key: False
@@ -109,6 +111,17 @@ class Context:
         """The job's spec validated (:func:`parse_job`), once per version of what the
         model holds: spec changes bump ``metadata.generation``, label and annotation changes
         do not, so those are part of the key. Raises :class:`InvalidJob` like parse_job."""
+        job: AnyJob = self._parsed_once(key, body, parse_job)
+        return job
+
+    def parsed_prediction(self, key: Key, body: dict[str, Any]) -> BatchPrediction:
+        """A BatchPrediction's spec validated (:func:`parse_prediction`), as :meth:`parsed`."""
+        job: BatchPrediction = self._parsed_once(key, body, parse_prediction)
+        return job
+
+    def _parsed_once(
+        self, key: Key, body: dict[str, Any], parse: Callable[[dict[str, Any]], Any]
+    ) -> Any:
         meta = body.get("metadata") or {}
         stamp = (
             meta.get("uid"),
@@ -122,9 +135,9 @@ class Context:
             if isinstance(cached[1], InvalidJob):
                 raise InvalidJob(cached[1].errors)  # a fresh one: a re-raise grows its traceback
             return cached[1]
-        result: AnyJob | InvalidJob
+        result: Any
         try:
-            result = parse_job({k: v for k, v in body.items() if k != "status"})
+            result = parse({k: v for k, v in body.items() if k != "status"})
         except InvalidJob as exc:
             result = exc
         with self.guard:

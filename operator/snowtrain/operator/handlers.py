@@ -34,7 +34,8 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from snowtrain.api.kinds import GROUP, VERSION, FineTuneJob, PretrainJob
+from snowtrain.api.batch import BatchPrediction
+from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, FineTuneJob, PretrainJob
 
 from . import children as ch
 from . import metrics
@@ -241,7 +242,7 @@ def _reconcile_key(key: Key, force_logs: bool) -> None:
 
 
 def on_job_change(type: str | None, raw: dict[str, Any]) -> None:
-    """A FineTuneJob/PretrainJob was listed, added or changed (or deleted)."""
+    """A FineTuneJob/PretrainJob/BatchPrediction was listed, added or changed (or deleted)."""
     key = job_key(raw)
     meta, status = raw.get("metadata") or {}, raw.get("status") or {}
     if type == "DELETED" or meta.get("deletionTimestamp"):
@@ -254,10 +255,15 @@ def on_job_change(type: str | None, raw: dict[str, Any]) -> None:
     elif type is None:
         queue().add(key, RESYNC, True)  # listed at (re)start: resume it
     # Otherwise only status/metadata changed: our own write, or labels. Nothing to do.
-    if raw.get("kind") == PretrainJob.KIND and status.get("phase") in DECIDED:
+    if raw.get("kind") in JOB_KINDS and status.get("phase") in DECIDED:
+        # Whoever waits for this job's model: FineTuneJobs for a PretrainJob's, and
+        # BatchPredictions for either's.
+        waiters = {BatchPrediction.KIND}
+        if raw.get("kind") == PretrainJob.KIND:
+            waiters.add(FineTuneJob.KIND)
         for other, other_body in ctx().known():
             waiting = (other_body.get("status") or {}).get("phase") == "Waiting"
-            if other[0] == FineTuneJob.KIND and other[1] == key[1] and waiting:
+            if other[0] in waiters and other[1] == key[1] and waiting:
                 queue().add(other, CHILD_CHANGED)
 
 
@@ -283,7 +289,7 @@ def _start_informers(context: Context) -> None:
     watch_timeout, request_timeout = SETTINGS.watch_server_timeout, SETTINGS.watch_client_timeout
     namespaces: list[str | None] = [*SETTINGS.namespace_list] or [None]
     for namespace in namespaces:
-        for cls in (FineTuneJob, PretrainJob):
+        for cls in (FineTuneJob, PretrainJob, BatchPrediction):
             Informer(
                 cls.KIND,
                 *watched_lister(context.kube, cls.KIND, namespace),

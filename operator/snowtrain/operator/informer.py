@@ -26,7 +26,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION
+from snowtrain.api.kinds import GROUP, VERSION
+from snowtrain.api.validation import RESOURCE_KINDS
 
 from . import children as ch
 from .index import ChildIndex
@@ -156,7 +157,7 @@ def watched_lister(
     if kind == "Pod":
         core = kube.core
         return (core.list_namespaced_pod if namespace else core.list_pod_for_all_namespaces), ns_args  # fmt: skip
-    plural = JOB_KINDS[kind].PLURAL  # a FineTuneJob or PretrainJob
+    plural = RESOURCE_KINDS[kind].PLURAL  # a FineTuneJob, PretrainJob or BatchPrediction
     custom = kube.custom
     if namespace:
         return custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, plural)

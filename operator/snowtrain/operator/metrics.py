@@ -37,7 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from snowtrain.api.kinds import JOB_KINDS
+from snowtrain.api.validation import RESOURCE_KINDS
 from snowtrain.api.status import Phase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -166,7 +166,7 @@ class _StateCollector(Collector):
             return
         # Every kind x phase is present, zeros included, so a dashboard line drops to 0
         # instead of vanishing when the last job leaves a phase.
-        counts = {(kind, str(phase)): 0 for kind in JOB_KINDS for phase in Phase}
+        counts = {(kind, str(phase)): 0 for kind in RESOURCE_KINDS for phase in Phase}
         for (kind, _, _), body in known:
             phase = str((body.get("status") or {}).get("phase") or Phase.PENDING)
             counts[(kind, phase)] = counts.get((kind, phase), 0) + 1

@@ -10,7 +10,8 @@ also ignores the environment for them, and for host, port and protocol), and a j
 for a role only when the chart's ``snowflake.allowedRoles`` names it (default: none, the
 Secret's role): a job cannot turn the admin's credentials into ``ACCOUNTADMIN``.
 
-The webhook refuses what the policy does not allow at admission, and the operator fails such
+A BatchPrediction's pod is boxed in the same way (its image, its Snowflake identity, its
+pod additions). The webhook refuses what the policy does not allow at admission, and the operator fails such
 a job (InvalidSpec) where no webhook runs.
 
 Pure functions over the typed job and the operator's settings.
@@ -18,6 +19,7 @@ Pure functions over the typed job and the operator's settings.
 
 from __future__ import annotations
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import AnyJob
 from snowtrain.api.pod import ADMIN_VOLUME_KINDS
 from snowtrain.api.validation import FieldError
@@ -50,7 +52,7 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def image_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
+def image_errors(job: AnyJob | BatchPrediction, settings: OperatorSettings) -> list[FieldError]:
     image = job.spec.image
     if not image:
         return []
@@ -75,11 +77,16 @@ def _role_key(role: str) -> str:
     return role.upper()
 
 
-def credential_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
-    snowflake = job.spec.data.snowflake
+def credential_errors(
+    job: AnyJob | BatchPrediction, settings: OperatorSettings
+) -> list[FieldError]:
+    if isinstance(job, BatchPrediction):
+        snowflake, path = job.spec.input.snowflake, "spec.input.snowflake"
+    else:
+        snowflake, path = job.spec.data.snowflake, "spec.data.snowflake"
     errors = [
         FieldError(
-            f"spec.data.snowflake.{name}",
+            f"{path}.{name}",
             "on a cluster it comes from the Secret (secretRef) alone; remove it",
         )
         for name in ("account", "user")
@@ -89,7 +96,7 @@ def credential_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldErro
     if snowflake.role and _role_key(snowflake.role) not in allowed:
         errors.append(
             FieldError(
-                "spec.data.snowflake.role",
+                f"{path}.role",
                 "a job may choose only a role the chart's snowflake.allowedRoles names "
                 f"({', '.join(sorted(allowed)) or 'none here'}); leave it out to use the "
                 "Secret's role",
@@ -98,12 +105,12 @@ def credential_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldErro
     return errors
 
 
-def pod_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
+def pod_errors(job: AnyJob | BatchPrediction, settings: OperatorSettings) -> list[FieldError]:
     """Service accounts and volume kinds beyond the defaults, only where the admin allows."""
     accounts = set(_csv(settings.allowed_service_accounts))
     kinds = set(_csv(settings.allowed_volume_kinds))
     overrides = [("spec.podTemplate", job.spec.pod_template)]
-    if job.spec.serving is not None:
+    if not isinstance(job, BatchPrediction) and job.spec.serving is not None:
         overrides.append(("spec.serving.podTemplate", job.spec.serving.pod_template))
     errors = []
     for path, pod in overrides:
@@ -144,11 +151,11 @@ def serving_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
     return []
 
 
-def policy_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
-    """What this installation does not allow job authors to choose."""
-    return (
-        image_errors(job, settings)
-        + credential_errors(job, settings)
-        + pod_errors(job, settings)
-        + serving_errors(job, settings)
-    )
+def policy_errors(job: AnyJob | BatchPrediction, settings: OperatorSettings) -> list[FieldError]:
+    """What this installation does not allow job authors to choose (a BatchPrediction's pod
+    is boxed in as a training pod is: image, Snowflake identity, pod additions)."""
+    errors = image_errors(job, settings) + credential_errors(job, settings)
+    errors += pod_errors(job, settings)
+    if not isinstance(job, BatchPrediction):
+        errors += serving_errors(job, settings)
+    return errors

@@ -20,12 +20,13 @@ from typing import Any, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.events import now_iso
-from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, AnyJob, FineTuneJob
+from snowtrain.api.kinds import GROUP, VERSION, AnyJob, FineTuneJob
 from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
 from snowtrain.api.torchrun import RENDEZVOUS_PORT
-from snowtrain.api.validation import InvalidJob
+from snowtrain.api.validation import RESOURCE_KINDS, InvalidJob
 
 from . import attempts, metrics, trainer_log
 from . import children as ch
@@ -43,10 +44,11 @@ from .kube import (
     send,
 )
 from .policy import policy_errors
+from .prediction_status import PredictionOutcome
 
 log = logging.getLogger("snowtrain.operator")
 
-PLURALS = {kind: cls.PLURAL for kind, cls in JOB_KINDS.items()}
+PLURALS = {kind: cls.PLURAL for kind, cls in RESOURCE_KINDS.items()}
 
 
 def _component(obj: dict[str, Any]) -> str | None:
@@ -60,8 +62,11 @@ def _attempt_of(job: dict[str, Any]) -> int:
         return 0
 
 
-def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome | None:
-    """Reconcile the FineTuneJob/PretrainJob ``key``; None when it is gone or being deleted.
+def reconcile(
+    ctx: Context, key: Key, *, force_logs: bool = False
+) -> st.Outcome | PredictionOutcome | None:
+    """Reconcile the FineTuneJob/PretrainJob/BatchPrediction ``key``; None when it is gone
+    or being deleted.
 
     The caller (the work queue) runs one reconcile per key at a time. The job itself comes
     from the context (kept current by watch events and our own writes); only a job not seen
@@ -76,7 +81,9 @@ def reconcile(ctx: Context, key: Key, *, force_logs: bool = False) -> st.Outcome
         metrics.RECONCILE_DURATION.labels(key[0], outcome).observe(time.perf_counter() - started)
 
 
-def _reconcile_key(ctx: Context, key: Key, *, force_logs: bool) -> st.Outcome | None:
+def _reconcile_key(
+    ctx: Context, key: Key, *, force_logs: bool
+) -> st.Outcome | PredictionOutcome | None:
     ctx.last_reconciled[key] = time.monotonic()
     with ctx.guard:
         body = ctx.jobs.get(key)
@@ -92,6 +99,11 @@ def _reconcile_key(ctx: Context, key: Key, *, force_logs: bool) -> st.Outcome | 
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     try:
+        if key[0] == BatchPrediction.KIND:
+            # Imported here: the BatchPrediction reconcile uses this module's helpers.
+            from .prediction import reconcile_prediction
+
+            return reconcile_prediction(ctx, body, force_logs=force_logs)
         return _reconcile(ctx, body, force_logs=force_logs)
     except ApiException as exc:
         if exc.status != 404:
@@ -303,11 +315,11 @@ def _observe_attempt(
     if current is not None:
         obs.job_name = current["metadata"]["name"]
     if current is not None and not has_pods:
-        if _waiting_for_pods(current, obs.now):
+        if waiting_for_pods(current, obs.now):
             job_events = ctx.failed_creates.of(ns, current["metadata"]["name"])
     elif current is not None and not (current.get("metadata") or {}).get("deletionTimestamp"):
         pods = _attempt_pods(ctx, (kind, ns, name), obs.attempt)
-        obs.report = _read_progress(ctx, (kind, ns, name), pods, force_logs)
+        obs.report = read_progress(ctx, (kind, ns, name), pods, force_logs)
     obs.current = attempts.observe_attempt(
         current, pods, user_suspended=obs.suspend, job_events=job_events
     )
@@ -368,9 +380,28 @@ def _start_next_attempt(
 
 def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> None:
     """Patch what changed in the status (nothing: no request) and announce a new phase."""
-    meta = body["metadata"]
     old_status = body.get("status") or {}
-    patch = merge_patch(old_status, outcome.status)
+    patch_status(ctx, body, outcome.status)
+    if outcome.phase != old_status.get("phase"):
+        failure = outcome.status.get("failure") or {}
+        running: dict[str, Any] = next(
+            (c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {}
+        )
+        emit_event(
+            ctx,
+            body,
+            old_status.get("phase"),
+            outcome.phase,
+            str(failure.get("reason") or outcome.phase),
+            failure.get("message") or running.get("message") or "",
+        )
+
+
+def patch_status(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> None:
+    """Merge-patch the fields of ``status`` that differ from the resource's (none: no
+    request), and keep what the API server answers."""
+    meta = body["metadata"]
+    patch = merge_patch(body.get("status") or {}, status)
     if patch:
         written = raw(
             ctx.kube.custom.patch_namespaced_custom_object_status,
@@ -378,8 +409,6 @@ def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> No
             {"status": patch},
         )  # fmt: skip
         ctx.remember(written)
-    if outcome.phase != old_status.get("phase"):
-        _emit_event(ctx, body, old_status.get("phase"), outcome)
 
 
 #: A Job without pods this long is asked why (its Events): the Job controller creates pods
@@ -387,7 +416,7 @@ def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> No
 NO_POD_GRACE_SECONDS = 10.0
 
 
-def _waiting_for_pods(job: dict[str, Any], now: datetime) -> bool:
+def waiting_for_pods(job: dict[str, Any], now: datetime) -> bool:
     meta, spec = job.get("metadata") or {}, job.get("spec") or {}
     if spec.get("suspend") or meta.get("deletionTimestamp"):
         return False
@@ -553,7 +582,7 @@ def _apply_suspend(ctx: Context, job: AnyJob, current: dict[str, Any]) -> dict[s
     return current
 
 
-def _read_progress(
+def read_progress(
     ctx: Context, key: tuple[str, str, str], pods: list[dict[str, Any]], force: bool
 ) -> trainer_log.TrainerReport | None:
     """The trainer's newest JSON lines from the pod log tail, at most once per refresh
@@ -654,17 +683,16 @@ def _reconcile_serving(
                 delete_child(delete, name, ns)
 
 
-def _emit_event(
-    ctx: Context, body: dict[str, Any], old_phase: str | None, outcome: st.Outcome
+def emit_event(
+    ctx: Context,
+    body: dict[str, Any],
+    old_phase: str | None,
+    phase: str,
+    reason: str,
+    message: str,
 ) -> None:
     """A core/v1 Event on every phase transition (what `kubectl describe` shows)."""
     meta = body["metadata"]
-    failure = outcome.status.get("failure") or {}
-    ready: dict[str, Any] = next(
-        (c for c in outcome.status.get("conditions", []) if c["type"] == "Running"), {}
-    )
-    reason = failure.get("reason") or outcome.phase
-    message = failure.get("message") or ready.get("message") or ""
     now = now_iso()
     event = {
         "apiVersion": "v1",
@@ -677,9 +705,9 @@ def _emit_event(
             "namespace": meta["namespace"],
             "uid": meta.get("uid"),
         },
-        "reason": str(reason),
-        "message": f"{old_phase or 'New'} -> {outcome.phase}: {message}"[:1024],
-        "type": "Warning" if outcome.phase == Phase.FAILED else "Normal",
+        "reason": reason,
+        "message": f"{old_phase or 'New'} -> {phase}: {message}"[:1024],
+        "type": "Warning" if phase == Phase.FAILED else "Normal",
         "source": {"component": "snowtrain-operator"},
         "firstTimestamp": now,
         "lastTimestamp": now,

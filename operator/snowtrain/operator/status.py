@@ -132,19 +132,31 @@ class Outcome:
 
 
 def _cond(obs: Observed, ctype: str, ok: bool | None, reason: str, message: str) -> Condition:
+    return condition(obs.old_block.conditions, obs.now, obs.generation, ctype, ok, reason, message)
+
+
+def condition(
+    old_conditions: list[Condition],
+    now: datetime,
+    generation: int,
+    ctype: str,
+    ok: bool | None,
+    reason: str,
+    message: str,
+) -> Condition:
     """A condition; its lastTransitionTime moves only when its status changes."""
     status: Literal["True", "False", "Unknown"] = (
         "Unknown" if ok is None else ("True" if ok else "False")
     )
-    old = next((c for c in obs.old_block.conditions if c.type == ctype), None)
+    old = next((c for c in old_conditions if c.type == ctype), None)
     keep = old is not None and old.status == status and old.last_transition_time
     return Condition(
         type=ctype,
         status=status,
         reason=reason,
         message=message[:32000],
-        last_transition_time=old.last_transition_time if keep and old else now_iso(obs.now),
-        observed_generation=obs.generation,
+        last_transition_time=old.last_transition_time if keep and old else now_iso(now),
+        observed_generation=generation,
     )
 
 

@@ -14,6 +14,7 @@ from snowtrain.api.events import (
     DoneEvent,
     EvalEvent,
     ProgressEvent,
+    RowsEvent,
     StartEvent,
     parse_event,
 )
@@ -26,6 +27,7 @@ class TrainerReport:
     start: StartEvent | None = None
     data: DataEvent | None = None
     progress: ProgressEvent | None = None
+    rows: RowsEvent | None = None
     eval: EvalEvent | None = None
     checkpoint: CheckpointEvent | None = None
     done: DoneEvent | None = None

@@ -1,5 +1,6 @@
 """Validating admission webhook (kopf): bad specs are refused at ``kubectl apply`` with the
-field and the reason, and the training part of a started job cannot be edited.
+field and the reason, and the training part of a started job (everything but the deadline
+and the retries of a started BatchPrediction) cannot be edited.
 
 It runs the same :func:`snowtrain.api.validation.parse_job` the operator runs when no webhook
 is installed (then the job ends Failed/InvalidSpec), so both paths agree.
@@ -15,8 +16,14 @@ from typing import Any
 import kopf
 from kubernetes import client
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import GROUP, VERSION, AnyJob, FineTuneJob, PretrainJob
-from snowtrain.api.validation import InvalidJob, immutable_changes, parse_job
+from snowtrain.api.validation import (
+    PREDICTION_MUTABLE_AFTER_START,
+    InvalidJob,
+    immutable_changes,
+    parse_resource,
+)
 
 from . import certs, metrics
 from .policy import policy_errors
@@ -48,13 +55,15 @@ def review(
     if operation not in ("CREATE", "UPDATE") or not new:
         return []
     try:
-        job = parse_job({k: v for k, v in new.items() if k != "status"})
+        job = parse_resource({k: v for k, v in new.items() if k != "status"})
     except InvalidJob as exc:
         return [str(e) for e in exc.errors]
     if settings is not None and (denied := policy_errors(job, settings)):
         return [str(e) for e in denied]
     if operation == "UPDATE" and old and started(old.get("status")):
-        return [str(e) for e in immutable_changes(old.get("spec") or {}, new.get("spec") or {})]
+        mutable = PREDICTION_MUTABLE_AFTER_START if isinstance(job, BatchPrediction) else None
+        changes = immutable_changes(old.get("spec") or {}, new.get("spec") or {}, mutable)
+        return [str(e) for e in changes]
     return []
 
 
@@ -75,7 +84,11 @@ def _validate(
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-_KINDS: tuple[type[AnyJob], ...] = (FineTuneJob, PretrainJob)
+_KINDS: tuple[type[AnyJob] | type[BatchPrediction], ...] = (
+    FineTuneJob,
+    PretrainJob,
+    BatchPrediction,
+)
 
 #: kopf serves each handler at ``/<id>``: the paths the webhook configuration calls.
 HANDLER_IDS = tuple(f"validate-{kind.PLURAL}" for kind in _KINDS)
