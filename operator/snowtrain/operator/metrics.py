@@ -37,8 +37,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from snowtrain.api.validation import RESOURCE_KINDS
 from snowtrain.api.status import Phase
+from snowtrain.api.validation import RESOURCE_KINDS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 PREFIX = "snowtrain_operator_"

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from snowtrain.api.batch import PredictorConfig
 from snowtrain.api.events import PredictionCounts, TrainerSummary, now_iso
+from snowtrain.api.predictor_config import PredictorConfig
 from snowtrain.api.trainer_config import ConfigFileError
 from snowtrain.trainer.data.connection import LazyConnection
 from snowtrain.trainer.data.credentials import load_credentials

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from snowtrain.api.batch import PredictorInputConfig
+from snowtrain.api.predictor_config import PredictorInputConfig
 from snowtrain.trainer.data.connection import LazyConnection
 from snowtrain.trainer.data.shard import rows_in_range
 from snowtrain.trainer.data.source import _downloads
