@@ -23,7 +23,8 @@ from .errors import UserError
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="train (and serve) a FineTuneJob or PretrainJob YAML on this machine",
+        help="train (and serve) a FineTuneJob or PretrainJob YAML, or run a BatchPrediction "
+        "YAML, on this machine",
         description=(
             "Validate the YAML with the API models, render the same trainer config the operator "
             "would, train, export, then serve the model. Without Snowflake credentials "
@@ -124,8 +125,16 @@ def cmd_crds(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .local_run import LocalRun
+    from snowtrain.api.batch import BatchPrediction
 
+    from .local_run import LocalRun
+    from .manifest import load_resource
+
+    resource = load_resource(args.file)
+    if isinstance(resource, BatchPrediction):
+        from .local_predict import LocalPrediction
+
+        return LocalPrediction(args, console, resource).run()
     return LocalRun(args, console).run()
 
 

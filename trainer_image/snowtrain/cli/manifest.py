@@ -1,6 +1,6 @@
 """Read a job YAML exactly as ``kubectl apply`` would receive it, and validate it with the API.
 
-Validation is :func:`snowtrain.api.parse_job`, the function the admission webhook and the
+Validation is :func:`snowtrain.api.validation.parse_resource`, the function the admission webhook and the
 operator use, so a file that passes here is accepted by the cluster and vice versa. Problems
 become a :class:`UserError` listing every bad field by its YAML path.
 """
@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-from snowtrain.api import AnyJob, InvalidJob, parse_job
+from snowtrain.api import AnyJob, InvalidJob
+from snowtrain.api.batch import BatchPrediction
+from snowtrain.api.validation import parse_resource
 
 from .errors import UserError
 
@@ -49,13 +51,13 @@ def _describe(doc: Any) -> str:
     return "document"
 
 
-def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob]:
+def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob | BatchPrediction]:
     """Validate every document; raise one :class:`UserError` listing all bad fields."""
-    jobs: list[AnyJob] = []
+    jobs: list[AnyJob | BatchPrediction] = []
     problems: list[str] = []
     for index, doc in enumerate(docs):
         try:
-            jobs.append(parse_job(doc))
+            jobs.append(parse_resource(doc))
         except InvalidJob as exc:
             label = _describe(doc) + (f" (document {index + 1})" if len(docs) > 1 else "")
             problems.append(f"{path}: {label} is invalid:")
@@ -65,15 +67,24 @@ def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob]:
     return jobs
 
 
-def load_job(path: Path) -> AnyJob:
-    """The one FineTuneJob or PretrainJob in ``path`` (what ``snowtrain run`` trains)."""
+def load_resource(path: Path) -> AnyJob | BatchPrediction:
+    """The one FineTuneJob, PretrainJob or BatchPrediction in ``path`` (what ``snowtrain
+    run`` runs)."""
     docs = load_documents(path)
     if len(docs) != 1:
         raise UserError(
             f"{path}: holds {len(docs)} documents; snowtrain run takes a file with one "
-            "FineTuneJob or PretrainJob"
+            "FineTuneJob, PretrainJob or BatchPrediction"
         )
     job = validate_documents(path, docs)[0]
     if not job.metadata.name:
         raise UserError(f"{path}: {job.kind} is invalid:\n  metadata.name: field required")
+    return job
+
+
+def load_job(path: Path) -> AnyJob:
+    """The one FineTuneJob or PretrainJob in ``path`` (what ``snowtrain run`` trains)."""
+    job = load_resource(path)
+    if isinstance(job, BatchPrediction):
+        raise UserError(f"{path}: a BatchPrediction has no trainer config; this takes a job")
     return job

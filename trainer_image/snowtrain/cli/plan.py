@@ -49,6 +49,13 @@ class RunPlan:
     """How the base model was resolved, when that is worth telling."""
 
     @property
+    def name(self) -> str:
+        return self.job.metadata.name or "job"
+
+    def config_text(self) -> str:
+        return self.config.dumps()
+
+    @property
     def model_dir(self) -> Path:
         return Path(self.config.output.dir)
 

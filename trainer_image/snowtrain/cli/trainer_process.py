@@ -19,6 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -37,6 +38,7 @@ from snowtrain.api.events import (
     DoneEvent,
     EvalEvent,
     ProgressEvent,
+    RowsEvent,
     StartEvent,
     TrainerEvent,
     TrainerSummary,
@@ -44,8 +46,6 @@ from snowtrain.api.events import (
     parse_summary,
 )
 from snowtrain.trainer.allocator import with_preloaded_allocator
-
-from .plan import RunPlan
 
 
 def format_eta(seconds: float | None) -> str:
@@ -124,6 +124,15 @@ class ProgressView:
                 loss=_num(event.loss),
                 eta=format_eta(event.eta_seconds),
             )
+        elif isinstance(event, RowsEvent):
+            if event.resumed_from_row:
+                say(f"Resuming after the {event.resumed_from_row} rows committed before")
+            self.progress.update(
+                self.task,
+                completed=event.rows_done,
+                total=event.rows_total,
+                eta=format_eta(event.eta_seconds),
+            )
         elif isinstance(event, EvalEvent):
             parts = [
                 f"{name} {_num(value)}"
@@ -140,10 +149,36 @@ class ProgressView:
             self.done = event
 
 
-def run_trainer(plan: RunPlan, extra_env: dict[str, str], console: Console) -> TrainerOutcome:
-    """Start ``python -m snowtrain.trainer`` on the plan's config and follow it to the end."""
+class ProcessPlan(Protocol):
+    """What following a child needs of a plan: a training run's or a batch prediction's."""
+
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def config_path(self) -> Path: ...
+    @property
+    def termination_path(self) -> Path: ...
+    @property
+    def log_path(self) -> Path: ...
+    @property
+    def events_path(self) -> Path: ...
+    @property
+    def name(self) -> str: ...
+    def config_text(self) -> str: ...
+
+
+def run_trainer(
+    plan: ProcessPlan,
+    extra_env: dict[str, str],
+    console: Console,
+    *,
+    module: str = "snowtrain.trainer",
+    title: str | None = None,
+) -> TrainerOutcome:
+    """Start ``python -m module`` (the trainer, or the predictor, which speaks the same
+    protocol) on the plan's config and follow it to the end."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    plan.config_path.write_text(plan.config.dumps() + "\n")
+    plan.config_path.write_text(plan.config_text() + "\n")
     plan.termination_path.unlink(missing_ok=True)
     env = {
         **with_preloaded_allocator(os.environ),
@@ -152,12 +187,12 @@ def run_trainer(plan: RunPlan, extra_env: dict[str, str], console: Console) -> T
         "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cmd = [sys.executable, "-m", "snowtrain.trainer", "--config", str(plan.config_path)]
+    cmd = [sys.executable, "-m", module, "--config", str(plan.config_path)]
     interrupted = False
     with (
         open(plan.log_path, "a") as log,
         open(plan.events_path, "a") as events,
-        ProgressView(console, f"Training {plan.job.metadata.name}") as view,
+        ProgressView(console, title or f"Training {plan.name}") as view,
     ):
         log.flush()
         proc = subprocess.Popen(
@@ -209,7 +244,7 @@ def _read_summary(path: Path) -> TrainerSummary | None:
         return None
 
 
-def log_tail(plan: RunPlan, lines: int = 15) -> str:
+def log_tail(plan: ProcessPlan, lines: int = 15) -> str:
     """The end of trainer.log, to show next to a failure."""
     try:
         text = plan.log_path.read_text(errors="replace")
