@@ -195,7 +195,8 @@ class RowsEvent(WireModel):
     rows_per_second: float | None = None
     eta_seconds: float | None = None
     resumed_from_row: int | None = None
-    """Rows an earlier pod of the run had committed when this one started."""
+    """Rows an earlier pod of the run had committed when this one started (on every line of
+    the pod: a reader may see only the newest)."""
     time: str | None = None
 
 

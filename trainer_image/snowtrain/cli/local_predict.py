@@ -38,6 +38,12 @@ from .trainer_process import log_tail, run_trainer
 
 #: Rows of the output table shown at the end.
 SAMPLE_ROWS = 5
+#: Columns the sample leaves out (long, and the same on every row of the run).
+HIDDEN_COLUMNS = frozenset({"SCORES", "MODEL", "RUN_ID", "PREDICTED_AT"})
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -207,18 +213,21 @@ class LocalPrediction:
             self.console.print(f"(could not read the output table back: {exc})", style="dim")
             return
         try:
-            keys = ", ".join(f'"{k}"' for k in plan.config.input.key_columns)
+            keys = [f'"{k}"' for k in plan.config.input.key_columns]
+            # The answer columns of either kind of model, whichever the table has.
             cur = conn.cursor()
             cur.execute(
-                f"SELECT * FROM {quoted_output(plan.config.output.table)} ORDER BY {keys} LIMIT ?",
+                f"SELECT * FROM {quoted_output(plan.config.output.table)} "
+                f"ORDER BY {', '.join(keys)} LIMIT ?",
                 (SAMPLE_ROWS,),
             )
             names = [d[0] for d in cur.description]
+            shown = [i for i, n in enumerate(names) if n not in HIDDEN_COLUMNS]
             table = Table(title=f"{plan.config.output.table}: the first {SAMPLE_ROWS} rows")
-            for name in names:
-                table.add_column(name, overflow="fold")
+            for i in shown:
+                table.add_column(names[i], overflow="fold")
             for row in cur.fetchall():
-                table.add_row(*(str(v) for v in row))
+                table.add_row(*(_cell(row[i]) for i in shown))
             self.console.print(table)
         finally:
             conn.close()

@@ -142,7 +142,10 @@ def _stage_all(
     total: int,
     done: int,
 ) -> int:
-    """Predict and stage every row from ``done`` on; return the rows staged."""
+    """Predict and stage every row from ``done`` on; return the rows staged.
+
+    A chunk is predicted while the one before it is committed (one commit in flight, in
+    order); each commit reports the rows done as it lands."""
     resumed = done
     if done:
         log.info("resuming: %d of %d rows were committed by an earlier pod", done, total)
@@ -156,6 +159,11 @@ def _stage_all(
     reporter.event(
         "rows", rows_done=done, rows_total=total, resumed_from_row=resumed, time=now_iso()
     )
+
+    def commit(staged: pa.Table, end: int) -> None:
+        sink.commit(staged)
+        _report(reporter, counts, end, total, resumed, started)
+
     with ThreadPoolExecutor(1, thread_name_prefix="snowtrain-commit") as committer:
         pending: Future[None] | None = None
         position = done
@@ -164,8 +172,7 @@ def _stage_all(
             position += chunk.num_rows
             if pending is not None:
                 pending.result()  # commits stay in order: one in flight
-                _report(reporter, counts, position - chunk.num_rows, total, resumed, started)
-            pending = committer.submit(sink.commit, staged)
+            pending = committer.submit(commit, staged, position)
         if pending is not None:
             pending.result()
     _report(reporter, counts, position, total, resumed, started, force=True)
@@ -242,6 +249,7 @@ def _report(
         "rows",
         rows_done=done,
         rows_total=total,
+        resumed_from_row=resumed,
         rows_per_second=round(rate, 1) if rate else None,
         eta_seconds=round(eta, 1) if eta is not None else None,
         force=force,
