@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from .base import YAML_FLOAT, ApiModel, Float
 from .identifiers import COLUMN_PATTERN, TABLE_PATTERN, canonical_column
-from .kinds import API_VERSION, ObjectMeta
+from .kinds import Resource
 from .pod import PodOverrides
 from .spec import (
     NAME_PATTERN,
@@ -247,7 +247,7 @@ class BatchPredictionStatus(StatusModel):
     """The prediction Job."""
 
 
-class BatchPrediction(ApiModel):
+class BatchPrediction(Resource):
     """A BatchPrediction resource: a trained model over a Snowflake table or query, its
     answers written to a Snowflake table (each input row once, resumed after a lost pod)."""
 
@@ -255,23 +255,9 @@ class BatchPrediction(ApiModel):
     PLURAL: ClassVar[str] = "batchpredictions"
     SHORT_NAMES: ClassVar[list[str]] = ["bp"]
 
-    api_version: Literal["snowtrain.io/v1alpha1"] = API_VERSION
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: BatchPredictionSpec
     status: BatchPredictionStatus | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _check_kind(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "kind" in data:
-            if data["kind"] != cls.KIND:
-                raise ValueError(f"kind must be {cls.KIND}, got {data['kind']!r}")
-            data = {k: v for k, v in data.items() if k != "kind"}
-        return data
 
     @property
     def kind(self) -> str:
         return self.KIND
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"apiVersion": API_VERSION, "kind": self.KIND, **super().to_wire()}

@@ -97,17 +97,15 @@ class ObjectMeta(ApiModel):
     uid: str | None = None
 
 
-class _JobResource(ApiModel):
-    """Envelope shared by both kinds."""
+class Resource(ApiModel):
+    """Envelope of every snowtrain kind: apiVersion, kind and metadata."""
 
-    KIND: ClassVar[JobKind]
+    KIND: ClassVar[str]
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[list[str]]
-    TASK: ClassVar[str | None] = None
 
     api_version: Literal["snowtrain.io/v1alpha1"] = API_VERSION
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    status: JobStatusBlock | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +116,18 @@ class _JobResource(ApiModel):
             data = {k: v for k, v in data.items() if k != "kind"}
         return data
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": self.KIND, **super().to_wire()}
+
+
+class _JobResource(Resource):
+    """Envelope shared by both training kinds."""
+
+    KIND: ClassVar[JobKind]
+    TASK: ClassVar[str | None] = None
+
+    status: JobStatusBlock | None = None
+
     @property
     def kind(self) -> JobKind:
         return self.KIND
@@ -125,9 +135,6 @@ class _JobResource(ApiModel):
     @property
     def task(self) -> Task:
         raise NotImplementedError
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"apiVersion": API_VERSION, "kind": self.KIND, **super().to_wire()}
 
 
 class FineTuneJob(_JobResource):

@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
@@ -226,6 +226,41 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
+class Placement(Protocol):
+    """Where a pod may run: a spec's resources block (training or prediction)."""
+
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    priority_class_name: str | None
+
+
+def batch_pod_spec(
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    grace_seconds: int,
+    placement: Placement,
+) -> dict[str, Any]:
+    """The pod of a run-to-completion Job (trainer, predictor): never restarted in place (the
+    Job replaces it), no service account token, no service links, non-root, placed as the
+    spec asks."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": grace_seconds,
+    }
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(placement.tolerations)
+    if placement.priority_class_name:
+        pod_spec["priorityClassName"] = placement.priority_class_name
+    return pod_spec
+
+
 def _scratch_env() -> list[dict[str, str]]:
     """Point every cache at the writable /tmp emptyDir (the root filesystem is read-only)."""
     env = {
@@ -396,22 +431,8 @@ def build_training_job(
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-        # Time for the trainer to save a checkpoint on SIGTERM (exit 75 -> resume).
-        "terminationGracePeriodSeconds": TRAINER_GRACE_SECONDS,
-    }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = copy.deepcopy(res.tolerations)
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
+    # Time for the trainer to save a checkpoint on SIGTERM (exit 75 -> resume).
+    pod_spec = batch_pod_spec(container, volumes, TRAINER_GRACE_SECONDS, res)
     template = {
         "metadata": {"labels": {**selector_labels(job), **labels}},
         "spec": pod_spec,

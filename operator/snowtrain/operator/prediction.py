@@ -18,7 +18,6 @@ from snowtrain.api.batch import (
     PredictionModelStatus,
     PredictionOutputStatus,
 )
-from snowtrain.api.kinds import GROUP, VERSION
 from snowtrain.api.status import Phase
 from snowtrain.api.validation import InvalidJob
 
@@ -26,10 +25,16 @@ from . import attempts
 from . import children as ch
 from . import prediction_children as pch
 from .context import Context, Key, job_key
-from .kube import ChildRefused, create_child, get_or_none, list_children, owned_by, raw
+from .kube import ChildRefused, create_child, list_children, owned_by, raw
 from .policy import policy_errors
 from .prediction_status import PredictionObserved, PredictionOutcome, compute_prediction
-from .reconcile import emit_event, patch_status, read_progress, waiting_for_pods
+from .reconcile import (
+    emit_event,
+    patch_status,
+    read_progress,
+    trained_model,
+    waiting_for_pods,
+)
 from .status import SAFETY_RECHECK_SECONDS
 
 log = logging.getLogger("snowtrain.operator")
@@ -103,35 +108,12 @@ def _resolve_model(
     ref = model.fine_tune_job_ref or model.pretrain_job_ref
     assert ref is not None
     kind = "FineTuneJob" if model.fine_tune_job_ref else "PretrainJob"
-    plural = "finetunejobs" if model.fine_tune_job_ref else "pretrainjobs"
-    ns = job.metadata.namespace or "default"
     obs.waits_for_job = True
-    with ctx.guard:
-        trained = ctx.jobs.get((kind, ns, ref.name))
-    if trained is None:  # not watched (another namespace's operator) or not seen yet
-        trained = get_or_none(
-            ctx.kube.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, ref.name
-        )
-    if trained is None:
-        obs.model_waiting = f"waiting for {kind} {ref.name} (not found yet)"
-        return None, ""
-    tstatus = trained.get("status") or {}
-    phase = tstatus.get("phase") or "Pending"
-    if phase == Phase.FAILED:
-        reason = (tstatus.get("failure") or {}).get("reason") or "Failed"
-        obs.model_failed = f"the model's {kind} {ref.name} failed ({reason})"
-        return None, ""
-    if phase != Phase.SUCCEEDED:
-        obs.model_waiting = f"waiting for {kind} {ref.name} to succeed (now {phase})"
-        return None, ""
-    uri = (tstatus.get("model") or {}).get("uri")
-    if not uri or ch.ModelLocation.parse(uri) is None:
-        obs.model_failed = (
-            f"{kind} {ref.name} succeeded but its model is not on a volume claim "
-            "(set its spec.output.volumeClaimName)"
-        )
-        return None, ""
-    return str(uri), f"{kind}/{ref.name}"
+    found = trained_model(ctx, kind, job.metadata.namespace or "default", ref.name)
+    obs.model_waiting = found.waiting
+    if found.failed:
+        obs.model_failed = f"the model's {found.failed}"
+    return found.uri, f"{kind}/{ref.name}"
 
 
 def _owned_job(ctx: Context, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ the rows committed before them.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from snowtrain.api.batch import BatchPrediction
@@ -120,21 +119,7 @@ def build_prediction_job(
         "terminationMessagePath": ch.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": ch.pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-        "terminationGracePeriodSeconds": PREDICTOR_GRACE_SECONDS,
-    }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = copy.deepcopy(res.tolerations)
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
+    pod_spec = ch.batch_pod_spec(container, volumes, PREDICTOR_GRACE_SECONDS, res)
     template = {"metadata": {"labels": {**ch.selector_labels(job), **labels}}, "spec": pod_spec}
     template = ch.merge_pod_template(
         template, spec.pod_template.as_template() if spec.pod_template else None

@@ -431,36 +431,50 @@ def _resolve_pretrain(ctx: Context, job: FineTuneJob, obs: st.Observed) -> str |
     """The referenced PretrainJob's model URI once it succeeded; else fills why we wait."""
     ref = job.spec.base_model.pretrain_job_ref
     assert ref is not None
-    ns = job.metadata.namespace or "default"
+    found = trained_model(ctx, "PretrainJob", job.metadata.namespace or "default", ref.name)
+    if found.failed:
+        obs.base_failed = f"the base model's {found.failed}"
+    obs.base_waiting = found.waiting
+    return found.uri
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A training job's model as another resource sees it: its URI once the job succeeded,
+    else why it is not there (still to come, or never)."""
+
+    uri: str | None = None
+    waiting: str | None = None
+    failed: str | None = None
+
+
+def trained_model(ctx: Context, kind: str, namespace: str, name: str) -> TrainedModel:
+    """The model of the FineTuneJob/PretrainJob ``name`` (from the cache, else read)."""
     with ctx.guard:
-        ptj = ctx.jobs.get(("PretrainJob", ns, ref.name))
-    if ptj is None:  # not watched (another namespace's operator) or not seen yet
-        ptj = get_or_none(
+        trained = ctx.jobs.get((kind, namespace, name))
+    if trained is None:  # not watched (another namespace's operator) or not seen yet
+        trained = get_or_none(
             ctx.kube.custom.get_namespaced_custom_object,
-            GROUP, VERSION, ns, "pretrainjobs", ref.name,
+            GROUP, VERSION, namespace, PLURALS[kind], name,
         )  # fmt: skip
-    if ptj is None:
-        obs.base_waiting = f"waiting for PretrainJob {ref.name} (not found yet)"
-        return None
-    pstatus = ptj.get("status") or {}
-    phase = pstatus.get("phase") or "Pending"
+    if trained is None:
+        return TrainedModel(waiting=f"waiting for {kind} {name} (not found yet)")
+    status = trained.get("status") or {}
+    phase = status.get("phase") or "Pending"
     if phase == Phase.FAILED:
-        reason = (pstatus.get("failure") or {}).get("reason") or "Failed"
-        obs.base_failed = f"the base model's PretrainJob {ref.name} failed ({reason})"
-        return None
+        reason = (status.get("failure") or {}).get("reason") or "Failed"
+        return TrainedModel(failed=f"{kind} {name} failed ({reason})")
     if phase != Phase.SUCCEEDED:
-        pct = (pstatus.get("progress") or {}).get("percent")
+        pct = (status.get("progress") or {}).get("percent")
         detail = f", {pct:.0f}%" if isinstance(pct, int | float) else ""
-        obs.base_waiting = f"waiting for PretrainJob {ref.name} to succeed (now {phase}{detail})"
-        return None
-    uri: str | None = (pstatus.get("model") or {}).get("uri")
+        return TrainedModel(waiting=f"waiting for {kind} {name} to succeed (now {phase}{detail})")
+    uri: str | None = (status.get("model") or {}).get("uri")
     if not uri or not ch.ModelLocation.parse(uri):
-        obs.base_failed = (
-            f"PretrainJob {ref.name} succeeded but its model is not on a volume claim "
+        return TrainedModel(
+            failed=f"{kind} {name} succeeded but its model is not on a volume claim "
             "(set its spec.output.volumeClaimName)"
         )
-        return None
-    return uri
+    return TrainedModel(uri=uri)
 
 
 def _start_attempt(

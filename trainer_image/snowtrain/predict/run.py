@@ -34,7 +34,7 @@ from snowtrain.trainer.data.connection import LazyConnection
 from snowtrain.trainer.data.credentials import load_credentials
 from snowtrain.trainer.errors import InvalidConfig, Preempted, TrainerError
 from snowtrain.trainer.progress import Reporter, write_termination_message
-from snowtrain.trainer.redact import Redactor, install
+from snowtrain.trainer.redact import Redactor, setup_logging
 
 from .sink import ROW_COLUMN, PredictionSink
 from .source import TEXT_ALIAS, PredictionSource
@@ -51,14 +51,7 @@ def _preempt(signum: int, frame: FrameType | None) -> None:
 
 def run(config: PredictorConfig) -> int:
     """Predict as configured; return the process exit code (``snowtrain.api.events.ExitCode``)."""
-    redactor = Redactor()
-    install(redactor)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    redactor = setup_logging()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -30,7 +30,7 @@ from .allocator import PRELOAD, active_allocator
 from .cpus import ingest_threads, serial_tokenizers
 from .errors import DataError, InvalidConfig, Preempted, TrainerError
 from .progress import Reporter, write_termination_message
-from .redact import Redactor, install
+from .redact import Redactor, setup_logging
 
 log = logging.getLogger("snowtrain.trainer")
 
@@ -90,14 +90,7 @@ class Outcome:
 
 def run(config: TrainerConfig) -> int:
     """Train as configured; return the process exit code (a ``snowtrain.api.events.ExitCode``)."""
-    redactor = Redactor()
-    install(redactor)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    redactor = setup_logging()
     serial_tokenizers()  # before any encode: ingest brings its own threads (cpus.py)
     log.info("tokenizing on %d threads", ingest_threads())
     allocator = active_allocator()

@@ -95,3 +95,20 @@ def install(redactor: Redactor) -> None:
         current = getattr(sys, name)
         if not isinstance(current, RedactingStream):
             setattr(sys, name, RedactingStream(current, redactor))
+
+
+def setup_logging() -> Redactor:
+    """A program's logging as the pod log shows it: every line through a :class:`Redactor`
+    (``install``) to stderr with time, level and logger. Returns the redactor, which learns
+    the secrets once they are loaded."""
+    import logging
+
+    redactor = Redactor()
+    install(redactor)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    return redactor
