@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import YAML_FLOAT, ApiModel, Float
 from .identifiers import COLUMN_PATTERN, TABLE_PATTERN, canonical_column
@@ -94,19 +94,24 @@ class PredictionInput(ApiModel):
     batch_rows: int = Field(default=8192, ge=64, le=1_000_000)
     """Rows read from Snowflake at a time: bounds the pod's memory."""
 
-    @model_validator(mode="after")
-    def _check(self) -> PredictionInput:
-        if bool(self.table) == bool(self.query):
-            raise ValueError("set exactly one of table or query")
-        keys = [canonical_column(k) for k in self.key_columns]
+    @field_validator("key_columns")
+    @classmethod
+    def _usable_keys(cls, value: list[str]) -> list[str]:
+        keys = [canonical_column(k) for k in value]
         if len(set(keys)) != len(keys):
-            raise ValueError("keyColumns: a column is named twice")
+            raise ValueError("a column is named twice")
         reserved = sorted(set(keys) & RESERVED_COLUMNS)
         if reserved:
             raise ValueError(
-                f"keyColumns: {', '.join(reserved)} is an output column's name; "
+                f"{', '.join(reserved)} is an output column's name; "
                 "select the key under another name (a query with AS)"
             )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictionInput:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("set exactly one of table or query")
         return self
 
 
