@@ -80,6 +80,8 @@ TRAINER = ImageSpec(
     smoke=(
         ("python", "-m", "snowtrain.trainer", "--help"),
         ("python", "-m", "snowtrain.serve", "--help"),
+        ("python", "-m", "snowtrain.predict", "--help"),
+        ("python", "-m", "snowtrain.bridge", "--help"),
         # The preload must really load: a missing library is only a warning to the loader.
         (
             "python",
