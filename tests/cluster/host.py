@@ -48,10 +48,13 @@ def cgroup_pids(lay: Layout) -> set[int]:
     pids: set[int] = set()
     for hier in cgroup_hierarchies(unified=True):
         root = hier / lay.cgroup_root
-        if root.is_dir():
-            for procs_file in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(x) for x in procs_file.read_text().split())
+        # os.walk, not rglob: a pod's cgroup removed while the tree is read (its processes
+        # just ended) is skipped, where rglob raised FileNotFoundError mid-walk.
+        for folder, _dirs, files in os.walk(root):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    procs = Path(folder, "cgroup.procs").read_text().split()
+                    pids.update(int(x) for x in procs)
     return pids
 
 

@@ -28,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import secrets
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -191,7 +193,7 @@ def release(
         yield rel
     finally:
         print(rel.logs())
-        kubectl("delete", "finetunejobs,pretrainjobs", "--all", "-n", rel.namespace,
+        kubectl("delete", "batchpredictions,finetunejobs,pretrainjobs", "--all", "-n", rel.namespace,
                 "--timeout=120s", timeout=150)  # fmt: skip
         rel.helm("uninstall", rel.name, "--wait", "--timeout", "120s")
         # A failed uninstall must never leave a Fail-policy webhook gating later tests.
@@ -677,6 +679,199 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     assert status["progress"]["step"] == 400
     assert _training_jobs(kubectl, ns, "lose-a-pod") == ["lose-a-pod-a1", "lose-a-pod-a2"]
     kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=90s")
+
+
+def test_batch_prediction_writes_every_row_once_and_survives_a_deleted_pod(
+    kube_cluster: KubeCluster,
+    kubectl: Kubectl,
+    release: Release,
+    models_dir: Path,
+    sfdb: SnowflakeDB,
+) -> None:
+    """The example BatchPrediction over 100k rows, scoring with a FineTuneJob's model: it
+    waits for the training, its pod is deleted mid-run (a preemption) and the next pod goes
+    on from the committed rows; the output table has every input key exactly once, with the
+    labels the model server gives for the same texts."""
+    import pyarrow as pa
+
+    ns = release.namespace
+    rows = 100_000
+    words = ["great", "terrible", "okay", "love", "broke", "fine", "product", "value", "poor"]
+    texts = [" ".join(words[(i * k) % len(words)] for k in (1, 3, 7)) for i in range(rows)]
+    sfdb.seed_table("REVIEWS_100K", pa.table({"ID": list(range(rows)), "TEXT": texts}))
+    bp = yaml.safe_load((EXAMPLES / "batch-prediction.yaml").read_text())
+    bp["metadata"]["namespace"] = ns
+    spec = bp["spec"]
+    spec["model"] = {"fineTuneJobRef": {"name": "scorer"}}
+    spec["input"].update(table="REVIEWS_100K", batchRows=5000)
+    spec["input"]["snowflake"].update(database=sfdb.database, schema=sfdb.schema)
+    spec["input"]["snowflake"].pop("warehouse")
+    spec["output"].update(table="REVIEWS_SCORED", commitRows=5000)
+    spec["resources"] = {"cpu": "500m", "memory": "2Gi"}  # this node's share
+    name = bp["metadata"]["name"]
+    bad = json.loads(json.dumps(bp))
+    bad["spec"]["input"]["keyColumns"] = ["LABEL"]  # an output column's name
+    refused = kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
+    assert refused.returncode != 0 and "admission webhook" in refused.stderr, refused.stderr
+    assert "spec.input.keyColumns" in refused.stderr and "output column" in refused.stderr
+    with timed("batch prediction: applied before its model -> Waiting"):
+        _apply(kubectl, bp)
+        waiting = _wait_phase_in(kubectl, ns, "batchprediction", name, {"Waiting"}, 120)
+    assert "scorer" in json.dumps(waiting["status"]["conditions"])
+    with timed("batch prediction: its model's FineTuneJob -> Succeeded, served"):
+        _apply(kubectl, _finetune("scorer", ns, sfdb, steps=8, serving=True))
+        trained, _ = _wait_phase(kubectl, ns, "finetunejob", "scorer", timeout=900)
+        assert trained["status"]["phase"] == "Succeeded", json.dumps(trained["status"])
+    with timed("batch prediction: first rows committed"):
+        # The predictor's own lines (the status lags them by the refresh interval, and the
+        # whole run takes seconds): the pod goes once a chunk is committed, mid-run.
+        selector = f"snowtrain.io/job={name}"
+        deadline = time.monotonic() + 600
+        while True:
+            pods = kubectl("get", "pods", "-n", ns, "-o", "name", "-l", selector)
+            logs = kubectl("logs", "-n", ns, "-l", selector, "--tail=-1")
+            lines = re.findall(r"^\{.*\}$", logs.stdout, re.M)
+            done = [e["rowsDone"] for e in map(json.loads, lines) if e.get("event") == "rows"]
+            if done and 5_000 <= done[-1] < rows:
+                break
+            assert not done or done[-1] < rows, "the run ended before its pod could be deleted"
+            assert time.monotonic() < deadline, logs.stdout[-2000:]
+            time.sleep(0.2)
+    (pod,) = pods.stdout.split()
+    # The deleted pod's last words (its log goes with it): followed from before the delete.
+    follow = subprocess.Popen(
+        [kube_cluster.kubectl_bin, "--kubeconfig", str(kube_cluster.kubeconfig), "logs", "-f", pod,
+         "-n", ns], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deleted = kubectl("delete", pod, "-n", ns, "--wait=false")  # SIGTERM, as preemption does
+    assert deleted.returncode == 0, deleted.stderr
+    with timed("batch prediction: resumed by a new pod -> Succeeded"):
+        obj, _ = _wait_phase(kubectl, ns, "batchprediction", name, timeout=900)
+    status = obj["status"]
+    follow.terminate()
+    first_words = follow.communicate(timeout=30)[0]
+    said = kubectl("logs", "-n", ns, "-l", selector, "--tail=-1", "--prefix").stdout
+    print(f"[e2e] the deleted pod:\n{first_words[-4000:]}\n[e2e] the others:\n{said[-4000:]}")
+    assert status["phase"] == "Succeeded", json.dumps(status)
+    assert status["rows"]["done"] == status["rows"]["total"] == rows
+    assert status["rows"]["resumedFrom"] >= 5_000, json.dumps(status)
+    pods = kubectl("get", "pods", "-n", ns, "-o", "name", "-l", f"snowtrain.io/job={name}")
+    assert len(pods.stdout.split()) == 2, pods.stdout  # the Job replaced the deleted pod
+    assert status["output"]["table"] == "REVIEWS_SCORED"
+    assert status["model"]["name"] == "FineTuneJob/scorer"
+    count, distinct, low, high = sfdb.execute(
+        'SELECT COUNT(*), COUNT(DISTINCT "ID"), MIN("ID"), MAX("ID") FROM REVIEWS_SCORED'
+    )[0]
+    assert (count, distinct, low, high) == (rows, rows, 0, rows - 1)
+    served = _wait_serving(kubectl, ns, "finetunejob", "scorer")
+    url = _service_url(kubectl, ns, served["status"]["serving"]["service"])
+    sample = list(range(0, rows, 4999))
+    answers = _post(f"{url}/v1/models/scorer:predict", {"instances": [texts[i] for i in sample]})
+    got = dict(sfdb.execute(
+        f'SELECT "ID", "LABEL" FROM REVIEWS_SCORED WHERE "ID" IN ({", ".join(map(str, sample))})'
+    ))  # fmt: skip
+    assert [got[i] for i in sample] == [p["label"] for p in answers["predictions"]]
+    kubectl("delete", "batchpredictions,finetunejobs", "--all", "-n", ns, "--timeout=90s")
+
+
+def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
+    kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB, tmp_path: Path
+) -> None:
+    """The chart's sqlFrontDoor switched on with `helm upgrade`: an analyst's INSERT into the
+    request table starts a FineTuneJob that trains and serves, a bad row is answered with the
+    reason, and RUNS shows the run while it trains and after it is deleted."""
+    ns = release.namespace
+    ddl = re.sub(r"--[^\n]*", "", (ROOT / "manifests/sql/snowtrain.sql").read_text())
+    ddl = ddl.replace("SNOWTRAIN.PUBLIC", f"{sfdb.database}.PUBLIC")
+    for statement in [x.strip() for x in ddl.split(";") if x.strip()]:
+        if not statement.startswith(("CREATE DATABASE", "CREATE SCHEMA")):
+            sfdb.execute(statement)
+    template = _finetune("template", ns, sfdb, steps=8, serving=True)["spec"]
+    for key in ("baseModel",):
+        template.pop(key)
+    template["data"].pop("table")
+    values = {
+        "sqlFrontDoor": {
+            "enabled": True,
+            "snowflakeSecret": "snowflake-credentials",  # the emulator's; a bridge's own in life
+            "database": sfdb.database,
+            "schema": sfdb.schema,
+            "requestTable": f"{sfdb.database}.PUBLIC.FINETUNE_REQUESTS",
+            "runsTable": f"{sfdb.database}.PUBLIC.RUNS",
+            "pollSeconds": 2,
+            "template": {
+                "allowedBaseModels": {"tiny": f"pvc://{CLAIM}/base/tiny-classifier"},
+                "spec": template,
+            },
+        }
+    }
+    values_file = tmp_path / "front-door.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    with timed("sql front door: helm upgrade -> bridge ready"):
+        upgraded = release.helm("upgrade", release.name, str(CHART), "--reuse-values",
+                                "-f", str(values_file), "--wait", "--timeout", "300s")  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr
+    sfdb.execute(
+        "INSERT INTO FINETUNE_REQUESTS (BASE_MODEL, TRAINING_DATA, EPOCHS, MODEL_NAME) "
+        "VALUES ('tiny', ?, 1, 'from-sql'), ('gpt-17', ?, 1, 'never')",
+        (f"{sfdb.database}.PUBLIC.SENTIMENT", f"{sfdb.database}.PUBLIC.SENTIMENT"),
+    )
+
+    def answers() -> dict[str, tuple[str, str, str]]:
+        rows = sfdb.execute(
+            "SELECT MODEL_NAME, STATUS, JOB_NAME, MESSAGE FROM FINETUNE_REQUESTS "
+            "WHERE STATUS IS NOT NULL"
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    with timed("sql front door: rows answered"):
+        deadline = time.monotonic() + 120
+        while len(answers()) < 2:
+            assert time.monotonic() < deadline, sfdb.execute("SELECT * FROM FINETUNE_REQUESTS")
+            time.sleep(1)
+    got = answers()
+    assert got["from-sql"][:2] == ("ACCEPTED", "from-sql"), got
+    assert got["never"][0] == "REFUSED" and got["never"][2].startswith("BASE_MODEL"), got
+
+    def run(*columns: str) -> tuple[Any, ...] | None:
+        found = sfdb.execute(
+            f"SELECT {', '.join(columns)} FROM RUNS WHERE NAME = 'from-sql' AND NAMESPACE = ?",
+            (ns,),
+        )
+        return found[0] if found else None
+
+    with timed("sql front door: RUNS shows the run while it trains"):
+        deadline = time.monotonic() + 600
+        while (run("PHASE") or ("",))[0] not in ("Running", "Succeeded"):
+            assert time.monotonic() < deadline, run("PHASE", "STATUS")
+            time.sleep(1)
+    with timed("sql front door: trained and served"):
+        obj = _wait_serving(kubectl, ns, "finetunejob", "from-sql")
+    url = _service_url(kubectl, ns, obj["status"]["serving"]["service"])
+    answer = _post(f"{url}/v1/models/from-sql:predict", {"instances": ["love it"]})
+    assert answer["predictions"][0]["label"] in {"positive", "negative", "neutral"}
+    deleted = kubectl("delete", "finetunejob", "from-sql", "-n", ns, "--timeout=90s")
+    assert deleted.returncode == 0, deleted.stderr
+    with timed("sql front door: RUNS keeps the deleted run"):
+        deadline = time.monotonic() + 60
+        while not (run("DELETED_AT IS NOT NULL") or (False,))[0]:
+            assert time.monotonic() < deadline, run("PHASE", "DELETED_AT")
+            time.sleep(1)
+    phase, loss, model, request = run("PHASE", "METRICS:trainLoss", "MODEL_URI", "REQUEST_ID") or ()
+    assert phase == "Succeeded" and float(loss) > 0 and model.startswith(f"pvc://{CLAIM}/")
+    assert (
+        request
+        == sfdb.execute("SELECT REQUEST_ID FROM FINETUNE_REQUESTS WHERE MODEL_NAME = 'from-sql'")[
+            0
+        ][0]
+    )
+    (description,) = sfdb.execute(
+        "SELECT DESCRIPTION FROM RUN_DESCRIPTIONS WHERE ID = ?", (f"{ns}/from-sql",)
+    )[0]
+    assert json.loads(description)["status"] == "Succeeded"
+    off = release.helm("upgrade", release.name, str(CHART), "--reuse-values",
+                       "--set", "sqlFrontDoor.enabled=false", "--wait", "--timeout", "120s")  # fmt: skip
+    assert off.returncode == 0, off.stderr
 
 
 def test_leader_pod_deleted_while_jobs_run(

@@ -275,3 +275,49 @@ def test_a_language_model_writes_the_completions_greedy_generation_gives(
     for (i, text, reason), prompt in zip(rows, prompts, strict=True):
         (want,) = model.predict([CompletionItem(prompt, max_tokens=6, temperature=0)])
         assert (text, reason) == (want.text, want.finish_reason), i
+
+
+def test_sigterm_mid_run_exits_preempted_and_the_next_pod_goes_on(
+    snowflake_db: Any, classifier_dir: Path, tmp_path: Path
+) -> None:
+    snowflake_db.seed_table("REVIEWS", sentiment_table(1500))
+    config = predictor_config(tmp_path, classifier_dir)
+    proc = start_trainer(config, trainer_env(snowflake_db, tmp_path), tmp_path, module=PREDICT)
+    wait_for_event(proc, "rows", rowsDone=400)
+    proc.send_signal(signal.SIGTERM)  # what the kubelet sends a preempted pod
+    stopped = finish(proc, tmp_path)
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    assert stopped.termination["reason"] == "Preempted"
+    assert 400 <= stopped.termination["predictions"]["rowsDone"] < 1500
+    run = predict(config, snowflake_db, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.termination["predictions"]["resumedFromRow"] >= 400
+    ids = [r[0] for r in snowflake_db.execute('SELECT "ID" FROM REVIEWS_SCORED ORDER BY "ID"')]
+    assert ids == list(range(1500))
+
+
+def test_a_stop_between_batches_is_not_mistaken_for_a_bad_row(classifier_dir: Path) -> None:
+    """The classifier retries a failed batch row by row to find a bad text; a stop request
+    must go through that, not be retried away (a preempted pod would run on)."""
+    from snowtrain.api.batch import GenerationSettings
+    from snowtrain.predict.infer import Predictor
+    from snowtrain.trainer.errors import Preempted
+
+    predictor = Predictor(str(classifier_dir), batch_size=4, generation=GenerationSettings())
+    calls = iter(range(100))
+
+    def stop_at_the_third_batch() -> None:
+        if next(calls) == 2:
+            raise Preempted("SIGTERM")
+
+    with pytest.raises(Preempted):
+        predictor.predict(["great food"] * 20, 0, stop_at_the_third_batch)
+    model = predictor.model
+
+    def preempted_inside(texts: list[str]) -> list[Any]:
+        raise Preempted("SIGTERM")
+
+    model.predict = preempted_inside  # type: ignore[method-assign]
+    with pytest.raises(Preempted):
+        predictor.predict(["great food"] * 3, 0)
+    assert predictor.failed_rows == 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +24,7 @@ from snowtrain.serve.generation import Completion, CompletionItem
 from snowtrain.serve.model_dir import Task, inspect_model_dir
 from snowtrain.serve.models import ClassifierModel, CompletionModel, build_model
 from snowtrain.serve.runtime import choose_runtime
+from snowtrain.trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,20 @@ class Predictor:
         self.failed_rows = 0
         """Rows whose text the model could not take (NULL answers)."""
 
-    def predict(self, texts: Sequence[str | None], first_row: int) -> dict[str, pa.Array]:
-        """Answer columns for ``texts`` (rows ``first_row`` on of the ordered input)."""
+    def predict(
+        self,
+        texts: Sequence[str | None],
+        first_row: int,
+        check: Callable[[], None] = lambda: None,
+    ) -> dict[str, pa.Array]:
+        """Answer columns for ``texts`` (rows ``first_row`` on of the ordered input);
+        ``check`` runs before each forward batch (it raises to stop, e.g. on SIGTERM)."""
         todo = sorted(
             (i for i, t in enumerate(texts) if t is not None), key=lambda i: len(texts[i] or "")
         )
         answers: list[Any] = [None] * len(texts)
         for start in range(0, len(todo), self.batch_size):
+            check()
             rows = todo[start : start + self.batch_size]
             for i, answer in zip(
                 rows, self._answer([texts[i] or "" for i in rows], first_row + start), strict=True
@@ -75,6 +83,8 @@ class Predictor:
         if isinstance(model, ClassifierModel):
             try:
                 return list(model.predict(texts))
+            except TrainerError:
+                raise
             except Exception:  # one bad text: find it, fail it alone
                 return [self._one(model, t) for t in texts]
         assert isinstance(model, CompletionModel)
@@ -93,6 +103,8 @@ class Predictor:
         ]
         out: list[Any] = []
         for result in model.predict(items):
+            if isinstance(result, TrainerError):
+                raise result
             if isinstance(result, Completion):
                 out.append(result)
             else:
@@ -104,6 +116,8 @@ class Predictor:
     def _one(self, model: ClassifierModel, text: str) -> Any:
         try:
             return model.predict([text])[0]
+        except TrainerError:
+            raise
         except Exception as exc:
             self.failed_rows += 1
             log.warning("a row could not be classified: %s", type(exc).__name__)

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -45,8 +45,36 @@ if TYPE_CHECKING:
 log = logging.getLogger("snowtrain.predict")
 
 
-def _preempt(signum: int, frame: FrameType | None) -> None:
-    raise Preempted(f"{signal.Signals(signum).name} received; committed chunks are kept")
+class StopGuard:
+    """SIGTERM (preemption, a drained node) and SIGINT, by phase.
+
+    Before predicting there is nothing to keep: the signal stops the program at once. While
+    predicting it is only noted, and the loop stops at the next batch boundary (``check``):
+    an exception raised from a signal handler lands in whatever library code runs, whose own
+    error handling may swallow it (the classifier's one-row-at-a-time fallback did, and the
+    pod ran on). During the final write it is noted and the one statement finishes.
+    """
+
+    def __init__(self) -> None:
+        self.phase = "prepare"
+        self.requested: str | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = signal.Signals(signum).name
+        if self.phase == "prepare":
+            raise Preempted(f"{self.requested} received before predicting")
+        log.warning(
+            "%s received during %s; stopping at the next safe point", self.requested, self.phase
+        )
+
+    def check(self) -> None:
+        """Raise ``Preempted`` when a signal asked to stop (called between batches)."""
+        if self.requested and self.phase == "predict":
+            raise Preempted(f"{self.requested} received; committed chunks are kept")
 
 
 def run(config: PredictorConfig) -> int:
@@ -55,8 +83,8 @@ def run(config: PredictorConfig) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    signal.signal(signal.SIGTERM, _preempt)
-    signal.signal(signal.SIGINT, _preempt)
+    guard = StopGuard()
+    guard.install()
     reporter = Reporter(config.progress.interval_seconds, redactor=redactor)
     counts = PredictionCounts(
         output_table=config.output.table, mode=config.output.mode, run_id=config.run_id
@@ -65,7 +93,7 @@ def run(config: PredictorConfig) -> int:
     message: str | None = None
     exit_code = 0
     try:
-        _predict(config, reporter, redactor, counts)
+        _predict(config, reporter, redactor, counts, guard)
     except TrainerError as exc:
         reason, message, exit_code = exc.reason, str(exc), exc.exit_code
         log.error("%s: %s", reason, message)
@@ -86,7 +114,11 @@ def run(config: PredictorConfig) -> int:
 
 
 def _predict(
-    config: PredictorConfig, reporter: Reporter, redactor: Redactor, counts: PredictionCounts
+    config: PredictorConfig,
+    reporter: Reporter,
+    redactor: Redactor,
+    counts: PredictionCounts,
+    guard: StopGuard,
 ) -> None:
     from .infer import Predictor
 
@@ -114,7 +146,9 @@ def _predict(
         if sink.written():
             log.info("this run's rows are already in %s; nothing left to do", config.output.table)
         else:
-            done = _stage_all(config, source, sink, predictor, reporter, counts, total, done)
+            guard.phase = "predict"
+            done = _stage_all(config, source, sink, predictor, reporter, counts, total, done, guard)
+            guard.phase = "write"
             sink.verify(total)
             sink.finalize()
             log.info("wrote %d rows to %s (%s)", total, config.output.table, config.output.mode)
@@ -134,6 +168,7 @@ def _stage_all(
     counts: PredictionCounts,
     total: int,
     done: int,
+    guard: StopGuard,
 ) -> int:
     """Predict and stage every row from ``done`` on; return the rows staged.
 
@@ -147,7 +182,7 @@ def _stage_all(
             resumed = done = 0
     if not done:
         tables = source.batches(0, config.input.batch_rows)[1]
-    counts.rows_done = done
+    counts.rows_done, counts.resumed_from_row = done, resumed
     started = time.monotonic()
     reporter.event(
         "rows", rows_done=done, rows_total=total, resumed_from_row=resumed, time=now_iso()
@@ -161,7 +196,7 @@ def _stage_all(
         pending: Future[None] | None = None
         position = done
         for chunk in _chunks(tables, config.output.commit_rows):
-            staged = _answer(chunk, predictor, position)
+            staged = _answer(chunk, predictor, position, guard.check)
             position += chunk.num_rows
             if pending is not None:
                 pending.result()  # commits stay in order: one in flight
@@ -211,10 +246,12 @@ def _chunks(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(held)
 
 
-def _answer(chunk: pa.Table, predictor: Predictor, first_row: int) -> pa.Table:
+def _answer(
+    chunk: pa.Table, predictor: Predictor, first_row: int, check: Callable[[], None]
+) -> pa.Table:
     """The chunk's keys, the model's answers, and each row's position in the input."""
     texts = chunk.column(TEXT_ALIAS).to_pylist()
-    answers = predictor.predict(texts, first_row)
+    answers = predictor.predict(texts, first_row, check)
     staged = chunk.drop_columns([TEXT_ALIAS])
     for name, values in answers.items():
         staged = staged.append_column(name, values)
