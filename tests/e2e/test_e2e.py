@@ -781,11 +781,7 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
     request table starts a FineTuneJob that trains and serves, a bad row is answered with the
     reason, and RUNS shows the run while it trains and after it is deleted."""
     ns = release.namespace
-    ddl = re.sub(r"--[^\n]*", "", (ROOT / "manifests/sql/snowtrain.sql").read_text())
-    ddl = ddl.replace("SNOWTRAIN.PUBLIC", f"{sfdb.database}.PUBLIC")
-    for statement in [x.strip() for x in ddl.split(";") if x.strip()]:
-        if not statement.startswith(("CREATE DATABASE", "CREATE SCHEMA")):
-            sfdb.execute(statement)
+    sfdb.run_script(ROOT / "manifests/sql/snowtrain.sql")
     template = _finetune("template", ns, sfdb, steps=8, serving=True)["spec"]
     for key in ("baseModel",):
         template.pop(key)

@@ -6,7 +6,6 @@ the resource is deleted. The shipped DDL (manifests/sql/snowtrain.sql) creates t
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,9 @@ from snowtrain.trainer.data.connection import LazyConnection
 DDL = Path(__file__).resolve().parents[2] / "manifests/sql/snowtrain.sql"
 
 
-def _statements(db: Any) -> list[str]:
-    """The shipped DDL pointed at the test's database, one statement at a time."""
-    text = re.sub(r"--[^\n]*", "", DDL.read_text()).replace(
-        "SNOWTRAIN.PUBLIC", f"{db.database}.PUBLIC"
-    )
-    text = text.replace("DATABASE IF NOT EXISTS SNOWTRAIN", f"DATABASE IF NOT EXISTS {db.database}")
-    text = text.replace("SCHEMA IF NOT EXISTS SNOWTRAIN", f"SCHEMA IF NOT EXISTS {db.database}")
-    return [s.strip() for s in text.split(";") if s.strip()]
-
-
 @pytest.fixture
 def bridge(snowflake_db: Any, kube_api: Any, namespace: str) -> Bridge:
-    for statement in _statements(snowflake_db):
-        snowflake_db.execute(statement)
+    snowflake_db.run_script(DDL)
     cfg = BridgeConfig.model_validate({
         "namespace": namespace,
         "snowflake": snowflake_db.settings().to_wire(),

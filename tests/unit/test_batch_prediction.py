@@ -193,7 +193,10 @@ def test_rows_lines_become_progress_and_the_end_is_every_row() -> None:
         "etaSeconds": 117.1, "resumedFrom": 10000, "updatedAt": running["rows"]["updatedAt"],
     }  # fmt: skip
     summary = TrainerSummary.of_exit(
-        0, predictions=PredictionCounts(rows_total=80_000, rows_done=80_000, failed_rows=2)
+        0,
+        predictions=PredictionCounts(
+            rows_total=80_000, rows_done=80_000, failed_rows=2, resumed_from_row=30_000
+        ),
     )
     done = compute_prediction(
         observed(at.AttemptState("succeeded", termination=summary), old_status=running)
@@ -201,6 +204,7 @@ def test_rows_lines_become_progress_and_the_end_is_every_row() -> None:
     assert done["phase"] == "Succeeded"
     assert done["rows"]["done"] == 80_000 and done["rows"]["percent"] == 100.0
     assert done["rows"]["failed"] == 2 and "etaSeconds" not in done["rows"]
+    assert done["rows"]["resumedFrom"] == 30_000  # the last pod's, from its summary
     ready = next(c for c in done["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 

@@ -100,3 +100,43 @@ def test_a_job_is_named_from_the_request() -> None:
     )
     assert job_name(Request("0f3c-AB", "m", "T", 1, None), cfg.template) == "req-0f3cab"
     assert job_name(Request("x", "m", "T", 1, "Churn_Model"), cfg.template) == "churn-model"
+
+
+def test_a_runs_row_says_what_the_status_says_for_every_kind() -> None:
+    import json
+
+    from snowtrain.bridge.runs import COLUMNS, run_row, upsert_sql
+
+    job = {
+        "kind": "FineTuneJob",
+        "metadata": {
+            "name": "s",
+            "namespace": "ml",
+            "uid": "u-1",
+            "creationTimestamp": "2026-12-06T09:00:00Z",
+            "labels": {"snowtrain.io/request-id": "r-9"},
+        },
+        "spec": {"data": {"table": "T"}},
+        "status": {
+            "phase": "Failed",
+            "progress": {"percent": 12.5},
+            "metrics": {"trainLoss": 0.9},
+            "failure": {"reason": "OOMKilled", "message": "the trainer ran out of memory"},
+            "job": {"startTime": "2026-12-06T09:01:00Z", "completionTime": "2026-12-06T09:02:00Z"},
+        },
+    }
+    row = run_row(job)
+    assert set(row) == set(COLUMNS)
+    assert (row["REQUEST_ID"], row["PHASE"], row["PROGRESS_PERCENT"]) == ("r-9", "Failed", 12.5)
+    assert (row["FAILURE_REASON"], row["ENDED_AT"]) == ("OOMKilled", "2026-12-06 09:02:00")
+    assert json.loads(row["METRICS"]) == {"trainLoss": 0.9}
+    prediction = {
+        "kind": "BatchPrediction",
+        "metadata": {"name": "b", "namespace": "ml", "uid": "u-2"},
+        "status": {"phase": "Running", "rows": {"done": 10, "total": 40, "percent": 25.0}},
+    }
+    row = run_row(prediction)
+    assert row["PROGRESS_PERCENT"] == 25.0 and json.loads(row["METRICS"])["done"] == 10
+    assert run_row({"kind": "PretrainJob", "metadata": {"uid": "u-3"}})["PHASE"] == "Pending"
+    sql = upsert_sql("SNOWTRAIN.PUBLIC.RUNS")
+    assert sql.count("?") == len(COLUMNS) and '"SNOWTRAIN"."PUBLIC"."RUNS"' in sql
