@@ -207,3 +207,24 @@ def test_status_for_an_older_generation_is_progressing(health: Health) -> None:
 
 def test_pending_without_progress(health: Health) -> None:
     assert health(job({"phase": "Queued", "conditions": []})) == ("Progressing", "Queued")
+
+
+def test_a_running_batch_prediction_reports_its_rows_and_a_finished_one_is_healthy(
+    health: Health,
+) -> None:
+    prediction = job(
+        {
+            "observedGeneration": 1,
+            "phase": "Running",
+            "conditions": [cond("Running", "True"), cond("Ready", "False", "Running")],
+            "rows": {"done": 20000, "total": 80000, "percent": 25.0},
+        }
+    )
+    prediction["kind"] = "BatchPrediction"
+    assert health(prediction) == ("Progressing", "Running: 20000/80000 rows")
+    prediction["status"] = {
+        "observedGeneration": 1,
+        "phase": "Succeeded",
+        "conditions": [cond("Ready", "True", "Succeeded", "every row was predicted and written")],
+    }
+    assert health(prediction) == ("Healthy", "Ready: every row was predicted and written")

@@ -181,6 +181,8 @@ class PredictionCounts(WireModel):
     """Rows committed (staged, or written at the end)."""
     failed_rows: int | None = None
     """Rows the model could not take (their answers are NULL)."""
+    resumed_from_row: int | None = None
+    """Rows earlier pods of the run had committed when this one started."""
     output_table: str | None = None
     mode: str | None = None
     run_id: str | None = None

@@ -172,7 +172,7 @@ class _StateCollector(Collector):
             counts[(kind, phase)] = counts.get((kind, phase), 0) + 1
         family = GaugeMetricFamily(
             PREFIX + "jobs",
-            "FineTuneJobs/PretrainJobs the operator knows, by phase.",
+            "FineTuneJobs, PretrainJobs and BatchPredictions the operator knows, by phase.",
             labels=["kind", "phase"],
         )
         for (kind, phase), n in sorted(counts.items()):

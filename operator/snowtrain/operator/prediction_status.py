@@ -106,6 +106,8 @@ def _summary_rows(rows: RowsStatus, summary: PredictionCounts) -> None:
         rows.done = summary.rows_done
     if summary.failed_rows is not None:
         rows.failed = summary.failed_rows
+    if summary.resumed_from_row is not None:
+        rows.resumed_from = summary.resumed_from_row
 
 
 def compute_prediction(obs: PredictionObserved) -> PredictionOutcome:
