@@ -755,8 +755,8 @@ def test_batch_prediction_writes_every_row_once_and_survives_a_deleted_pod(
     assert status["phase"] == "Succeeded", json.dumps(status)
     assert status["rows"]["done"] == status["rows"]["total"] == rows
     assert status["rows"]["resumedFrom"] >= 5_000, json.dumps(status)
-    pods = kubectl("get", "pods", "-n", ns, "-o", "name", "-l", f"snowtrain.io/job={name}")
-    assert len(pods.stdout.split()) == 2, pods.stdout  # the Job replaced the deleted pod
+    pods = kubectl("get", "pods", "-n", ns, "-o", "name", "-l", selector)
+    assert pods.stdout.split() and pod not in pods.stdout.split(), pods.stdout  # replaced
     assert status["output"]["table"] == "REVIEWS_SCORED"
     assert status["model"]["name"] == "FineTuneJob/scorer"
     count, distinct, low, high = sfdb.execute(
@@ -820,10 +820,16 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def bridge_log() -> str:
+        selector = "app.kubernetes.io/component=sql-front-door"
+        pods = kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "wide")
+        logs = kubectl("logs", "-n", ns, "-l", selector, "--tail=60")
+        return f"{pods.stdout}{pods.stderr}\n{logs.stdout}{logs.stderr}"
+
     with timed("sql front door: rows answered"):
         deadline = time.monotonic() + 120
         while len(answers()) < 2:
-            assert time.monotonic() < deadline, sfdb.execute("SELECT * FROM FINETUNE_REQUESTS")
+            assert time.monotonic() < deadline, bridge_log()
             time.sleep(1)
     got = answers()
     assert got["from-sql"][:2] == ("ACCEPTED", "from-sql"), got
