@@ -1,6 +1,6 @@
 """Batch prediction benchmark: ``python -m snowtrain.predict`` vs the loop a user would write.
 
-Both variants score the same Snowflake table (``REVIEWS``: ``ID``, ``TEXT`` from
+Every variant scores the same Snowflake table (``REVIEWS``: ``ID``, ``TEXT`` from
 ``sentiment_table``, keyed by ``ID``) with the same classifier, on the same number of torch
 threads, each in its own process, in one run against one emulator:
 
@@ -9,8 +9,11 @@ threads, each in its own process, in one run against one emulator:
   ``append``): key-ordered Arrow reads, length-sorted batches through the model server's
   classifier, each chunk committed as parquet (PUT + COPY) to a staging table while the next
   is predicted, one ``INSERT ... SELECT`` into the output table at the end.
-- ``baseline``: the obvious alternative, a Python loop with a transformers ``pipeline`` and
-  row INSERTs, written the way the libraries' docs show: one
+- ``baseline-server``: the other obvious alternative once a model is served (as snowtrain
+  serves every FineTuneJob): the same script calling ``python -m snowtrain.serve`` (its
+  defaults) once per row, ``POST /v1/models/m:predict``, then the same ``executemany``.
+- ``baseline-pipeline``: a Python loop with a transformers ``pipeline`` and row INSERTs,
+  written the way the libraries' docs show: one
   ``snowflake.connector`` connection, ``SELECT ID, TEXT FROM REVIEWS``, ``pipeline(
   "text-classification", model=DIR, device=-1, top_k=None)`` called on the list of texts
   with ``batch_size=64`` (Hugging Face's advice for throughput; 64 matches ours), then a
@@ -156,11 +159,48 @@ def peak_rss_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-def run_baseline(rows: int, model_dir: str, threads: int) -> dict[str, Any]:
-    """The user's script: connect, select, ``pipeline`` over the texts, ``executemany``.
+def _served_classifier(model_dir: str, threads: int) -> tuple[Any, Any]:
+    """The model as snowtrain serves it (``python -m snowtrain.serve``, its defaults), and a
+    function scoring texts through it one request per row, as a loop over rows calls an
+    endpoint; returns (that function, the server process)."""
+    import httpx
 
-    Written as the docs show it, connection settings from the same SNOWFLAKE_* variables the
-    predictor reads; returns the time of each phase (the driver times the whole process).
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "snowtrain.serve", "--model-dir", model_dir, "--name", "m",
+         "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if client.get("/v2/health/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("the model server did not become ready")
+        time.sleep(0.2)  # polls the server's readiness while it loads the model
+
+    def score(texts: list[str]) -> list[list[dict[str, Any]]]:
+        out = []
+        for text in texts:
+            answer = client.post("/v1/models/m:predict", json={"instances": [text]}).json()
+            scores = answer["predictions"][0]["scores"]
+            out.append([{"label": k, "score": v} for k, v in scores.items()])
+        return out
+
+    return score, server
+
+
+def run_baseline(rows: int, model_dir: str, threads: int, via: str) -> dict[str, Any]:
+    """The user's script: connect, select, score the texts, ``executemany``.
+
+    ``via`` ``pipeline``: a transformers ``pipeline`` over the texts with ``batch_size`` as
+    the docs advise; ``server``: the served model called once per row. Written as the docs
+    show it, connection settings from the same SNOWFLAKE_* variables the predictor reads;
+    returns the time of each phase (the driver times the whole process).
     """
     started = time.perf_counter()
     import snowflake.connector
@@ -171,7 +211,15 @@ def run_baseline(rows: int, model_dir: str, threads: int) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
     imported = time.perf_counter()
-    pipe = pipeline("text-classification", model=model_dir, device=-1, top_k=None)
+    server = None
+    if via == "server":
+        score, server = _served_classifier(model_dir, threads)
+    else:
+        pipe = pipeline("text-classification", model=model_dir, device=-1, top_k=None)
+
+        def score(texts: list[str]) -> list[list[dict[str, Any]]]:
+            return list(pipe(texts, batch_size=BATCH_SIZE))
+
     loaded = time.perf_counter()
     env = os.environ
     conn = snowflake.connector.connect(
@@ -188,13 +236,16 @@ def run_baseline(rows: int, model_dir: str, threads: int) -> dict[str, Any]:
     )
     cur = conn.cursor()
     cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (ID NUMBER(38,0), LABEL VARCHAR, SCORE FLOAT)"
+        f"CREATE OR REPLACE TABLE {BASELINE_TABLE} (ID NUMBER(38,0), LABEL VARCHAR, SCORE FLOAT)"
     )
     cur.execute(f"SELECT ID, TEXT FROM {INPUT_TABLE} ORDER BY ID LIMIT ?", (rows,))
     fetched_rows = cur.fetchall()
     fetched = time.perf_counter()
-    results = pipe([text for _, text in fetched_rows], batch_size=BATCH_SIZE)
+    results = score([text for _, text in fetched_rows])
     inferred = time.perf_counter()
+    if server is not None:
+        server.terminate()
+        server.wait(30)
     params = []
     for (key, _), scores in zip(fetched_rows, results, strict=True):
         best = max(scores, key=lambda s: s["score"])
@@ -205,6 +256,7 @@ def run_baseline(rows: int, model_dir: str, threads: int) -> dict[str, Any]:
     conn.close()
     work = inserted - loaded
     return {
+        "via": via,
         "rows": len(params),
         "import_s": round(imported - started, 2),
         "load_s": round(loaded - imported, 2),
@@ -447,7 +499,13 @@ def run_ours(
 
 
 def run_baseline_child(
-    port: int, rows: int, model_dir: Path, threads: int, cpus: set[int] | None, workdir: Path
+    port: int,
+    rows: int,
+    model_dir: Path,
+    threads: int,
+    cpus: set[int] | None,
+    workdir: Path,
+    via: str,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -455,19 +513,23 @@ def run_baseline_child(
         "bench.bench_batch_predict",
         "--baseline-child",
         str(model_dir),
+        "--baseline-via",
+        via,
         "--baseline-rows",
         str(rows),
         "--threads",
         str(threads),
     ]
-    child = Child(cmd, child_env(port, threads, workdir), cpus).run(workdir / "baseline.stderr")
+    child = Child(cmd, child_env(port, threads, workdir), cpus).run(
+        workdir / f"baseline-{via}.stderr"
+    )
     if child.returncode != 0:
         print(child.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"baseline exited {child.returncode}")
     phases = json.loads(child.lines[-1][1])
     count, distinct = query(port, f"SELECT COUNT(*), COUNT(DISTINCT ID) FROM {BASELINE_TABLE}")
     return {
-        "variant": "baseline",
+        "variant": f"baseline-{via}",
         **phases,
         "wall_s": round(child.wall_s, 2),
         "rows_per_s": round(phases["rows"] / child.wall_s, 1),
@@ -526,7 +588,14 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=_positive, help="torch threads, both variants (default: every usable CPU)"
     )
     parser.add_argument("--logs", type=Path, help="keep each variant's stderr in this folder")
+    parser.add_argument(
+        "--baselines",
+        default="pipeline,server",
+        help="baselines to run: pipeline (a transformers pipeline over the texts), server "
+        "(the served model called once per row); both write with executemany",
+    )
     parser.add_argument("--baseline-child", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-via", default="pipeline", help=argparse.SUPPRESS)
     parser.add_argument("--prepare-model", metavar="OUT_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cpus_now = default_threads()
@@ -535,7 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare_model(args.model, Path(args.prepare_model))
         return 0
     if args.baseline_child:
-        print(json.dumps(run_baseline(args.baseline_rows, args.baseline_child, threads)))
+        print(
+            json.dumps(
+                run_baseline(args.baseline_rows, args.baseline_child, threads, args.baseline_via)
+            )
+        )
         return 0
 
     baseline_rows = args.baseline_rows or min(args.rows, 2000)
@@ -592,18 +665,20 @@ def main(argv: list[str] | None = None) -> int:
             load_before = os.getloadavg()
             ours = run_ours(port, args.rows, model_dir, threads, cpus, tmp)
             print(json.dumps(ours), flush=True)
-            base = run_baseline_child(port, baseline_rows, model_dir, threads, cpus, tmp)
-            print(json.dumps(base), flush=True)
+            bases = []
+            for via in [v.strip() for v in args.baselines.split(",") if v.strip()]:
+                base = run_baseline_child(port, baseline_rows, model_dir, threads, cpus, tmp, via)
+                print(json.dumps(base), flush=True)
+                bases.append(base)
             load_after = os.getloadavg()
             if args.logs:
                 args.logs.mkdir(parents=True, exist_ok=True)
-                for name in ("ours", "baseline"):
-                    (args.logs / f"{name}.stderr").write_text((tmp / f"{name}.stderr").read_text())
+                for path in tmp.glob("*.stderr"):
+                    (args.logs / path.name).write_text(path.read_text())
         finally:
             server.terminate()
             server.wait(30)
 
-    r = ratios(ours, base)
     print(
         f"\nours:     {ours['rows']} rows in {ours['wall_s']:.1f} s = {ours['rows_per_s']:.0f} "
         f"rows/s end to end ({ours['predictor_rows_per_s']} rows/s by its own count after "
@@ -611,38 +686,43 @@ def main(argv: list[str] | None = None) -> int:
         f"{ours['output_rows']} rows, {ours['output_distinct_ids']} distinct IDs "
         f"({'OK' if ours['output_ok'] else 'WRONG'})"
     )
-    print(
-        f"baseline: {base['rows']} rows in {base['wall_s']:.1f} s = {base['rows_per_s']:.0f} "
-        f"rows/s end to end (load {base['load_s']:.1f} s, fetch {base['fetch_s']:.1f} s, "
-        f"pipeline {base['infer_s']:.1f} s = {base['infer_rows_per_s']:.0f} rows/s, INSERTs "
-        f"{base['insert_s']:.1f} s = {base['insert_rows_per_s']:.0f} rows/s), peak RSS "
-        f"{base['peak_rss_mb']} MiB; output {base['output_rows']} rows "
-        f"({'OK' if base['output_ok'] else 'WRONG'})"
-    )
-    print(
-        f"ours / baseline, rows/s: {r['ours_over_baseline']:.2f}x as measured "
-        f"(baseline on {base['rows']} rows); {r['ours_over_baseline_projected_to_same_rows']:.2f}x "
-        f"with the baseline projected to {ours['rows']} rows"
-    )
-    if "steady_state_ours_over_baseline" in r:
+    all_ratios = {}
+    for base in bases:
+        r = ratios(ours, base)
+        all_ratios[base["via"]] = r
         print(
-            f"steady state (start-up excluded): {r['steady_state_ours_over_baseline']:.2f}x; "
-            f"against the baseline's pipeline alone (no reads, no writes): "
-            f"{r['steady_state_ours_over_baseline_inference_only']:.2f}x"
+            f"baseline via {base['via']}: {base['rows']} rows in {base['wall_s']:.1f} s = "
+            f"{base['rows_per_s']:.0f} rows/s end to end (load {base['load_s']:.1f} s, fetch "
+            f"{base['fetch_s']:.1f} s, scoring {base['infer_s']:.1f} s = "
+            f"{base['infer_rows_per_s']:.0f} rows/s, INSERTs {base['insert_s']:.1f} s = "
+            f"{base['insert_rows_per_s']:.0f} rows/s), peak RSS {base['peak_rss_mb']} MiB; "
+            f"output {base['output_rows']} rows ({'OK' if base['output_ok'] else 'WRONG'})"
         )
+        print(
+            f"  ours / baseline, rows/s: {r['ours_over_baseline']:.2f}x as measured "
+            f"(baseline on {base['rows']} rows); "
+            f"{r['ours_over_baseline_projected_to_same_rows']:.2f}x with the baseline projected "
+            f"to {ours['rows']} rows"
+        )
+        if "steady_state_ours_over_baseline" in r:
+            print(
+                f"  steady state (start-up excluded): {r['steady_state_ours_over_baseline']:.2f}x"
+                f"; against the baseline's scoring alone (no reads, no writes): "
+                f"{r['steady_state_ours_over_baseline_inference_only']:.2f}x"
+            )
     print(f"load average before {load_before}, after {load_after}")
     summary = {
         "model": args.model,
         "threads": threads,
         "cpus": os.cpu_count(),
         "ours": ours,
-        "baseline": base,
-        "ratios": r,
+        "baselines": bases,
+        "ratios": all_ratios,
         "load_average_before": load_before,
         "load_average_after": load_after,
     }
     print(json.dumps(summary))
-    return 0 if ours["output_ok"] and base["output_ok"] else 1
+    return 0 if ours["output_ok"] and all(b["output_ok"] for b in bases) else 1
 
 
 if __name__ == "__main__":

@@ -807,6 +807,9 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
         upgraded = release.helm("upgrade", release.name, str(CHART), "--reuse-values",
                                 "-f", str(values_file), "--wait", "--timeout", "300s")  # fmt: skip
         assert upgraded.returncode == 0, upgraded.stderr
+        rolled = kubectl("rollout", "status", f"deployment/{release.fullname}-sql-front-door",
+                         "-n", ns, "--timeout=180s", timeout=200)  # fmt: skip
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     sfdb.execute(
         "INSERT INTO FINETUNE_REQUESTS (BASE_MODEL, TRAINING_DATA, EPOCHS, MODEL_NAME) "
         "VALUES ('tiny', ?, 1, 'from-sql'), ('gpt-17', ?, 1, 'never')",

@@ -59,6 +59,8 @@ def test_the_pod_runs_the_bridge_non_root_with_its_own_secret_and_a_config_it_re
     assert container["command"][:3] == ["python", "-m", "snowtrain.bridge"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # Secret files are 0440: the pod's group must own them, or the bridge cannot read them.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 1000
     secret = next(v for v in pod["volumes"] if v["name"] == "snowflake")
     assert secret["secret"]["secretName"] == "bridge-snowflake"
     (cm,) = by_kind(docs, "ConfigMap")
