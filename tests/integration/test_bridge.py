@@ -6,6 +6,7 @@ the resource is deleted. The shipped DDL (manifests/sql/snowtrain.sql) creates t
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,15 @@ def bridge(snowflake_db: Any, kube_api: Any, namespace: str) -> Bridge:
 
 
 def _request(db: Any, base: str, table: str, epochs: Any, name: str | None = None) -> str:
+    """Insert a request as an analyst would; its id is chosen here (the column's default
+    would do, but two rows could not then be told apart by the test)."""
+    request_id = str(uuid.uuid4())
     db.execute(
-        "INSERT INTO FINETUNE_REQUESTS (BASE_MODEL, TRAINING_DATA, EPOCHS, MODEL_NAME) "
-        "VALUES (?, ?, ?, ?)",
-        (base, table, epochs, name),
+        "INSERT INTO FINETUNE_REQUESTS (REQUEST_ID, BASE_MODEL, TRAINING_DATA, EPOCHS, MODEL_NAME) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (request_id, base, table, epochs, name),
     )
-    return str(db.execute("SELECT MAX(REQUEST_ID) FROM FINETUNE_REQUESTS WHERE BASE_MODEL = ? "
-                          "AND TRAINING_DATA = ?", (base, table))[0][0])  # fmt: skip
+    return request_id
 
 
 def _answers(db: Any) -> dict[str, tuple[str, str | None, str]]:
