@@ -250,3 +250,36 @@ def test_examples_are_accepted_by_a_real_apiserver(kubectl, namespace, name):
     result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path))
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
+
+
+@pytest.mark.snowflake
+def test_run_a_batch_prediction_scores_the_example_table(tmp_path, tiny_classifier_dir):
+    """`snowtrain run batch.yaml`: the example BatchPrediction with a model directory, against
+    the embedded emulator: every row of SENTIMENT scored, a sample of the output shown."""
+    job = yaml.safe_load((ROOT / "manifests/examples/batch-prediction.yaml").read_text())
+    job["spec"]["model"] = {"uri": str(tiny_classifier_dir)}
+    path = tmp_path / "batch.yaml"
+    path.write_text(yaml.safe_dump(job))
+    run_dir = tmp_path / "run"
+    result = _run(["run", str(path), "--output", str(run_dir)], _cli_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Embedded Snowflake" in output and "SENTIMENT_SCORED" in output
+    summary = json.loads((run_dir / "termination.json").read_text())
+    assert summary["predictions"]["rowsDone"] == summary["predictions"]["rowsTotal"] == 3000
+    config = json.loads((run_dir / "predictor-config.json").read_text())
+    assert config["modelDir"] == str(tiny_classifier_dir)
+    assert re.search(r"│ 1\s+│ (negative|neutral|positive)\s+│ 0\.\d{4}", output), output[-2000:]
+
+
+def test_run_a_batch_prediction_before_its_model_says_what_to_train(tmp_path):
+    example = ROOT / "manifests/examples/batch-prediction.yaml"
+    # From an empty folder: the referenced job's model is looked for under ./snowtrain-runs.
+    result = subprocess.run(
+        [sys.executable, "-m", "snowtrain.cli", "run", str(example)],
+        capture_output=True, text=True, env=_cli_env(tmp_path), timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "FineTuneJob sentiment-minilm has no model here yet" in message
+    assert "snowtrain run" in message
