@@ -736,7 +736,7 @@ def test_batch_prediction_writes_every_row_once_and_survives_a_deleted_pod(
                 break
             assert not done or done[-1] < rows, "the run ended before its pod could be deleted"
             assert time.monotonic() < deadline, logs.stdout[-2000:]
-            time.sleep(0.2)
+            time.sleep(0.2)  # polls the pod's log: the run takes seconds
     (pod,) = pods.stdout.split()
     # The deleted pod's last words (its log goes with it): followed from before the delete.
     follow = subprocess.Popen(
@@ -833,7 +833,7 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
         deadline = time.monotonic() + 120
         while len(answers()) < 2:
             assert time.monotonic() < deadline, bridge_log()
-            time.sleep(1)
+            time.sleep(1)  # polls the request table for the bridge's answers
     got = answers()
     assert got["from-sql"][:2] == ("ACCEPTED", "from-sql"), got
     assert got["never"][0] == "REFUSED" and got["never"][2].startswith("BASE_MODEL"), got
@@ -849,7 +849,7 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
         deadline = time.monotonic() + 600
         while (run("PHASE") or ("",))[0] not in ("Running", "Succeeded"):
             assert time.monotonic() < deadline, run("PHASE", "STATUS")
-            time.sleep(1)
+            time.sleep(1)  # polls RUNS, which the bridge writes every pollSeconds
     with timed("sql front door: trained and served"):
         obj = _wait_serving(kubectl, ns, "finetunejob", "from-sql")
     url = _service_url(kubectl, ns, obj["status"]["serving"]["service"])
@@ -861,7 +861,7 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
         deadline = time.monotonic() + 60
         while not (run("DELETED_AT IS NOT NULL") or (False,))[0]:
             assert time.monotonic() < deadline, run("PHASE", "DELETED_AT")
-            time.sleep(1)
+            time.sleep(1)  # polls RUNS for the bridge's deletion mark
     phase, loss, model, request = run("PHASE", "METRICS:trainLoss", "MODEL_URI", "REQUEST_ID") or ()
     assert phase == "Succeeded" and float(loss) > 0 and model.startswith(f"pvc://{CLAIM}/")
     assert (
