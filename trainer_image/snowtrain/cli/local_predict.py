@@ -202,9 +202,9 @@ class LocalPrediction:
 
     def _show_sample(self, plan: PredictionPlan, env: dict[str, str]) -> None:
         """The first rows of the output table, by key, read with the predictor's settings."""
-        from snowtrain.predict.sink import quoted_output
         from snowtrain.trainer.data.connection import connect
         from snowtrain.trainer.data.credentials import load_credentials
+        from snowtrain.trainer.data.sql import table_ref
 
         settings = plan.config.input.snowflake
         try:
@@ -217,7 +217,7 @@ class LocalPrediction:
             # The answer columns of either kind of model, whichever the table has.
             cur = conn.cursor()
             cur.execute(
-                f"SELECT * FROM {quoted_output(plan.config.output.table)} "
+                f"SELECT * FROM {table_ref(plan.config.output.table)} "
                 f"ORDER BY {', '.join(keys)} LIMIT ?",
                 (SAMPLE_ROWS,),
             )

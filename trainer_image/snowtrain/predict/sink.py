@@ -32,7 +32,6 @@ from snowtrain.api.batch import (
     PROVENANCE_COLUMNS,
     PredictionOutput,
 )
-from snowtrain.api.identifiers import InvalidIdentifier, quote_table
 from snowtrain.trainer.data.connection import (
     LazyConnection,
     execute,
@@ -275,11 +274,3 @@ class PredictionSink:
 
     def drop_staging(self) -> None:
         self._run(f"DROP TABLE IF EXISTS {self.staging}", what="drop of the staging table")
-
-
-def quoted_output(table: str) -> str:
-    """The output table's quoted name (for messages and status)."""
-    try:
-        return quote_table(table)
-    except InvalidIdentifier as exc:
-        raise InvalidConfig(str(exc)) from None
