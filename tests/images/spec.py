@@ -81,6 +81,7 @@ TRAINER = ImageSpec(
         ("python", "-m", "snowtrain.trainer", "--help"),
         ("python", "-m", "snowtrain.serve", "--help"),
         ("python", "-m", "snowtrain.predict", "--help"),
+        ("python", "-m", "snowtrain.probe", "--help"),
         ("python", "-m", "snowtrain.bridge", "--help"),
         # The preload must really load: a missing library is only a warning to the loader.
         (

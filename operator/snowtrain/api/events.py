@@ -202,6 +202,29 @@ class RowsEvent(WireModel):
     time: str | None = None
 
 
+class DataProbe(WireModel):
+    """The source data at a schedule's tick: what the data trigger compares."""
+
+    rows: int
+    """Rows in the source."""
+    newest: str | None = None
+    """The newest value of the trigger's column, as text (None without a column, or when
+    the source is empty)."""
+    fingerprint: str
+    """sha256 of the source's text, the row count and the newest value."""
+
+
+class ChampionEvaluation(WireModel):
+    """The model in service, evaluated on this run's validation rows (the evaluation gate)."""
+
+    model: str | None = None
+    """The champion's URI, as the job named it."""
+    metrics: TrainerMetrics | None = None
+    """Its validation metrics on the same rows as the new model."""
+    problem: str | None = None
+    """Why it could not be evaluated (missing, another task, unreadable)."""
+
+
 class TrainerSummary(WireModel):
     """The run's end: the termination message, and the ``done`` event's body."""
 
@@ -216,6 +239,10 @@ class TrainerSummary(WireModel):
     data: DataLineage | None = None
     predictions: PredictionCounts | None = None
     """A batch prediction's rows (BatchPrediction only)."""
+    champion: ChampionEvaluation | None = None
+    """The champion's metrics on the same validation rows (jobs with an evaluation gate)."""
+    probe: DataProbe | None = None
+    """The source's fingerprint (the data probe of a TrainingSchedule)."""
 
     @classmethod
     def of_exit(cls, exit_code: int, **fields: object) -> TrainerSummary:

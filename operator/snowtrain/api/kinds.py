@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from .base import ApiModel
 from .pod import PodOverrides
+from .promotion import PromotionSpec
 from .spec import (
     ArchitectureSpec,
     BaseModelRef,
@@ -52,6 +53,9 @@ class CommonJobSpec(ApiModel):
     """Where the model goes."""
     serving: ServingSpec | None = None
     """Serve the model when training succeeds."""
+    promotion: PromotionSpec | None = None
+    """An evaluation gate: serve the model only if its validation metric clears a bar (and
+    is no worse than the model in service). A run below the bar ends Succeeded, not served."""
     image: str | None = Field(default=None, max_length=1024)
     """Trainer image; default: the operator's configured trainer image."""
     suspend: bool = False

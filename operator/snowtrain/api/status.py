@@ -35,6 +35,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     SERVING_READY = "ServingReady"
     WAITING = "WaitingForBaseModel"
+    PROMOTED = "Promoted"
 
 
 class FailureReason(StrEnum):
@@ -183,6 +184,29 @@ class ServingStatus(StatusModel):
     """Serving pods ready."""
 
 
+class PromotionStatus(StatusModel):
+    """What the evaluation gate decided, with the numbers it compared."""
+
+    promoted: bool | None = None
+    """Whether the model cleared the gate (and is served)."""
+    reason: str | None = None
+    """GatePassed, GateFailed or NotEvaluated."""
+    message: str | None = None
+    """The comparison, in words, with both numbers."""
+    metric: str | None = None
+    """The metric the gate compares."""
+    value: float | None = None
+    """This run's model on the validation rows."""
+    threshold: float | None = None
+    """The absolute bar."""
+    champion_model: str | None = None
+    """The model compared with."""
+    champion_value: float | None = None
+    """The champion on the same validation rows, in the same run."""
+    max_regression: float | None = None
+    """How much worse than the champion was allowed."""
+
+
 class JobStatusBlock(StatusModel):
     """Status of a FineTuneJob or PretrainJob."""
 
@@ -206,3 +230,5 @@ class JobStatusBlock(StatusModel):
     """The training Job."""
     serving: ServingStatus | None = None
     """The inference endpoint."""
+    promotion: PromotionStatus | None = None
+    """What the evaluation gate decided (jobs with spec.promotion)."""

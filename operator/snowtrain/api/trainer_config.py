@@ -118,6 +118,15 @@ class ProgressConfig(ApiModel):
     """At most one progress line per interval (plus the last step)."""
 
 
+class ChampionConfig(ApiModel):
+    """The model in service, to evaluate on the same validation rows (evaluation gate)."""
+
+    path: str
+    """Where the pod sees it (a read-only mount, or a hub id)."""
+    uri: str
+    """How the job named it (reported back with its metrics)."""
+
+
 class TrainerConfig(ApiModel):
     """Everything the trainer needs, and nothing secret."""
 
@@ -135,6 +144,8 @@ class TrainerConfig(ApiModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     output: OutputConfig
     progress: ProgressConfig = Field(default_factory=ProgressConfig)
+    champion: ChampionConfig | None = None
+    """Evaluate this model too, after training, on the same validation rows."""
 
     @classmethod
     def load(cls, path: str | Path) -> TrainerConfig:
@@ -191,11 +202,13 @@ def render_trainer_config(
     credentials_dir: str | None = None,
     snowflake_overrides: Mapping[str, str | int | None] | None = None,
     progress_interval_seconds: float = 5.0,
+    champion_path: str | None = None,
 ) -> TrainerConfig:
     """Turn a validated resource into the trainer config (pure; used by operator and CLI).
 
     ``base_model`` is the resolved location of the starting model (a pretrainJobRef or a
-    pvc:// URI resolves to a mount path only the caller knows).
+    pvc:// URI resolves to a mount path only the caller knows); ``champion_path`` likewise
+    for ``spec.promotion.championUri``.
     """
     spec = job.spec
     settings = snowflake_settings(spec.data.snowflake, credentials_dir, snowflake_overrides)
@@ -228,4 +241,12 @@ def render_trainer_config(
             dir=output_dir, checkpoint_dir=checkpoint_dir, uri=output_uri, stage=spec.output.stage
         ),
         progress=ProgressConfig(interval_seconds=progress_interval_seconds),
+        champion=_champion(job, champion_path),
     )
+
+
+def _champion(job: AnyJob, path: str | None) -> ChampionConfig | None:
+    promotion = job.spec.promotion
+    if promotion is None or not promotion.champion_uri:
+        return None
+    return ChampionConfig(path=path or promotion.champion_uri, uri=promotion.champion_uri)

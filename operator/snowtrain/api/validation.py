@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from . import kube_rules as kr
 from .batch import BatchPrediction
 from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
+from .promotion import TASK_METRICS
 from .query import UnsafeQuery, check_query
 
 
@@ -152,6 +153,14 @@ def _semantic_errors(job: AnyJob) -> list[FieldError]:
             )
     if spec.training.precision == "fp16" and spec.resources.gpus_per_node == 0:
         errors.append(FieldError("spec.training.precision", "fp16 needs a GPU; use fp32 or auto"))
+    if spec.promotion is not None and spec.promotion.metric not in TASK_METRICS[job.task]:
+        errors.append(
+            FieldError(
+                "spec.promotion.metric",
+                f"task {job.task!r} does not evaluate {spec.promotion.metric}; "
+                f"use one of {', '.join(TASK_METRICS[job.task])}",
+            )
+        )
     return errors
 
 

@@ -42,6 +42,7 @@ CREDENTIALS_DIR = "/var/run/secrets/snowtrain/snowflake"
 SERVE_AUTH_DIR = "/var/run/secrets/snowtrain/serve-auth"
 SERVE_AUTH_FILE = f"{SERVE_AUTH_DIR}/token"
 BASE_MODEL_MOUNT = "/mnt/base-model"
+CHAMPION_MOUNT = "/mnt/champion"
 SCRATCH_DIR = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
 TRAINER_CONTAINER = "trainer"
@@ -304,6 +305,13 @@ def base_model_location(job: AnyJob, pretrain_model_uri: str | None = None) -> M
     return ModelLocation.parse(uri) if uri else None
 
 
+def champion_location(job: AnyJob) -> ModelLocation | None:
+    """The volume to mount read-only for the evaluation gate's champion, if on a claim."""
+    promotion = job.spec.promotion
+    uri = promotion.champion_uri if promotion else None
+    return ModelLocation.parse(uri) if uri else None
+
+
 def build_trainer_config_text(
     job: AnyJob, settings: OperatorSettings, pretrain_model_uri: str | None = None
 ) -> str:
@@ -314,6 +322,7 @@ def build_trainer_config_text(
     base_model = f"{BASE_MODEL_MOUNT}/{base.path}".rstrip("/") if base else None
     if isinstance(job, FineTuneJob) and job.spec.base_model.pretrain_job_ref and not base:
         base_model = pretrain_model_uri
+    champion = champion_location(job)
     secret = job.spec.data.snowflake.secret_ref
     config = render_trainer_config(
         job,
@@ -323,6 +332,7 @@ def build_trainer_config_text(
         base_model=base_model,
         credentials_dir=CREDENTIALS_DIR if secret else None,
         progress_interval_seconds=min(5.0, settings.progress_refresh_seconds),
+        champion_path=f"{CHAMPION_MOUNT}/{champion.path}".rstrip("/") if champion else None,
     )
     return config.dumps()
 
@@ -368,19 +378,25 @@ def _training_volumes(
         )
         mounts.append({"name": "snowflake", "mountPath": CREDENTIALS_DIR, "readOnly": True})
     base = base_model_location(job, pretrain_model_uri)
-    if base and base.claim == out.claim:
-        # The same claim twice in one pod never mounts (kubelet waits on the second volume
-        # forever): mount the models volume a second time, read-only, instead.
-        mounts.append({"name": "models", "mountPath": BASE_MODEL_MOUNT, "readOnly": True})
-    elif base:
-        volumes.append(
-            {
-                "name": "base-model",
-                "persistentVolumeClaim": {"claimName": base.claim, "readOnly": True},
-            }
-        )
-        mounts.append({"name": "base-model", "mountPath": BASE_MODEL_MOUNT, "readOnly": True})
+    for location, mount in ((base, BASE_MODEL_MOUNT), (champion_location(job), CHAMPION_MOUNT)):
+        if location is not None:
+            _mount_read_only(volumes, mounts, location.claim, mount)
     return volumes, mounts
+
+
+def _mount_read_only(
+    volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], claim: str | None, path: str
+) -> None:
+    """Mount ``claim`` read-only at ``path``, reusing the pod's volume of that claim if it
+    has one: the same claim twice in one pod never mounts (the kubelet waits on the second
+    volume forever), so a claim already there is mounted a second time instead."""
+    for volume in volumes:
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName") == claim:
+            mounts.append({"name": volume["name"], "mountPath": path, "readOnly": True})
+            return
+    name = path.rsplit("/", 1)[-1]
+    volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    mounts.append({"name": name, "mountPath": path, "readOnly": True})
 
 
 def build_training_job(

@@ -212,6 +212,7 @@ def _observe_spec(
         obs.suspend = job.spec.suspend
         serving = job.spec.serving
         obs.serving_wanted = bool(serving and serving.enabled)
+        obs.promotion = job.spec.promotion
         obs.serving_replicas = serving.replicas if serving else 0
         obs.output_uri = ch.output_location(job).uri
         obs.serving_names = (ch.serving_name(name), ch.serving_name(name))
@@ -394,6 +395,18 @@ def _write_status(ctx: Context, body: dict[str, Any], outcome: st.Outcome) -> No
             outcome.phase,
             str(failure.get("reason") or outcome.phase),
             failure.get("message") or running.get("message") or "",
+        )
+    gate = outcome.status.get("promotion") or {}
+    if gate.get("reason") and gate != (old_status.get("promotion") or {}):
+        # The evaluation gate decided (once per run): say so where `kubectl describe` looks.
+        emit_event(
+            ctx,
+            body,
+            None,
+            outcome.phase,
+            gate["reason"],
+            gate.get("message") or "",
+            warning=not gate.get("promoted"),
         )
 
 
@@ -704,8 +717,11 @@ def emit_event(
     phase: str,
     reason: str,
     message: str,
+    *,
+    warning: bool | None = None,
 ) -> None:
-    """A core/v1 Event on every phase transition (what `kubectl describe` shows)."""
+    """A core/v1 Event on every phase transition (what `kubectl describe` shows); with
+    ``old_phase`` None and ``warning`` set, a note on the current phase instead."""
     meta = body["metadata"]
     now = now_iso()
     event = {
@@ -720,8 +736,10 @@ def emit_event(
             "uid": meta.get("uid"),
         },
         "reason": reason,
-        "message": f"{old_phase or 'New'} -> {phase}: {message}"[:1024],
-        "type": "Warning" if phase == Phase.FAILED else "Normal",
+        "message": (
+            message if warning is not None else f"{old_phase or 'New'} -> {phase}: {message}"
+        )[:1024],
+        "type": "Warning" if (phase == Phase.FAILED if warning is None else warning) else "Normal",
         "source": {"component": "snowtrain-operator"},
         "firstTimestamp": now,
         "lastTimestamp": now,

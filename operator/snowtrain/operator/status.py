@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from snowtrain.api.events import now_iso
+from snowtrain.api.promotion import PromotionSpec, decide
 from snowtrain.api.status import (
     Condition,
     DataStatus,
@@ -27,6 +28,7 @@ from snowtrain.api.status import (
     ModelStatus,
     Phase,
     ProgressStatus,
+    PromotionStatus,
     ServingStatus,
     StatusModel,
 )
@@ -96,6 +98,8 @@ class Observed:
     """Progress lines read this time (None: not read; the old values are kept)."""
     output_uri: str | None = None
     serving_wanted: bool = False
+    promotion: PromotionSpec | None = None
+    """spec.promotion: the model is served only if it clears this gate."""
     serving_replicas: int = 1
     deployment: dict[str, Any] | None = None
     serving_names: tuple[str, str] | None = None
@@ -385,7 +389,16 @@ def compute(obs: Observed) -> Outcome:
             )
         )
     ready, ready_reason, ready_message = succeeded, str(reason), message
-    if obs.serving_wanted and succeeded:
+    promoted = True
+    if obs.promotion is not None and succeeded:
+        block.promotion = _gate(obs, block)
+        promoted = bool(block.promotion.promoted)
+        conditions.append(_promoted_condition(obs, block.promotion))
+        if not promoted:
+            ready_message = f"training finished; not served: {block.promotion.message}"
+    if obs.serving_wanted and succeeded and not promoted:
+        conditions.append(_not_promoted_serving(obs, block))
+    elif obs.serving_wanted and succeeded:
         outcome.deploy_serving = bool(obs.output_uri)
         s_ready, s_reason, s_message = _serving_status(obs, block)
         conditions.append(_cond(obs, C.SERVING_READY, s_ready, s_reason, s_message))
@@ -403,6 +416,36 @@ def compute(obs: Observed) -> Outcome:
     conditions.insert(0, _cond(obs, C.READY, ready, ready_reason, ready_message))
     block.conditions = conditions
     return outcome
+
+
+def _gate(obs: Observed, block: JobStatusBlock) -> PromotionStatus:
+    """The evaluation gate's verdict, from the trainer's final summary (its metrics and the
+    champion's on the same rows); once decided it stays, as the summary may be gone."""
+    assert obs.promotion is not None
+    old = obs.old_block.promotion
+    summary = obs.current.termination if obs.current else None
+    if summary is None and old is not None and old.promoted is not None:
+        return old
+    metrics = (block.metrics or MetricsStatus()).to_wire()
+    champion = summary.champion if summary else None
+    return decide(
+        obs.promotion,
+        metrics,
+        champion.metrics.to_wire() if champion and champion.metrics else None,
+        (champion.problem if champion else None) or "the trainer reported no champion metrics",
+    )
+
+
+def _promoted_condition(obs: Observed, gate: PromotionStatus) -> Condition:
+    return _cond(obs, C.PROMOTED, gate.promoted, gate.reason or "", gate.message or "")
+
+
+def _not_promoted_serving(obs: Observed, block: JobStatusBlock) -> Condition:
+    """ServingReady=False for a model the gate kept out of service (nothing is deployed)."""
+    block.serving = None
+    gate = block.promotion
+    message = f"not served: {gate.message}" if gate else "not served"
+    return _cond(obs, C.SERVING_READY, False, (gate.reason if gate else None) or "", message)
 
 
 def _job_block(obs: Observed, block: JobStatusBlock, cur: AttemptState) -> JobStatus | None:
@@ -429,8 +472,17 @@ def _sticky(obs: Observed, outcome: Outcome) -> Outcome:
     block.observed_generation = obs.generation
     conditions = [c for c in block.conditions if c.type != C.SERVING_READY]
     if block.phase == Phase.SUCCEEDED:
-        conditions = [c for c in conditions if c.type != C.READY]
-        if obs.serving_wanted:
+        conditions = [c for c in conditions if c.type not in (C.READY, C.PROMOTED)]
+        promoted = True
+        if obs.promotion is not None:
+            block.promotion = _gate(obs, block)
+            promoted = bool(block.promotion.promoted)
+            conditions.append(_promoted_condition(obs, block.promotion))
+        if obs.serving_wanted and not promoted:
+            conditions.append(_not_promoted_serving(obs, block))
+            message = f"training finished; not served: {block.promotion.message}"  # type: ignore[union-attr]
+            conditions.insert(0, _cond(obs, C.READY, True, "Succeeded", message))
+        elif obs.serving_wanted:
             outcome.deploy_serving = bool(obs.output_uri)
             s_ready, s_reason, s_message = _serving_status(obs, block)
             conditions.append(_cond(obs, C.SERVING_READY, s_ready, s_reason, s_message))

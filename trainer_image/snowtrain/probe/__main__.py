@@ -1,0 +1,7 @@
+"""``python -m snowtrain.probe --config FILE``."""
+
+import sys
+
+from .run import main
+
+sys.exit(main())
