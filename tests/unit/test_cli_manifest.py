@@ -179,4 +179,5 @@ def test_crds_command_matches_checked_in_crds(tmp_path, capsys):
         "FineTuneJob",
         "PretrainJob",
         "BatchPrediction",
+        "TrainingSchedule",
     }

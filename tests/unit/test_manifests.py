@@ -267,6 +267,7 @@ def test_crds_are_templated_behind_a_value_and_kept_on_uninstall() -> None:
         "finetunejobs.snowtrain.io",
         "pretrainjobs.snowtrain.io",
         "batchpredictions.snowtrain.io",
+        "trainingschedules.snowtrain.io",
     }
     for crd in crds:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

@@ -77,6 +77,7 @@ CLIENT_METHOD = re.compile(
 #: Names that match the pattern but are not API calls.
 NOT_API = {"create_task"}
 SNOWTRAIN = [(kinds.GROUP, m.PLURAL) for m in RESOURCE_KINDS.values()]
+RUNS = [(kinds.GROUP, m.PLURAL) for m in kinds.JOB_KINDS.values()]
 
 # What kopf does on its own (https://kopf.readthedocs.io/en/stable/deployment/#rbac).
 KOPF_EVENTS: set[Triple] = {("", "events", "create")}
@@ -194,7 +195,10 @@ def _client_calls(tree: ast.Module, module: str) -> set[Triple]:
         verbs = {verb, "watch"} if id(node) in streamed else {verb}
         if res in ("custom_object", "custom_object_status", "cluster_custom_object"):
             sub = "/status" if res.endswith("_status") else ""
-            needs |= {(g, p + sub, v) for g, p in SNOWTRAIN for v in verbs}
+            # The only custom objects the operator creates or deletes are a
+            # TrainingSchedule's runs (schedule.py), which are FineTuneJobs or PretrainJobs.
+            kinds = RUNS if verb in ("create", "delete") and module.endswith(".schedule") else SNOWTRAIN  # fmt: skip
+            needs |= {(g, p + sub, v) for g, p in kinds for v in verbs}
             continue
         if res not in CLIENT_RESOURCES:
             if "namespaced" in node.attr or "custom_object" in node.attr:

@@ -1,10 +1,11 @@
--- Argo CD health check for snowtrain.io FineTuneJob, PretrainJob and BatchPrediction (one
--- script for all three).
+-- Argo CD health check for snowtrain.io FineTuneJob, PretrainJob, BatchPrediction and
+-- TrainingSchedule (one script for all four).
 --
 -- Install it in argocd-cm (see charts/snowtrain/README.md):
 --   resource.customizations.health.snowtrain.io_FineTuneJob: |      <this file>
 --   resource.customizations.health.snowtrain.io_PretrainJob: |      <this file>
 --   resource.customizations.health.snowtrain.io_BatchPrediction: |  <this file>
+--   resource.customizations.health.snowtrain.io_TrainingSchedule: | <this file>
 --
 -- Mapping (kstatus-compatible, the operator's status is the only input):
 --   no status yet / status for an older generation -> Progressing
@@ -14,6 +15,8 @@
 --   Succeeded but serving not ready yet             -> Progressing
 --   Pending / Waiting / Queued / Running            -> Progressing, with progress and loss
 --                                                      (a BatchPrediction: rows done)
+--   a TrainingSchedule not Ready (no model in service yet, a rollout)
+--                                                   -> Progressing, with the Ready message
 
 local hs = {}
 
@@ -103,6 +106,12 @@ local ready = condition(status, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = with_detail("Ready", ready.message)
+  return hs
+end
+
+if obj.kind == "TrainingSchedule" then
+  hs.status = "Progressing"
+  hs.message = with_detail("Active", ready and ready.message)
   return hs
 end
 

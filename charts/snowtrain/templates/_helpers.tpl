@@ -67,16 +67,20 @@ calls from the operator's source and fails when these rules grant more, or less.
 */}}
 {{- define "snowtrain.workloadRules" -}}
 - apiGroups: [snowtrain.io]
-  resources: [finetunejobs, pretrainjobs, batchpredictions]
+  resources: [finetunejobs, pretrainjobs, batchpredictions, trainingschedules]
   verbs: [get, list, watch]
 - apiGroups: [snowtrain.io]
-  resources: [finetunejobs/status, pretrainjobs/status, batchpredictions/status]
+  resources: [finetunejobs/status, pretrainjobs/status, batchpredictions/status, trainingschedules/status]
   verbs: [patch]
+# A TrainingSchedule's runs: created on its ticks, deleted past its history limits.
+- apiGroups: [snowtrain.io]
+  resources: [finetunejobs, pretrainjobs]
+  verbs: [create, delete]
 # Children: trainer config, training Job (+ workers Service), serving Deployment + Service;
 # read back on a name conflict to check they are the job's (by owner uid) before any use.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create]
+  verbs: [get, create, delete]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, delete]

@@ -18,8 +18,9 @@ import yaml
 
 from .batch import BatchPrediction
 from .kinds import GROUP, VERSION, FineTuneJob, PretrainJob, _JobResource
+from .schedule import TrainingSchedule
 
-Resource = type[_JobResource] | type[BatchPrediction]
+Resource = type[_JobResource] | type[BatchPrediction] | type[TrainingSchedule]
 
 #: Keys of a JSON schema node that a structural CRD schema may carry.
 _ALLOWED = {
@@ -188,9 +189,29 @@ _PREDICTION_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+_SCHEDULE_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+    {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+    {"name": "Last-Run", "type": "string", "jsonPath": ".status.history[0].name",
+     "description": "The newest tick's run"},
+    {"name": "Last-Phase", "type": "string", "jsonPath": ".status.history[0].phase",
+     "description": "Skipped, Missed, Pending, Running, Succeeded or Failed"},
+    {"name": "In-Service", "type": "string", "jsonPath": ".status.inService.run",
+     "description": "The run whose model the endpoint serves"},
+    {"name": "Next-Run", "type": "date", "jsonPath": ".status.nextScheduleTime"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canary.run", "priority": 1},
+    {"name": "Previous", "type": "string", "jsonPath": ".status.previous.run", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]  # fmt: skip
+
+
 def printer_columns(model: Resource) -> list[dict[str, Any]]:
     """What ``kubectl get`` shows of a kind."""
-    return _PREDICTION_COLUMNS if model is BatchPrediction else _JOB_COLUMNS
+    if model is BatchPrediction:
+        return _PREDICTION_COLUMNS
+    if model is TrainingSchedule:
+        return _SCHEDULE_COLUMNS
+    return _JOB_COLUMNS
 
 
 def crd(model: Resource) -> dict[str, Any]:
@@ -227,7 +248,7 @@ def crd(model: Resource) -> dict[str, Any]:
     }
 
 
-ALL_KINDS: tuple[Resource, ...] = (FineTuneJob, PretrainJob, BatchPrediction)
+ALL_KINDS: tuple[Resource, ...] = (FineTuneJob, PretrainJob, BatchPrediction, TrainingSchedule)
 
 
 def render_all() -> dict[str, str]:

@@ -19,6 +19,7 @@ from .batch import BatchPrediction
 from .kinds import JOB_KINDS, TASK_COLUMNS, AnyJob, FineTuneJob, PretrainJob
 from .promotion import TASK_METRICS
 from .query import UnsafeQuery, check_query
+from .schedule import MAX_SCHEDULE_NAME, TrainingSchedule
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def _kubernetes_errors(job: AnyJob) -> list[FieldError]:
         uris = [("spec.baseModel.uri", job.spec.base_model.uri)]
     else:
         uris = [("spec.tokenizer.uri", job.spec.tokenizer.uri)]
+    if job.spec.promotion is not None:
+        uris.append(("spec.promotion.championUri", job.spec.promotion.champion_uri))
     for path, uri in uris:
         if uri and (why := kr.model_uri_problem(uri)):
             problems.append((path, why))
@@ -232,17 +235,81 @@ def parse_prediction(obj: dict[str, Any]) -> BatchPrediction:
     return job
 
 
-RESOURCE_KINDS: dict[str, type[AnyJob] | type[BatchPrediction]] = {
+def parse_schedule(obj: dict[str, Any]) -> TrainingSchedule:
+    """Validate a TrainingSchedule dict, its job template as the job a tick would create;
+    raises :class:`InvalidJob` naming every bad field (the template's as
+    ``spec.jobTemplate.spec...``)."""
+    body = _envelope(obj, {TrainingSchedule.KIND})
+    try:
+        schedule = TrainingSchedule.model_validate_json(json.dumps(body, default=str), strict=True)
+    except ValidationError as exc:
+        raise InvalidJob(errors_from_pydantic(exc)) from None
+    errors: list[FieldError] = []
+    name = schedule.metadata.name or "schedule"
+    if len(name) > MAX_SCHEDULE_NAME:
+        errors.append(
+            FieldError(
+                "metadata.name",
+                f"at most {MAX_SCHEDULE_NAME} characters: runs are named <name>-<minutes>",
+            )
+        )
+    try:
+        template_job(schedule)
+    except InvalidJob as exc:
+        errors += [
+            FieldError(f"spec.jobTemplate.{e.path}" if e.path else "spec.jobTemplate", e.reason)
+            for e in exc.errors
+        ]
+    serving = schedule.spec.serving
+    if serving is not None:
+        problems = kr.pod_override_problems(
+            "spec.serving.podTemplate", serving.pod_template, "server"
+        )
+        errors += [FieldError(path, reason) for path, reason in problems]
+    if errors:
+        raise InvalidJob(errors)
+    return schedule
+
+
+def template_job(schedule: TrainingSchedule) -> AnyJob:
+    """The job a tick of ``schedule`` creates, as a typed job with the schedule's endpoint
+    in place of the template's serving block: what the runs share (data, image, output
+    claim, placement) and what the installation's policy must allow, checked once for all
+    runs. Raises :class:`InvalidJob` (paths as the template's own)."""
+    template = schedule.spec.job_template
+    serving = schedule.spec.serving
+    spec = {k: v for k, v in template.spec.items() if k != "serving"}
+    if serving is not None:
+        spec["serving"] = serving.model_dump(mode="json", by_alias=True, exclude={"canary"},
+                                             exclude_none=True)  # fmt: skip
+    name = (schedule.metadata.name or "schedule")[:MAX_SCHEDULE_NAME]
+    return parse_job(
+        {
+            "apiVersion": "snowtrain.io/v1alpha1",
+            "kind": template.kind,
+            "metadata": {"name": f"{name}-0", "namespace": schedule.metadata.namespace},
+            "spec": spec,
+        }
+    )
+
+
+RESOURCE_KINDS: dict[str, type[AnyJob] | type[BatchPrediction] | type[TrainingSchedule]] = {
     **JOB_KINDS,
     BatchPrediction.KIND: BatchPrediction,
+    TrainingSchedule.KIND: TrainingSchedule,
 }
 """Every kind the operator reconciles, by name."""
 
+AnyResource = AnyJob | BatchPrediction | TrainingSchedule
 
-def parse_resource(obj: dict[str, Any]) -> AnyJob | BatchPrediction:
-    """Any snowtrain kind: a job (:func:`parse_job`) or a BatchPrediction."""
-    if isinstance(obj, dict) and obj.get("kind") == BatchPrediction.KIND:
+
+def parse_resource(obj: dict[str, Any]) -> AnyResource:
+    """Any snowtrain kind: a job (:func:`parse_job`), a BatchPrediction or a TrainingSchedule."""
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind == BatchPrediction.KIND:
         return parse_prediction(obj)
+    if kind == TrainingSchedule.KIND:
+        return parse_schedule(obj)
     return parse_job(obj)
 
 

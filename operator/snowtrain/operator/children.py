@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import API_VERSION, AnyJob, FineTuneJob
+from snowtrain.api.schedule import TrainingSchedule
 from snowtrain.api.serve_command import serve_command
 from snowtrain.api.spec import ServingSpec
 from snowtrain.api.torchrun import POD_IP_ENV, RENDEZVOUS_PORT, rendezvous_env
@@ -94,7 +95,7 @@ class ModelLocation:
         return cls(claim, path.strip("/")) if claim else None
 
 
-Owner = AnyJob | BatchPrediction
+Owner = AnyJob | BatchPrediction | TrainingSchedule
 """Any snowtrain resource that owns children."""
 
 # --- names and metadata -------------------------------------------------------------------
@@ -583,13 +584,39 @@ def serving_endpoint(job: AnyJob) -> str:
 def build_serving_deployment(
     job: AnyJob, settings: OperatorSettings, model_uri: str | None = None
 ) -> dict[str, Any]:
-    """Deployment running ``python -m snowtrain.serve`` on the model, mounted read-only."""
+    """Deployment running ``python -m snowtrain.serve`` on the job's model."""
     serving = job.spec.serving
     assert serving is not None
-    name = job.metadata.name or ""
     location = (ModelLocation.parse(model_uri) if model_uri else None) or output_location(job)
+    return serving_deployment(
+        job,
+        serving_name(job.metadata.name or ""),
+        serving,
+        location,
+        settings,
+        image=job.spec.image,
+        gpu_resource_name=job.spec.resources.gpu_resource_name,
+        labels=serving_labels(job),
+    )
+
+
+def serving_deployment(
+    owner: Owner,
+    deployment_name: str,
+    serving: ServingSpec,
+    location: ModelLocation,
+    settings: OperatorSettings,
+    *,
+    image: str | None,
+    gpu_resource_name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Deployment running ``python -m snowtrain.serve`` on the model at ``location``,
+    mounted read-only; ``labels`` select its pods (a job's endpoint, or one track of a
+    schedule's). The spec hash annotation says when it must roll."""
+    name = owner.metadata.name or ""
     model_dir = f"{settings.model_mount_path}/{location.path}"
-    labels = serving_labels(job)
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
     if location.claim:
         volumes.append(
@@ -623,7 +650,7 @@ def build_serving_deployment(
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
     container = {
         "name": SERVER_CONTAINER,
-        "image": job.spec.image or settings.trainer_image,
+        "image": image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": serve_command(
             model_dir,
@@ -643,7 +670,7 @@ def build_serving_deployment(
             serving.resources.cpu,
             serving.resources.memory,
             serving.resources.gpus,
-            job.spec.resources.gpu_resource_name,
+            gpu_resource_name,
         ),
         "readinessProbe": merge_pod_template(probe, {"httpGet": {"path": "/readyz"}}),
         # Loading torch and the weights can take minutes on a small CPU limit: the startup
@@ -679,8 +706,8 @@ def build_serving_deployment(
         "selector": {"matchLabels": dict(labels)},
         "template": template,
     }
-    meta = _metadata(job, serving_name(name), {**labels, LABEL_COMPONENT: "server"})
-    meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    meta = _metadata(owner, deployment_name, {**labels, LABEL_COMPONENT: "server"})
+    meta["annotations"] = {**(annotations or {}), SPEC_HASH_ANNOTATION: spec_hash(spec)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import AnyJob
-from snowtrain.api.validation import InvalidJob, parse_job, parse_prediction
+from snowtrain.api.schedule import TrainingSchedule
+from snowtrain.api.validation import InvalidJob, parse_job, parse_prediction, parse_schedule
 
 from . import children as ch
 from .index import ChildIndex
@@ -118,6 +119,11 @@ class Context:
         """A BatchPrediction's spec validated (:func:`parse_prediction`), as :meth:`parsed`."""
         job: BatchPrediction = self._parsed_once(key, body, parse_prediction)
         return job
+
+    def parsed_schedule(self, key: Key, body: dict[str, Any]) -> TrainingSchedule:
+        """A TrainingSchedule's spec validated (:func:`parse_schedule`), as :meth:`parsed`."""
+        schedule: TrainingSchedule = self._parsed_once(key, body, parse_schedule)
+        return schedule
 
     def _parsed_once(
         self, key: Key, body: dict[str, Any], parse: Callable[[dict[str, Any]], Any]

@@ -36,6 +36,7 @@ from kubernetes import client, config
 
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION, FineTuneJob, PretrainJob
+from snowtrain.api.schedule import TrainingSchedule
 
 from . import children as ch
 from . import metrics
@@ -44,6 +45,7 @@ from .informer import Informer, child_informer, watched_lister
 from .kube import Kube
 from .leader import LeaderElector
 from .reconcile import PLURALS, reconcile
+from .schedule_children import LABEL_SCHEDULE
 from .settings import OperatorSettings
 from .webhook_tls import WebhookTls, WebhookTlsError
 from .workqueue import WorkQueue
@@ -242,9 +244,13 @@ def _reconcile_key(key: Key, force_logs: bool) -> None:
 
 
 def on_job_change(type: str | None, raw: dict[str, Any]) -> None:
-    """A FineTuneJob/PretrainJob/BatchPrediction was listed, added or changed (or deleted)."""
+    """A FineTuneJob/PretrainJob/BatchPrediction/TrainingSchedule was listed, added or
+    changed (or deleted)."""
     key = job_key(raw)
     meta, status = raw.get("metadata") or {}, raw.get("status") or {}
+    schedule = (meta.get("labels") or {}).get(LABEL_SCHEDULE)
+    if schedule and raw.get("kind") in JOB_KINDS and type is not None:
+        queue().add((TrainingSchedule.KIND, key[1], schedule), CHILD_CHANGED)  # a run moved
     if type == "DELETED" or meta.get("deletionTimestamp"):
         ctx().forget(key)
         queue().forget(key)
@@ -289,7 +295,7 @@ def _start_informers(context: Context) -> None:
     watch_timeout, request_timeout = SETTINGS.watch_server_timeout, SETTINGS.watch_client_timeout
     namespaces: list[str | None] = [*SETTINGS.namespace_list] or [None]
     for namespace in namespaces:
-        for cls in (FineTuneJob, PretrainJob, BatchPrediction):
+        for cls in (FineTuneJob, PretrainJob, BatchPrediction, TrainingSchedule):
             Informer(
                 cls.KIND,
                 *watched_lister(context.kube, cls.KIND, namespace),

@@ -22,7 +22,8 @@ from __future__ import annotations
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import AnyJob
 from snowtrain.api.pod import ADMIN_VOLUME_KINDS
-from snowtrain.api.validation import FieldError
+from snowtrain.api.schedule import TrainingSchedule
+from snowtrain.api.validation import FieldError, template_job
 
 from .settings import OperatorSettings
 
@@ -151,9 +152,17 @@ def serving_errors(job: AnyJob, settings: OperatorSettings) -> list[FieldError]:
     return []
 
 
-def policy_errors(job: AnyJob | BatchPrediction, settings: OperatorSettings) -> list[FieldError]:
+def policy_errors(
+    job: AnyJob | BatchPrediction | TrainingSchedule, settings: OperatorSettings
+) -> list[FieldError]:
     """What this installation does not allow job authors to choose (a BatchPrediction's pod
-    is boxed in as a training pod is: image, Snowflake identity, pod additions)."""
+    is boxed in as a training pod is: image, Snowflake identity, pod additions). A
+    TrainingSchedule is held to what each of its runs and its endpoint would be."""
+    if isinstance(job, TrainingSchedule):
+        return [
+            e if e.path.startswith("spec.serving") else FieldError(f"spec.jobTemplate.{e.path}", e.reason)
+            for e in policy_errors(template_job(job), settings)
+        ]  # fmt: skip
     errors = image_errors(job, settings) + credential_errors(job, settings)
     errors += pod_errors(job, settings)
     if not isinstance(job, BatchPrediction):

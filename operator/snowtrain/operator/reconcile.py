@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.events import now_iso
 from snowtrain.api.kinds import GROUP, VERSION, AnyJob, FineTuneJob
+from snowtrain.api.schedule import TrainingSchedule
 from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import Phase
 from snowtrain.api.torchrun import RENDEZVOUS_PORT
@@ -64,7 +65,7 @@ def _attempt_of(job: dict[str, Any]) -> int:
 
 def reconcile(
     ctx: Context, key: Key, *, force_logs: bool = False
-) -> st.Outcome | PredictionOutcome | None:
+) -> st.Outcome | PredictionOutcome | str | None:
     """Reconcile the FineTuneJob/PretrainJob/BatchPrediction ``key``; None when it is gone
     or being deleted.
 
@@ -83,7 +84,7 @@ def reconcile(
 
 def _reconcile_key(
     ctx: Context, key: Key, *, force_logs: bool
-) -> st.Outcome | PredictionOutcome | None:
+) -> st.Outcome | PredictionOutcome | str | None:
     ctx.last_reconciled[key] = time.monotonic()
     with ctx.guard:
         body = ctx.jobs.get(key)
@@ -104,6 +105,10 @@ def _reconcile_key(
             from .prediction import reconcile_prediction
 
             return reconcile_prediction(ctx, body, force_logs=force_logs)
+        if key[0] == TrainingSchedule.KIND:
+            from .schedule import reconcile_schedule
+
+            return reconcile_schedule(ctx, body, force_logs=force_logs)
         return _reconcile(ctx, body, force_logs=force_logs)
     except ApiException as exc:
         if exc.status != 404:

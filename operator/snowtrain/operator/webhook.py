@@ -18,6 +18,7 @@ from kubernetes import client
 
 from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.kinds import GROUP, VERSION, AnyJob, FineTuneJob, PretrainJob
+from snowtrain.api.schedule import TrainingSchedule
 from snowtrain.api.validation import (
     PREDICTION_MUTABLE_AFTER_START,
     InvalidJob,
@@ -60,6 +61,8 @@ def review(
         return [str(e) for e in exc.errors]
     if settings is not None and (denied := policy_errors(job, settings)):
         return [str(e) for e in denied]
+    if isinstance(job, TrainingSchedule):
+        return []  # every field stays editable: a change applies from the next tick on
     if operation == "UPDATE" and old and started(old.get("status")):
         mutable = PREDICTION_MUTABLE_AFTER_START if isinstance(job, BatchPrediction) else None
         changes = immutable_changes(old.get("spec") or {}, new.get("spec") or {}, mutable)
@@ -84,10 +87,11 @@ def _validate(
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-_KINDS: tuple[type[AnyJob] | type[BatchPrediction], ...] = (
+_KINDS: tuple[type[AnyJob] | type[BatchPrediction] | type[TrainingSchedule], ...] = (
     FineTuneJob,
     PretrainJob,
     BatchPrediction,
+    TrainingSchedule,
 )
 
 #: kopf serves each handler at ``/<id>``: the paths the webhook configuration calls.

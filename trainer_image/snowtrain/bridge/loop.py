@@ -21,10 +21,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from snowtrain.api.batch import BatchPrediction
 from snowtrain.api.identifiers import quote_table
-from snowtrain.api.kinds import GROUP, VERSION
+from snowtrain.api.kinds import GROUP, JOB_KINDS, VERSION
 from snowtrain.api.trainer_config import ConfigFileError
-from snowtrain.api.validation import RESOURCE_KINDS
 from snowtrain.trainer.data.connection import LazyConnection, execute
 from snowtrain.trainer.data.credentials import load_credentials
 from snowtrain.trainer.redact import setup_logging
@@ -34,6 +34,10 @@ from .config import BridgeConfig
 from .requests import REQUEST_COLUMNS, REQUEST_LABEL, Refused, Request, build_job
 
 log = logging.getLogger("snowtrain.bridge")
+
+#: The kinds with a row each in RUNS: what trains or predicts (a TrainingSchedule's runs are
+#: FineTuneJobs or PretrainJobs, so they are there too).
+RUN_KINDS = (*JOB_KINDS.values(), BatchPrediction)
 
 ACCEPTED, REFUSED = "ACCEPTED", "REFUSED"
 
@@ -122,7 +126,7 @@ class Bridge:
         """Write the RUNS rows that changed; mark deleted resources; return rows written."""
         ns = self.cfg.namespace
         bodies = []
-        for cls in RESOURCE_KINDS.values():
+        for cls in RUN_KINDS:
             listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, cls.PLURAL)
             bodies += [{**item, "kind": cls.KIND} for item in listed.get("items") or []]
         written = 0

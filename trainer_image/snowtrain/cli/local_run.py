@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from snowtrain.api.events import ExitCode, TrainerSummary
+from snowtrain.api.events import ChampionEvaluation, ExitCode, TrainerSummary
 from snowtrain.api.identifiers import IDENTIFIER_PART, InvalidIdentifier, canonical_column
 
 from . import credentials, emulator
@@ -86,6 +86,7 @@ class LocalRun:
             check_resumable(plan)
 
         started = time.monotonic()
+        champion: ChampionEvaluation | None = None
         if is_complete(plan):
             self.say(
                 f"Already trained: {plan.model_dir} (rerun with --fresh to train again)",
@@ -98,6 +99,7 @@ class LocalRun:
                 return code
             outcome = summary.outcome if summary else "Succeeded"
             metrics = summary.metrics.to_wire() if summary else {}
+            champion = summary.champion if summary else None
         wall = time.monotonic() - started
         curve = plot_loss_curve(
             read_events(plan.events_path), plan.model_dir / "loss_curve.png", f"{job.metadata.name}"
@@ -111,6 +113,7 @@ class LocalRun:
                 wall_seconds=wall,
                 model_dir=plan.model_dir,
                 loss_curve=curve,
+                champion=champion,
             )
         )
         if not serve:

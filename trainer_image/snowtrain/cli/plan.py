@@ -131,6 +131,24 @@ def resolve_base_model(job: FineTuneJob, yaml_dir: Path, runs_root: Path) -> tup
     return uri, None
 
 
+def resolve_champion(job: AnyJob, yaml_dir: Path) -> str | None:
+    """Where this machine loads ``spec.promotion.championUri`` from: a path (absolute,
+    ``file://``, or relative to the YAML file or the working directory), as for
+    ``baseModel.uri``. None leaves it as written (the trainer then reports what it cannot
+    load as the champion's problem, and the gate fails closed: a ``pvc://`` champion is on
+    a cluster volume, out of a local run's reach).
+    """
+    promotion = job.spec.promotion
+    uri = promotion.champion_uri if promotion is not None else None
+    if not uri or uri.startswith("pvc://"):
+        return None
+    candidate = uri.removeprefix("file://")
+    for path in (Path(candidate).expanduser(), yaml_dir / candidate):
+        if path.exists():
+            return str(path.resolve())
+    return None
+
+
 def plan_run(
     job: AnyJob,
     *,
@@ -155,6 +173,7 @@ def plan_run(
         checkpoint_dir=str(run_dir / "checkpoints"),
         output_uri=str(model_dir),
         base_model=base_model,
+        champion_path=resolve_champion(job, yaml_path.resolve().parent),
         # Credentials and the emulator's address reach the trainer through its environment.
         progress_interval_seconds=progress_interval_seconds,
     )

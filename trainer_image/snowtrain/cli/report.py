@@ -7,7 +7,14 @@ from typing import Any
 
 from rich.table import Table
 
-from snowtrain.api.events import EvalEvent, ProgressEvent, StartEvent, TrainerEvent, parse_event
+from snowtrain.api.events import (
+    ChampionEvaluation,
+    EvalEvent,
+    ProgressEvent,
+    StartEvent,
+    TrainerEvent,
+    parse_event,
+)
 
 #: Metric key (a ``snowtrain.api.events.TrainerMetrics`` field, as metrics.json and the
 #: summary name it) -> label and format, in display order.
@@ -24,6 +31,9 @@ _METRICS = (
     ("tokensTrained", "tokens trained", "{:,}"),
     ("trainSeconds", "train time", "{:.0f} s"),
 )
+
+#: The validation metrics, which the champion (an evaluation gate's) reports too.
+_EVAL_METRICS = ("evalLoss", "evalAccuracy", "evalMacroF1", "perplexity")
 
 
 def read_events(path: Path) -> list[TrainerEvent]:
@@ -93,8 +103,10 @@ def summary_table(
     wall_seconds: float | None,
     model_dir: Path,
     loss_curve: Path | None,
+    champion: ChampionEvaluation | None = None,
 ) -> Table:
-    """The end-of-run table: outcome, metrics, data, wall time and where the model is."""
+    """The end-of-run table: outcome, metrics, data, wall time and where the model is; with
+    an evaluation gate, the champion's metrics on the same validation rows under them."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # paths are copied from here: never cut them short
@@ -103,6 +115,8 @@ def summary_table(
         value = metrics.get(key)
         if isinstance(value, int | float):
             table.add_row(label, fmt.format(value))
+    if champion is not None:
+        _champion_rows(table, champion)
     if rows is not None:
         table.add_row("training rows", str(rows))
     if wall_seconds is not None:
@@ -111,3 +125,15 @@ def summary_table(
     if loss_curve:
         table.add_row("loss curve", str(loss_curve))
     return table
+
+
+def _champion_rows(table: Table, champion: ChampionEvaluation) -> None:
+    """The champion, its validation metrics, and why any is missing."""
+    table.add_row("champion", champion.model or "")
+    theirs = champion.metrics.to_wire() if champion.metrics is not None else {}
+    for key, label, fmt in _METRICS:
+        value = theirs.get(key)
+        if key in _EVAL_METRICS and isinstance(value, int | float):
+            table.add_row(f"champion {label}", fmt.format(value))
+    if champion.problem:
+        table.add_row("champion note" if theirs else "champion not evaluated", champion.problem)

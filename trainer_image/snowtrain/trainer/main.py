@@ -23,7 +23,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from snowtrain.api.events import DataLineage, ModelInfo, TrainerMetrics, TrainerSummary
+from snowtrain.api.events import (
+    ChampionEvaluation,
+    DataLineage,
+    ModelInfo,
+    TrainerMetrics,
+    TrainerSummary,
+)
 from snowtrain.api.trainer_config import ConfigFileError, TrainerConfig
 
 from .allocator import PRELOAD, active_allocator
@@ -40,7 +46,9 @@ class SignalGuard:
 
     Before training there is nothing to save: SIGTERM stops at once (Preempted). During
     training it sets a flag the loop checks after each optimizer step; the loop checkpoints
-    and raises Preempted. During export it is noted and the (short) export finishes.
+    and raises Preempted. The champion's evaluation, after the final checkpoint, checks it
+    before each batch as the loop's evaluation does. During export it is noted and the
+    (short) export finishes.
     """
 
     def __init__(self) -> None:
@@ -73,6 +81,8 @@ class Outcome:
     data: DataLineage | None = None
     model_uri: str | None = None
     model_stage: str | None = None
+    champion: ChampionEvaluation | None = None
+    """The champion's metrics on the same validation rows (a job with an evaluation gate)."""
 
     def summary(self, exit_code: int, reason: str | None, message: str | None) -> TrainerSummary:
         """The ``done`` event's body and the termination message."""
@@ -85,6 +95,7 @@ class Outcome:
             metrics=TrainerMetrics.model_validate(self.metrics),
             model=ModelInfo(uri=self.model_uri, stage=self.model_stage) if self.model_uri else None,
             data=self.data,
+            champion=self.champion,
         )
 
 
@@ -222,11 +233,76 @@ def _prepare_and_train(
             RunContext(world, reporter, _checkpoints(config), should_stop=lambda: guard.requested),
             FlopRates(flops_per_token, device_peak_flops(world.device)),
         )
+        outcome.step, outcome.total_steps = result.step, result.total_steps
+        outcome.metrics = {k: v for k, v in result.metrics.items() if v is not None}
+        if config.champion is not None:
+            # Here, while the validation rows (and the source they came from) still exist.
+            guard.phase = "the champion's evaluation"
+            outcome.champion = _evaluate_champion(
+                config, source, eval_data, tokenizer, labels, world, guard, workdir
+            )
+            if world.is_main:
+                from .champion import comparison
+
+                log.info("%s", comparison(outcome.champion, outcome.metrics))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    outcome.step, outcome.total_steps = result.step, result.total_steps
-    outcome.metrics = {k: v for k, v in result.metrics.items() if v is not None}
     return model, tokenizer, labels
+
+
+def _evaluate_champion(
+    config: TrainerConfig,
+    source: Any,
+    eval_data: Any,
+    tokenizer: Any,
+    labels: list[str] | None,
+    world: Any,
+    guard: SignalGuard,
+    workdir: Path,
+) -> ChampionEvaluation:
+    """The champion on this run's validation rows, as ``fit`` evaluated the run's model.
+
+    A classifier with another tokenizer gets the same rows tokenized again with its own: the
+    source reads the validation split again (the training pass's local spill, or the
+    validation relation's ordered query). Raises Preempted on SIGTERM.
+    """
+    from .champion import ValidationRows, evaluate_champion
+    from .distributed import any_rank
+    from .precision import choose_precision
+
+    assert config.champion is not None
+    max_len = config.training.max_seq_length
+
+    def retokenize(champion_tokenizer: Any) -> Any:
+        from .data import tokenize
+
+        assert labels is not None
+        where = workdir / "champion-validation"
+        where.mkdir(exist_ok=True)
+        label2id = {label: i for i, label in enumerate(labels)}
+        return tokenize.build_classification(
+            source, "validation", champion_tokenizer, label2id, max_len, where
+        )
+
+    rows = None
+    if eval_data is not None:
+        rows = ValidationRows(
+            data=eval_data,
+            collate=eval_data.collate,
+            tokenizer=tokenizer,
+            task=config.task,
+            labels=labels,
+            batch_size=config.training.batch_size,
+            precision=choose_precision(config.training.precision, world.device),
+            sharded=source.shard is not None,  # as fit's: a sharded ingest, a share per rank
+            retokenize=retokenize if config.task == "classification" else None,
+        )
+    return evaluate_champion(
+        config.champion,
+        rows,
+        world=world,
+        should_abort=lambda: any_rank(world, guard.requested)[0],
+    )
 
 
 def _check_config(config: TrainerConfig) -> None:

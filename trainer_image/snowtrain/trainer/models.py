@@ -92,6 +92,24 @@ def load_classifier(
     return model
 
 
+def load_trained_classifier(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A classifier exactly as it was saved: its own head and label names, nothing resized.
+
+    For a model to evaluate, not to train (the champion of an evaluation gate): its logits
+    columns mean its ``config.id2label``, which the caller maps to the run's labels by name.
+    """
+    model = _from_pretrained(
+        AutoModelForSequenceClassification,
+        source,
+        dtype=torch.float32,
+        attn_implementation="sdpa",
+    )
+    if model.config.pad_token_id is None:  # decoder-only classifiers find the last token by it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    _fit_to_snowtrain_batches(model, causal_lm=False)
+    return model
+
+
 def load_causal_lm(source: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A causal LM in fp32 master weights (autocast lowers precision where it pays)."""
     model = _from_pretrained(
