@@ -198,7 +198,7 @@ _SCHEDULE_COLUMNS: list[dict[str, Any]] = [
      "description": "Skipped, Missed, Pending, Running, Succeeded or Failed"},
     {"name": "In-Service", "type": "string", "jsonPath": ".status.inService.run",
      "description": "The run whose model the endpoint serves"},
-    {"name": "Next-Run", "type": "date", "jsonPath": ".status.nextScheduleTime"},
+    {"name": "Next-Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.run", "priority": 1},
     {"name": "Previous", "type": "string", "jsonPath": ".status.previous.run", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

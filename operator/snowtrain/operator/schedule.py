@@ -272,6 +272,7 @@ def _handle_tick(
         fingerprint, rows, newest = probe
         last = _last_fingerprint(state)
         if last is not None and last[1] == fingerprint:
+            _delete_probe(ctx, state, tick)
             message = (
                 f"the data is unchanged since run {last[0]} ({rows} rows"
                 + (f", newest {newest}" if newest else "")
@@ -299,14 +300,14 @@ def _handle_tick(
     )
     kind = manifest["kind"]
     try:
+        plural = JOB_KINDS[kind].PLURAL
         created = create_child(
-            lambda ns, body: raw(
-                ctx.kube.custom.create_namespaced_custom_object,
-                GROUP, VERSION, ns, JOB_KINDS[kind].PLURAL, body,
+            lambda ns, body, **kw: ctx.kube.custom.create_namespaced_custom_object(
+                GROUP, VERSION, ns, plural, body, **kw
             ),
             state.schedule.metadata.namespace or "default",
             manifest,
-        )  # fmt: skip
+        )
     except ChildRefused as exc:
         state.note("RunRefused", f"{name}: {exc.message}", True)
         return RunRecord(name=name, scheduled_time=at, phase="Failed", reason=exc.reason, message=exc.message)  # fmt: skip
