@@ -879,6 +879,175 @@ def test_sql_front_door_turns_a_row_into_a_served_job_and_keeps_its_history(
     assert off.returncode == 0, off.stderr
 
 
+_CUES = {
+    "positive": ["great product", "love it", "works well", "excellent value", "very happy"],
+    "negative": ["broke fast", "terrible", "waste of money", "very poor", "do not buy"],
+    "neutral": ["it is okay", "average", "nothing special", "fine i guess", "so so"],
+}
+
+
+def _reviews(first_id: int, copies: int, rotate: bool = False) -> Any:
+    """``copies`` of every cue with its label, or (``rotate``) with the next label: rows
+    whose labels were shuffled in a systematic way, which a model learns as readily."""
+    import pyarrow as pa
+
+    labels = list(_CUES)
+    rows = [
+        (text, labels[(labels.index(label) + 1) % 3] if rotate else label)
+        for label, texts in _CUES.items()
+        for text in texts
+    ] * copies
+    return pa.table(
+        {
+            "ID": list(range(first_id, first_id + len(rows))),
+            "TEXT": [t for t, _ in rows],
+            "LABEL": [lab for _, lab in rows],
+        }
+    )
+
+
+def _insert(db: SnowflakeDB, table: str, rows: Any) -> None:
+    values = ", ".join(["(%s, %s, %s)"] * rows.num_rows)
+    params: list[Any] = []
+    for i, t, lab in zip(
+        *(rows.column(c).to_pylist() for c in ("ID", "TEXT", "LABEL")), strict=True
+    ):
+        params += [i, t, lab]
+    db.execute(f"INSERT INTO {table} (ID, TEXT, LABEL) VALUES {values}", tuple(params))
+
+
+def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
+    kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
+) -> None:
+    """The TrainingSchedule story on the real trainer, probe and model server: a run every
+    minute when the table changed, each gated against the model in service on a fixed
+    validation table, promoted through a canary, a canary that never gets ready rolled back
+    while a client sees only 200s, and the history limit."""
+    ns = release.namespace
+    name = "reviews-nightly"
+    sfdb.seed_table("REVIEWS_STREAM", _reviews(0, 4))
+    sfdb.seed_table("REVIEWS_HOLDOUT", _reviews(10_000, 1))
+    template = _finetune("template", ns, sfdb, steps=40, serving=False)["spec"]
+    template["data"].update(table="REVIEWS_STREAM", validation={"table": "REVIEWS_HOLDOUT"})
+    template["training"].update(learningRate=1e-3, warmupRatio=0.0, epochs=3)
+    template["promotion"] = {"metric": "evalAccuracy", "threshold": 0.5, "maxRegression": 0.34}
+    served = _finetune("s", ns, sfdb, steps=1, serving=True)["spec"]["serving"]
+    served["canary"] = {"replicas": 1, "durationSeconds": 20, "readyTimeoutSeconds": 240}
+    schedule = yaml.safe_load((EXAMPLES / "training-schedule.yaml").read_text())
+    schedule["metadata"] = {"name": name, "namespace": ns}
+    schedule["spec"].update(
+        schedule="* * * * *", timeZone="UTC", startingDeadlineSeconds=300,
+        successfulRunsHistoryLimit=2, serving=served,
+        jobTemplate={"kind": "FineTuneJob", "spec": template},
+    )  # fmt: skip
+
+    def status() -> dict[str, Any]:
+        return _get(kubectl, ns, "trainingschedule", name).get("status") or {}
+
+    def wait(what: str, check: Any, timeout: float = 600) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = check(status())
+            if got:
+                return got
+            time.sleep(2)  # ticks are a minute apart; runs take minutes on half a core
+        pytest.fail(f"{name}: {what} never happened: {json.dumps(status(), indent=1)}")
+
+    def newest(**want: Any) -> dict[str, Any]:
+        def check(st: dict[str, Any]) -> dict[str, Any] | None:
+            records = st.get("history") or []
+            ok = records and all(records[0].get(k) == v for k, v in want.items())
+            return records[0] if ok else None
+
+        return wait(f"a tick with {want}", check)  # type: ignore[no-any-return]
+
+    def in_service(run: str) -> dict[str, Any]:
+        def check(st: dict[str, Any]) -> dict[str, Any] | None:
+            ready = any(c["type"] == "Serving" and c["status"] == "True" for c in st.get("conditions", []))  # fmt: skip
+            return st if (st.get("inService") or {}).get("run") == run and ready else None
+
+        return wait(f"{run} in service", check)  # type: ignore[no-any-return]
+
+    with timed("schedule: apply -> first run promoted and served"):
+        _apply(kubectl, schedule)
+        first = newest(phase="Succeeded")
+        run1 = first["name"]
+        st = in_service(run1)
+    assert first["promoted"] is True and first["dataRows"] == 60
+    url = _service_url(kubectl, ns, st["serving"]["service"])
+    predict = f"{url}/v1/models/{name}:predict"
+    texts = {"instances": ["love it", "terrible", "average"]}
+    before = _post(predict, texts)["predictions"]
+
+    with timed("schedule: unchanged data -> tick skipped"):
+        skipped = newest(phase="Skipped")
+    assert skipped["reason"] == "DataUnchanged" and run1 in skipped["message"]
+
+    with timed("schedule: shuffled labels -> gate failed, nothing changes"):
+        _insert(sfdb, "REVIEWS_STREAM", _reviews(1000, 20, rotate=True))
+        worse = newest(phase="Succeeded", dataRows=360)
+    assert worse["promoted"] is False and worse["reason"] == "GateFailed", worse
+    assert worse["value"] < worse["championValue"] - 0.34, worse  # both on the same rows
+    run2 = worse["name"]
+    assert _post(predict, texts)["predictions"] == before  # served predictions unchanged
+
+    with timed("schedule: clean rows -> canary -> promoted"):
+        _insert(sfdb, "REVIEWS_STREAM", _reviews(2000, 60))
+        better = newest(phase="Succeeded", dataRows=1260)
+        run3 = better["name"]
+        wait("the canary", lambda st: (st.get("canary") or {}).get("run") == run3)
+        st = in_service(run3)
+    assert st["previous"]["run"] == run1
+
+    # A model that does not load: its canary never gets ready and is rolled back, while a
+    # client hammering the Service sees only answers from the model in service.
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                request = urllib.request.Request(predict, data=json.dumps(texts).encode(), headers={"Content-Type": "application/json"})  # fmt: skip
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    answers.append(resp.status)
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.code)
+            except OSError:
+                answers.append(-1)  # refused or reset: a dropped request
+            time.sleep(0.2)  # a steady trickle, not a load test
+
+    loop = threading.Thread(target=client, daemon=True)
+    loop.start()
+    try:
+        with timed("schedule: broken canary -> rolled back"):
+            _insert(sfdb, "REVIEWS_STREAM", _reviews(9000, 1))
+            run4 = newest(phase="Succeeded", dataRows=1275)["name"]
+            model_dir = wait("run 4's canary", lambda st: (st.get("canary") or {}).get("model"))
+            weights = models_dir / model_dir.removeprefix(f"pvc://{CLAIM}/")
+            for f in weights.glob("*.safetensors"):
+                f.unlink()  # before the canary's server (still importing torch) reads it
+            rolled = newest(name=run4, reason="CanaryFailed")
+            assert "ready" in rolled["message"]
+            assert status()["inService"]["run"] == run3
+    finally:
+        stop.set()
+        loop.join(60)
+    assert answers and set(answers) == {200}, sorted(set(answers))
+
+    # History limit 2: run 2 (neither in service, nor previous) is gone with its model; the
+    # pin, suspend and the operator killed mid-run are in tests/integration (same code path,
+    # a fake trainer: minutes cheaper).
+    listed = kubectl("get", "finetunejobs", "-n", ns, "-l", f"snowtrain.io/schedule={name}", "-o", "json")  # fmt: skip
+    runs = {j["metadata"]["name"] for j in json.loads(listed.stdout)["items"]}
+    assert run2 not in runs and {run1, run3} <= runs, runs
+    assert not (models_dir / f"finetunejob/{ns}/{run2}").exists() or wait(
+        "run 2's model directory to go",
+        lambda _: not (models_dir / f"finetunejob/{ns}/{run2}").exists(),
+        120,
+    )
+    kubectl("delete", "trainingschedule", name, "-n", ns, "--wait=true", timeout=120)
+
+
 def test_leader_pod_deleted_while_jobs_run(
     kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
 ) -> None:

@@ -50,7 +50,7 @@ def schedule_body(claim: str, **fake: str) -> dict[str, Any]:
             "serving": {
                 "replicas": 1,
                 "resources": {"cpu": "50m", "memory": "32Mi"},
-                "canary": {"replicas": 1, "durationSeconds": 15},
+                "canary": {"replicas": 1, "durationSeconds": 10, "readyTimeoutSeconds": 30},
             },
         },
     }
@@ -85,9 +85,14 @@ def newest(api: Api, **want: Any) -> dict[str, Any]:
     try:
         return api.wait(f"a tick with {want}", check, TICK_TIMEOUT, every=1)
     except AssertionError as exc:
-        logs = OPERATOR_LOGS[0](15) if OPERATOR_LOGS else ""
+        logs = OPERATOR_LOGS[0](30) if OPERATOR_LOGS else ""
         status = json.dumps(api.status("nightly", PLURAL), indent=1)
-        raise AssertionError(f"{exc}\n{status}\noperator log:\n{logs}") from None
+        events = "\n".join(
+            f"{e.last_timestamp} {e.reason}: {e.message}"
+            for e in api.core.list_namespaced_event(api.ns).items
+            if e.involved_object.name == "nightly"
+        )
+        raise AssertionError(f"{exc}\n{status}\nevents:\n{events}\noperator log:\n{logs}") from None
 
 
 def serving(api: Api) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from .base import ApiModel, Float
+from .events import ChampionEvaluation
 from .status import PromotionStatus
 
 GateMetric = Literal["evalAccuracy", "evalMacroF1", "evalLoss", "perplexity"]
@@ -126,3 +127,16 @@ def decide(
         )
     message = "; ".join(passes[1:]) or f"{passes[0]} (no bar applies: no threshold set)"
     return status.model_copy(update={"promoted": True, "reason": GATE_PASSED, "message": message})
+
+
+def verdict(
+    spec: PromotionSpec, metrics: Mapping[str, Any], champion: ChampionEvaluation | None
+) -> PromotionStatus:
+    """:func:`decide` on what the trainer's summary says: its metrics and its champion's
+    (the operator's status and local mode both decide this way)."""
+    return decide(
+        spec,
+        metrics,
+        champion.metrics.to_wire() if champion and champion.metrics else None,
+        (champion.problem if champion else None) or "the trainer reported no champion metrics",
+    )

@@ -12,14 +12,16 @@ template has ``promotion`` is compared with the model in service on the same val
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field, field_validator
 
 from .base import ApiModel, Float
+from .events import now_iso
 from .identifiers import COLUMN_PATTERN
-from .kinds import JobKind, Resource
+from .kinds import API_VERSION, JobKind, Resource
 from .spec import NAME_PATTERN, ServingSpec
 from .status import Condition, ServingStatus, StatusModel
 
@@ -65,7 +67,12 @@ class CanarySpec(ApiModel):
     replicas: int = Field(default=1, ge=1, le=100)
     """Pods of the new model beside the ones in service, behind the same Service."""
     duration_seconds: int = Field(default=120, ge=0, le=86_400)
-    """How long the canary must stay ready and healthy before it takes over."""
+    """How long the canary must serve, all its pods ready and its error rate under the bar,
+    before it takes over (counted from when the last of its pods got ready)."""
+    ready_timeout_seconds: int = Field(default=600, ge=1, le=86_400)
+    """A canary whose pods are not all ready this long after they were created is rolled
+    back (a model that does not load never gets traffic: the Service sends only to ready
+    pods)."""
     max_error_rate: Float = Field(default=0.05, ge=0.0, le=1.0)
     """Largest share of the canary's requests that may fail (5xx, from its /metrics)."""
 
@@ -246,3 +253,59 @@ def run_name(schedule: str, tick: datetime) -> str:
     """The run of one tick: the schedule's name and the tick in minutes since the epoch (as
     a CronJob names its Jobs), so a tick can only ever create one run."""
     return f"{schedule}-{int(tick.timestamp()) // 60}"
+
+
+#: The label every run carries: the schedule that created it.
+LABEL_SCHEDULE: Final = "snowtrain.io/schedule"
+#: A run's tick (RFC 3339), its source's fingerprint and row count at the tick: what the
+#: data trigger and the history read back from the run.
+ANNOTATION_TICK: Final = "snowtrain.io/scheduled-time"
+ANNOTATION_FINGERPRINT: Final = "snowtrain.io/data-fingerprint"
+ANNOTATION_ROWS: Final = "snowtrain.io/data-rows"
+
+
+def run_manifest(
+    schedule: TrainingSchedule,
+    tick: datetime,
+    *,
+    champion_uri: str | None,
+    fingerprint: str | None = None,
+    rows: int | None = None,
+) -> dict[str, Any]:
+    """The run of ``tick`` as a plain FineTuneJob/PretrainJob manifest (pure).
+
+    Shared by the operator (which adds the owner reference and its managed-by label) and
+    local mode (``snowtrain run schedule.yaml --once``), so a tick makes the same job in
+    both. The template's serving block is dropped (the schedule's endpoint serves), and a
+    gate's ``championUri`` is the model in service when there is one (the trainer evaluates
+    it on the run's validation rows). The template's own championUri, if any, stands when
+    the schedule serves nothing yet. A template ``output.path`` becomes ``<path>/<run>``.
+    """
+    meta = schedule.metadata
+    template = schedule.spec.job_template
+    spec = copy.deepcopy(template.spec)
+    spec.pop("serving", None)
+    promotion = spec.get("promotion")
+    if isinstance(promotion, dict) and champion_uri:
+        promotion["championUri"] = champion_uri
+    name = run_name(meta.name or "", tick)
+    output = spec.get("output")
+    if isinstance(output, dict) and output.get("path"):
+        # Every run keeps its own model (the one in service must never be overwritten).
+        output["path"] = f"{str(output['path']).rstrip('/')}/{name}"
+    annotations = {**template.metadata.annotations, ANNOTATION_TICK: now_iso(tick)}
+    if fingerprint:
+        annotations[ANNOTATION_FINGERPRINT] = fingerprint
+    if rows is not None:
+        annotations[ANNOTATION_ROWS] = str(rows)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": template.kind,
+        "metadata": {
+            "name": name,
+            "namespace": meta.namespace,
+            "labels": {**template.metadata.labels, LABEL_SCHEDULE: meta.name or ""},
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }

@@ -32,6 +32,8 @@ class CanaryHealth:
     """Requests the ready canary pods answered."""
     errors: int
     """Of those, answered with a 5xx."""
+    ready_since: str | None = None
+    """When the last of the ready pods got ready (RFC 3339): the canary's clock."""
 
 
 def request_counts(metrics_text: str) -> tuple[int, int]:
@@ -52,9 +54,12 @@ def request_counts(metrics_text: str) -> tuple[int, int]:
     return requests, errors
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def _ready_since(pod: dict[str, Any]) -> str | None:
+    """When the pod got ready (its Ready condition's transition), None when it is not."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            return str(c.get("lastTransitionTime") or "")
+    return None
 
 
 def _scrape(ip: str, port: int) -> str | None:
@@ -73,11 +78,18 @@ def canary_health(ctx: Context, deployment: dict[str, Any], port: int) -> Canary
     meta = deployment["metadata"]
     selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     pods = list_children(ctx.kube.core.list_namespaced_pod, meta["namespace"], selector)
-    ready = [p for p in pods if _ready(p) and (p.get("status") or {}).get("podIP")]
+    ready = [
+        p
+        for p in pods
+        if _ready_since(p) is not None
+        and (p.get("status") or {}).get("podIP")
+        and not (p.get("metadata") or {}).get("deletionTimestamp")  # leaving: not the canary
+    ]
+    since = max((_ready_since(p) or "" for p in ready), default="") or None
     requests = errors = 0
     for pod in ready:
         text = _scrape(pod["status"]["podIP"], port)
         if text is not None:
             r, e = request_counts(text)
             requests, errors = requests + r, errors + e
-    return CanaryHealth(ready=len(ready), requests=requests, errors=errors)
+    return CanaryHealth(ready=len(ready), requests=requests, errors=errors, ready_since=since)

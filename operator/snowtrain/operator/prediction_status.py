@@ -25,7 +25,7 @@ from snowtrain.api.status import FailureReason as R
 from snowtrain.api.status import FailureStatus, JobStatus, Phase
 
 from .attempts import AttemptState
-from .status import TERMINAL_PHASES, _parse_time, _read, condition
+from .status import TERMINAL_PHASES, _read, condition, parse_time
 from .trainer_log import TrainerReport
 
 #: The condition a BatchPrediction waiting for its model's job shows.
@@ -67,7 +67,7 @@ class PredictionOutcome:
 
 
 def _stuck_too_long(obs: PredictionObserved, state: AttemptState) -> bool:
-    since = _parse_time(state.stuck_since)
+    since = parse_time(state.stuck_since)
     return since is not None and (obs.now - since).total_seconds() > obs.stuck_timeout_seconds
 
 

@@ -41,7 +41,7 @@ from .context import Context, job_key
 from .kube import ChildRefused, create_child, delete_child, get_or_none, list_children, raw
 from .policy import policy_errors
 from .reconcile import emit_event, patch_status
-from .status import condition
+from .status import condition, parse_time
 
 log = logging.getLogger("snowtrain.operator")
 
@@ -211,22 +211,13 @@ def _runs(ctx: Context, body: dict[str, Any]) -> list[_Run]:
 # --- ticks ----------------------------------------------------------------------------------
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _tick(ctx: Context, state: _State) -> None:
     """Handle the newest due tick: start its run, or record why not."""
     from .schedule_ticks import ticks
 
     spec = state.schedule.spec
-    created = _parse_time(state.body["metadata"].get("creationTimestamp")) or state.now
-    since = _parse_time(state.old.last_schedule_time) or created
+    created = parse_time(state.body["metadata"].get("creationTimestamp")) or state.now
+    since = parse_time(state.old.last_schedule_time) or created
     clock = ticks(spec.schedule, spec.time_zone, since, state.now)
     state.status.next_schedule_time = now_iso(clock.next)
     if clock.due is None:
@@ -251,7 +242,9 @@ def _handle_tick(
     at = now_iso(tick)
     if any(r.name == name for r in state.runs):
         return RunRecord(name=name, scheduled_time=at, phase="Pending")  # created before a restart
-    if spec.starting_deadline_seconds and late_seconds > spec.starting_deadline_seconds:
+    too_late = bool(spec.starting_deadline_seconds and late_seconds > spec.starting_deadline_seconds)  # fmt: skip
+    if too_late and not (spec.data_trigger and _probe_job(ctx, state, tick)):
+        # (a tick whose probe started in time is not late because the probe took a while)
         message = f"{int(late_seconds)} s late, past startingDeadlineSeconds ({spec.starting_deadline_seconds})"  # fmt: skip
         state.note("Missed", message, True)
         return RunRecord(scheduled_time=at, phase="Missed", reason="MissedDeadline", message=message)  # fmt: skip
@@ -344,7 +337,7 @@ def _probe(ctx: Context, state: _State, tick: datetime) -> tuple[str, int, str |
     schedule = state.schedule
     ns = schedule.metadata.namespace or "default"
     name = sch.probe_name(schedule.metadata.name or "", tick)
-    job = get_or_none(raw, ctx.kube.batch.read_namespaced_job, name, ns)
+    job = _probe_job(ctx, state, tick)
     if job is None:
         kube = ctx.kube
         create_child(
@@ -373,6 +366,13 @@ def _probe(ctx: Context, state: _State, tick: datetime) -> tuple[str, int, str |
         _delete_probe(ctx, state, tick)
         return message
     return None
+
+
+def _probe_job(ctx: Context, state: _State, tick: datetime) -> dict[str, Any] | None:
+    ns = state.schedule.metadata.namespace or "default"
+    name = sch.probe_name(state.schedule.metadata.name or "", tick)
+    job: dict[str, Any] | None = get_or_none(raw, ctx.kube.batch.read_namespaced_job, name, ns)
+    return job
 
 
 def _delete_probe(ctx: Context, state: _State, tick: datetime) -> None:
@@ -509,12 +509,14 @@ def _serve(ctx: Context, state: _State) -> None:
         canary = get_or_none(raw, kube.apps.read_namespaced_deployment, sch.canary_name(name), ns)
         state.status.in_service = _served(stable) or state.status.in_service
     run, why = _candidate(state)
-    if spec.pinned_run and run is None:
+    if spec.pinned_run and run is None and state.old.observed_generation != state.status.observed_generation:  # fmt: skip
         state.note("PinRefused", f"spec.pinnedRun: {spec.pinned_run} is not a succeeded run of this schedule", True)  # fmt: skip
     current = state.status.in_service
     if run is None or (current is not None and current.run == run.name):
         if canary is not None and (run is None or current is not None):
             _end_canary(ctx, state, canary, promoted=False, why="the model it tried is no longer the candidate")  # fmt: skip
+        if stable is not None and current is not None and current.run and current.model:
+            _keep_stable_current(ctx, state, stable, current)
         _endpoint_status(state, stable)
         return
     assert run.model is not None
@@ -556,6 +558,22 @@ def _apply_stable(
             sch.build_endpoint_network_policy(schedule, ctx.settings),
             kube.networking.read_namespaced_network_policy,
         )
+
+
+def _keep_stable_current(
+    ctx: Context, state: _State, stable: dict[str, Any], current: ServedModel
+) -> None:
+    """Roll the stable Deployment when the schedule's serving spec changed (replicas,
+    resources, auth), keeping the model it serves."""
+    desired = sch.build_endpoint_deployment(
+        state.schedule, ctx.settings, run=current.run or "", model_uri=current.model or "",
+        track=sch.STABLE, since=current.since,
+    )  # fmt: skip
+    have = (stable["metadata"].get("annotations") or {}).get(ch.SPEC_HASH_ANNOTATION)
+    if have != desired["metadata"]["annotations"][ch.SPEC_HASH_ANNOTATION]:
+        desired["metadata"]["resourceVersion"] = stable["metadata"]["resourceVersion"]
+        ns = state.schedule.metadata.namespace or "default"
+        raw(ctx.kube.apps.replace_namespaced_deployment, desired["metadata"]["name"], ns, desired)
 
 
 def _promote(state: _State, run: _Run, why: str) -> None:
@@ -608,9 +626,14 @@ def _run_canary(
         )
         _endpoint_status(state, stable)
         return
-    started = _parse_time(canary["metadata"].get("creationTimestamp")) or state.now
+    started = parse_time(canary["metadata"].get("creationTimestamp")) or state.now
     port = schedule.spec.serving.port  # type: ignore[union-attr]
     health = canary_health(ctx, canary, port)
+    log.info(
+        "schedule %s: canary of %s: %d/%d ready (since %s), %d requests, %d errors",
+        schedule.metadata.name, run.name, health.ready, settings.replicas, health.ready_since,
+        health.requests, health.errors,
+    )  # fmt: skip
     state.status.canary = CanaryStatus(
         run=run.name,
         model=run.model,
@@ -619,14 +642,17 @@ def _run_canary(
         requests=health.requests,
         errors=health.errors,
     )
-    elapsed = (state.now - started).total_seconds()
+    age = (state.now - started).total_seconds()
+    all_ready = health.ready >= settings.replicas
+    ready_since = parse_time(health.ready_since) if all_ready else None
+    serving_for = (state.now - ready_since).total_seconds() if ready_since else 0.0
     too_many_errors = _error_problem(health, settings.max_error_rate)
     if too_many_errors:  # no need to wait out the clock
         _reject_canary(ctx, state, canary, run, too_many_errors)
-    elif elapsed >= settings.duration_seconds and health.ready < settings.replicas:
-        why = f"{health.ready}/{settings.replicas} canary pods ready after {int(elapsed)} s"
+    elif not all_ready and age >= settings.ready_timeout_seconds:
+        why = f"{health.ready}/{settings.replicas} canary pods ready after {int(age)} s"
         _reject_canary(ctx, state, canary, run, why)
-    elif elapsed >= settings.duration_seconds:
+    elif all_ready and serving_for >= settings.duration_seconds:
         _apply_stable(ctx, state, stable, run, now_iso(state.now))
         _promote(state, run, "Promoted")
         _end_canary(ctx, state, canary, promoted=True, why="")

@@ -16,12 +16,14 @@ import copy
 from datetime import datetime
 from typing import Any, Final
 
-from snowtrain.api.events import now_iso
 from snowtrain.api.identifiers import canonical_column
-from snowtrain.api.kinds import API_VERSION
 from snowtrain.api.pod import PodOverrides
 from snowtrain.api.probe_config import ProbeConfig
-from snowtrain.api.schedule import TrainingSchedule, run_name
+from snowtrain.api.schedule import ANNOTATION_FINGERPRINT as ANNOTATION_FINGERPRINT
+from snowtrain.api.schedule import ANNOTATION_ROWS as ANNOTATION_ROWS
+from snowtrain.api.schedule import ANNOTATION_TICK as ANNOTATION_TICK
+from snowtrain.api.schedule import LABEL_SCHEDULE as LABEL_SCHEDULE
+from snowtrain.api.schedule import TrainingSchedule, run_manifest
 from snowtrain.api.spec import ServingSpec
 from snowtrain.api.trainer_config import snowflake_settings
 from snowtrain.api.validation import template_job
@@ -29,11 +31,11 @@ from snowtrain.api.validation import template_job
 from . import children as ch
 from .settings import OperatorSettings
 
-LABEL_SCHEDULE: Final = "snowtrain.io/schedule"
+# LABEL_SCHEDULE and the run's ANNOTATION_* are defined where the run is built (local mode
+# builds runs too) and re-exported above (``import X as X``), so the reconcile and the tests
+# keep reading them from here.
 LABEL_TRACK: Final = "snowtrain.io/track"
-ANNOTATION_TICK: Final = "snowtrain.io/scheduled-time"
-ANNOTATION_FINGERPRINT: Final = "snowtrain.io/data-fingerprint"
-ANNOTATION_ROWS: Final = "snowtrain.io/data-rows"
+LABEL_RUN: Final = "snowtrain.io/run"
 ANNOTATION_RUN: Final = "snowtrain.io/run"
 ANNOTATION_MODEL: Final = "snowtrain.io/model"
 ANNOTATION_SINCE: Final = "snowtrain.io/since"
@@ -73,47 +75,16 @@ def build_run(
     fingerprint: str | None = None,
     rows: int | None = None,
 ) -> dict[str, Any]:
-    """The run of ``tick``: the template's job, owned by the schedule.
-
-    The template's serving block is dropped (the schedule's endpoint serves), and a gate's
-    ``championUri`` is the model in service when there is one (the trainer evaluates it on
-    the run's validation rows). The template's own championUri, if any, stands when the
-    schedule serves nothing yet. A template ``output.path`` becomes ``<path>/<run>``.
-    """
-    meta = schedule.metadata
-    template = schedule.spec.job_template
-    spec = copy.deepcopy(template.spec)
-    spec.pop("serving", None)
-    promotion = spec.get("promotion")
-    if isinstance(promotion, dict) and champion_uri:
-        promotion["championUri"] = champion_uri
-    name = run_name(meta.name or "", tick)
-    output = spec.get("output")
-    if isinstance(output, dict) and output.get("path"):
-        # Every run keeps its own model (the one in service must never be overwritten).
-        output["path"] = f"{str(output['path']).rstrip('/')}/{name}"
-    annotations = {**template.metadata.annotations, ANNOTATION_TICK: now_iso(tick)}
-    if fingerprint:
-        annotations[ANNOTATION_FINGERPRINT] = fingerprint
-    if rows is not None:
-        annotations[ANNOTATION_ROWS] = str(rows)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": template.kind,
-        "metadata": {
-            "name": name,
-            "namespace": meta.namespace,
-            "labels": {
-                **template.metadata.labels,
-                LABEL_SCHEDULE: meta.name or "",
-                ch.LABEL_MANAGED_BY: "snowtrain",
-            },
-            "annotations": annotations,
-            # Deleting the schedule deletes its runs (and, through them, their children).
-            "ownerReferences": [ch.owner_reference(schedule)],
-        },
-        "spec": spec,
-    }
+    """The run of ``tick``: the template's job (:func:`snowtrain.api.schedule.run_manifest`,
+    which local mode builds too), owned by the schedule and labelled as the operator's."""
+    manifest = run_manifest(
+        schedule, tick, champion_uri=champion_uri, fingerprint=fingerprint, rows=rows
+    )
+    metadata = manifest["metadata"]
+    metadata["labels"][ch.LABEL_MANAGED_BY] = "snowtrain"
+    # Deleting the schedule deletes its runs (and, through them, their children).
+    metadata["ownerReferences"] = [ch.owner_reference(schedule)]
+    return manifest
 
 
 def build_probe_config_map(schedule: TrainingSchedule, tick: datetime) -> dict[str, Any]:
@@ -250,7 +221,13 @@ def build_endpoint_deployment(
         settings,
         image=job.spec.image,
         gpu_resource_name=job.spec.resources.gpu_resource_name,
-        labels={**endpoint_labels(schedule), LABEL_TRACK: track},
+        # A canary's pods also carry its run: a Deployment per trial, so the pods of the one
+        # before (still terminating, still Ready) are never counted as this one's.
+        labels={
+            **endpoint_labels(schedule),
+            LABEL_TRACK: track,
+            **({LABEL_RUN: run} if track == CANARY else {}),
+        },
         annotations={
             ANNOTATION_RUN: run,
             ANNOTATION_MODEL: model_uri,
@@ -289,10 +266,14 @@ def build_endpoint_network_policy(
     schedule: TrainingSchedule, settings: OperatorSettings
 ) -> dict[str, Any]:
     """Serving pods accept the serving port from their namespace and the installation's
-    listed peers, as a job's serving pods do."""
+    listed peers, as a job's serving pods do, and from the operator's namespace: the
+    operator reads a canary's error rate from its /metrics."""
     serving = schedule.spec.serving
     assert serving is not None
     peers = [{"podSelector": {}}, *copy.deepcopy(settings.serving_ingress_from)]
+    if settings.pod_namespace:
+        operator_ns = {"kubernetes.io/metadata.name": settings.pod_namespace}
+        peers.append({"namespaceSelector": {"matchLabels": operator_ns}})
     return ch._network_policy(
         schedule,
         endpoint_name(schedule.metadata.name or ""),

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from snowtrain.api.events import now_iso
-from snowtrain.api.promotion import PromotionSpec, decide
+from snowtrain.api.promotion import PromotionSpec, verdict
 from snowtrain.api.status import (
     Condition,
     DataStatus,
@@ -43,7 +43,8 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 M = TypeVar("M", bound=StatusModel)
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time as Kubernetes writes it; None for none or a malformed one."""
     if not value:
         return None
     try:
@@ -183,12 +184,12 @@ def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: 
     however long it waited, work that grew with the number of jobs waiting.
     """
     cur = obs.current
-    since = _parse_time(cur.stuck_since) if cur is not None else None
+    since = parse_time(cur.stuck_since) if cur is not None else None
     if cur is not None and cur.state == "queued" and since is not None:
         left = obs.stuck_timeout_seconds - (obs.now - since).total_seconds()
         return min(SAFETY_RECHECK_SECONDS, max(1.0, left + 1.0))
     if cur is not None and cur.state == "queued" and cur.reason == "Created":
-        created = _parse_time(job_created)
+        created = parse_time(job_created)
         age = (obs.now - created).total_seconds() if created is not None else 0.0
         if age < no_pod_grace_seconds:
             return no_pod_grace_seconds - age + 0.5
@@ -197,7 +198,7 @@ def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: 
 
 
 def _stuck_too_long(obs: Observed, state: AttemptState) -> bool:
-    since = _parse_time(state.stuck_since)
+    since = parse_time(state.stuck_since)
     return since is not None and (obs.now - since).total_seconds() > obs.stuck_timeout_seconds
 
 
@@ -427,13 +428,7 @@ def _gate(obs: Observed, block: JobStatusBlock) -> PromotionStatus:
     if summary is None and old is not None and old.promoted is not None:
         return old
     metrics = (block.metrics or MetricsStatus()).to_wire()
-    champion = summary.champion if summary else None
-    return decide(
-        obs.promotion,
-        metrics,
-        champion.metrics.to_wire() if champion and champion.metrics else None,
-        (champion.problem if champion else None) or "the trainer reported no champion metrics",
-    )
+    return verdict(obs.promotion, metrics, summary.champion if summary else None)
 
 
 def _promoted_condition(obs: Observed, gate: PromotionStatus) -> Condition:

@@ -14,12 +14,16 @@ import re
 import shutil
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from snowtrain.api import AnyJob
 from snowtrain.api.events import ChampionEvaluation, ExitCode, TrainerSummary
 from snowtrain.api.identifiers import IDENTIFIER_PART, InvalidIdentifier, canonical_column
+from snowtrain.api.promotion import verdict
+from snowtrain.api.spec import ServingSpec
 
 from . import credentials, emulator
 from .errors import UserError
@@ -39,16 +43,16 @@ def _identifier(value: str, field: str) -> str:
         raise UserError(f"{field}: {exc}") from None
 
 
-def emulator_location(plan: RunPlan) -> tuple[str, str]:
+def emulator_location(job: AnyJob) -> tuple[str, str]:
     """The database and schema the job reads, where the emulator puts the example tables.
 
     A qualified table name (``DB.SCHEMA.TABLE``) wins over the connection settings, as it does
     in Snowflake; unset parts default to SNOWTRAIN.PUBLIC.
     """
-    conn = plan.job.spec.data.snowflake
+    conn = job.spec.data.snowflake
     database = conn.database and _identifier(conn.database, "spec.data.snowflake.database")
     schema = conn.schema_ and _identifier(conn.schema_, "spec.data.snowflake.schema")
-    table = plan.job.spec.data.table
+    table = job.spec.data.table
     if table:
         parts = [canonical_column(p) for p in re.findall(IDENTIFIER_PART, table)]
         if len(parts) == 3:
@@ -59,7 +63,12 @@ def emulator_location(plan: RunPlan) -> tuple[str, str]:
 
 
 class LocalRun:
-    """The ``run`` command; ``run()`` returns the process exit code."""
+    """The ``run`` command; ``run()`` returns the process exit code.
+
+    Its steps (``snowflake_env``, ``train``, ``report``, ``serve``) are public because a
+    TrainingSchedule's tick (:mod:`.local_schedule`) runs the same ones on each run it
+    creates, between its own (the data probe, the gate, the model in service).
+    """
 
     def __init__(self, args: argparse.Namespace, console: Console) -> None:
         self.args = args
@@ -73,8 +82,8 @@ class LocalRun:
         args = self.args
         job = load_job(args.file)
         plan = plan_run(job, yaml_path=args.file, output=args.output, max_steps=args.max_steps)
-        serve = self._wants_serving(plan)
-        port = self._serving_port(plan) if serve else None
+        serve = self.wants_serving(job.spec.serving)
+        port = self.serving_port(job.spec.serving) if serve else None
         self.say(
             f"[bold]{job.kind} {job.metadata.name}[/] ({job.task}) -> {plan.run_dir}",
         )
@@ -94,13 +103,42 @@ class LocalRun:
             )
             outcome, metrics, rows = "Succeeded", self._read_metrics(plan), None
         else:
-            code, summary, rows = self._train(plan)
+            with ExitStack() as stack:
+                env = self.snowflake_env(plan.job, plan.run_dir, stack)
+                code, summary, rows = self.train(plan, env)
             if code != 0:
                 return code
             outcome = summary.outcome if summary else "Succeeded"
             metrics = summary.metrics.to_wire() if summary else {}
             champion = summary.champion if summary else None
-        wall = time.monotonic() - started
+        self.report(plan, outcome, metrics, rows, time.monotonic() - started, champion)
+        promotion = job.spec.promotion
+        if promotion is not None:  # the evaluation gate, as the operator applies it
+            gate = verdict(promotion, metrics, champion)
+            self.say(f"Evaluation gate: {gate.reason}: {gate.message}", markup=False)
+            if not gate.promoted:
+                self.say("Not served: the model did not clear spec.promotion.", markup=False)
+                return 0
+        if not serve:
+            self.say(
+                f"Serve it with: python -m snowtrain.serve --model-dir {plan.model_dir}",
+                markup=False,
+            )
+            return 0
+        assert port is not None
+        return self.serve(plan.model_dir, plan.job.metadata.name or "model", plan.run_dir, port)
+
+    def report(
+        self,
+        plan: RunPlan,
+        outcome: str,
+        metrics: dict[str, Any],
+        rows: int | None,
+        wall_seconds: float | None,
+        champion: ChampionEvaluation | None,
+    ) -> None:
+        """The loss curve PNG next to the model, and the summary table."""
+        job = plan.job
         curve = plot_loss_curve(
             read_events(plan.events_path), plan.model_dir / "loss_curve.png", f"{job.metadata.name}"
         )
@@ -110,26 +148,18 @@ class LocalRun:
                 outcome=outcome,
                 metrics=metrics or self._read_metrics(plan),
                 rows=rows,
-                wall_seconds=wall,
+                wall_seconds=wall_seconds,
                 model_dir=plan.model_dir,
                 loss_curve=curve,
                 champion=champion,
             )
         )
-        if not serve:
-            self.say(
-                f"Serve it with: python -m snowtrain.serve --model-dir {plan.model_dir}",
-                markup=False,
-            )
-            return 0
-        assert port is not None
-        return self._serve(plan, port)
 
-    def _wants_serving(self, plan: RunPlan) -> bool:
+    def wants_serving(self, serving: ServingSpec | None) -> bool:
+        """--serve / --no-serve, else what the resource's serving block says."""
         if self.args.serve is not None:
-            serve = self.args.serve
+            serve = bool(self.args.serve)
         else:
-            serving = plan.job.spec.serving
             serve = serving is not None and serving.enabled
         if self.args.demo and not serve:
             raise UserError(
@@ -138,13 +168,12 @@ class LocalRun:
             )
         return serve
 
-    def _serving_port(self, plan: RunPlan) -> int:
+    def serving_port(self, serving: ServingSpec | None) -> int:
         """Checked before training, so a busy port does not surface only after it."""
         if self.args.port is not None:
             if not port_is_free(self.args.port):
                 raise UserError(f"--port {self.args.port}: the port is in use")
-            return self.args.port
-        serving = plan.job.spec.serving
+            return int(self.args.port)
         port = serving.port if serving else DEFAULT_PORT
         if port_is_free(port):
             return port
@@ -165,15 +194,22 @@ class LocalRun:
         except (OSError, json.JSONDecodeError):
             return {}
 
-    def _train(self, plan: RunPlan) -> tuple[int, TrainerSummary | None, int | None]:
+    def snowflake_env(self, job: AnyJob, log_dir: Path, stack: ExitStack) -> dict[str, str]:
+        """The Snowflake the run reads, as the trainer's extra environment: the user's
+        (``--snowflake``, ``--connection``), or the embedded emulator, started here and
+        stopped when ``stack`` closes (its log in ``log_dir``)."""
         target = credentials.resolve(self.args.snowflake, self.args.connection)
-        with ExitStack() as stack:
-            env = target.env
-            if target.mode == "embedded":
-                env = self._start_emulator(plan, target, stack)
-            else:
-                self.say(f"Snowflake: {target.description}", markup=False)
-            outcome = run_trainer(plan, env, self.console)
+        if target.mode == "embedded":
+            return self._start_emulator(job, target, log_dir, stack)
+        self.say(f"Snowflake: {target.description}", markup=False)
+        return target.env
+
+    def train(
+        self, plan: RunPlan, env: dict[str, str]
+    ) -> tuple[int, TrainerSummary | None, int | None]:
+        """Run the trainer on ``plan`` against the Snowflake of ``env``: (exit code, its
+        summary, training rows); a failure or a stop is explained here."""
+        outcome = run_trainer(plan, env, self.console)
         summary = outcome.summary
         lineage = (summary.data if summary else None) or outcome.data
         rows = lineage.rows if lineage else None
@@ -199,21 +235,21 @@ class LocalRun:
         return 0, summary, rows
 
     def _start_emulator(
-        self, plan: RunPlan, target: credentials.SnowflakeTarget, stack: ExitStack
+        self, job: AnyJob, target: credentials.SnowflakeTarget, log_dir: Path, stack: ExitStack
     ) -> dict[str, str]:
-        database, schema = emulator_location(plan)
+        database, schema = emulator_location(job)
         self.say(f"Snowflake: {target.description}.", markup=False)
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
         with self.console.status("Starting the embedded Snowflake emulator (fakesnow)..."):
             emu = stack.enter_context(
-                emulator.start(database, schema, log_path=plan.run_dir / "emulator.log")
+                emulator.start(database, schema, log_path=log_dir / "emulator.log")
             )
         tables = ", ".join(f"{t} ({n} rows)" for t, n in emu.tables.items())
         self.say(
             f"Embedded Snowflake on 127.0.0.1:{emu.port}, {database}.{schema}: {tables}",
             markup=False,
         )
-        table = plan.job.spec.data.table
+        table = job.spec.data.table
         if table and canonical_column(table.split(".")[-1]) not in emu.tables:
             self.say(
                 f"[yellow]Note:[/] spec.data.table {table} is not one of the example tables; "
@@ -221,14 +257,14 @@ class LocalRun:
             )
         return emu.env
 
-    def _serve(self, plan: RunPlan, port: int) -> int:
-        name = plan.job.metadata.name or "model"
-        server = ModelServer(plan.model_dir, name, port, plan.run_dir / "server.log")
+    def serve(self, model_dir: Path, name: str, log_dir: Path, port: int) -> int:
+        """Serve ``model_dir`` as ``name`` until Ctrl-C (with --demo: one request, then stop)."""
+        server = ModelServer(model_dir, name, port, log_dir / "server.log")
         with self.console.status(f"Starting the model server on port {port}..."):
             server.start()
         try:
-            req = demo_request(model_task(plan.model_dir), name)
-            self.say(f"Model: {plan.model_dir}", markup=False)
+            req = demo_request(model_task(model_dir), name)
+            self.say(f"Model: {model_dir}", markup=False)
             self.say(f"Serving {name} at {server.base_url}  (log: {server.log_path})", markup=False)
             self.say("Try it:")
             self.say(req.curl(server.base_url), markup=False, soft_wrap=True)

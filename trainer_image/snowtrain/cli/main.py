@@ -1,6 +1,8 @@
 """``snowtrain``: run a FineTuneJob/PretrainJob YAML locally, and small maintenance commands.
 
     snowtrain run FILE.yaml      validate, train, export, serve (local mode)
+    snowtrain run SCHEDULE.yaml --once
+                                 one tick of a TrainingSchedule: probe, train, gate, serve
     snowtrain validate FILE...   the webhook's validation, on files
     snowtrain render FILE        the trainer config local mode would run
     snowtrain crds [--out DIR]   the CRDs generated from the API models
@@ -23,8 +25,8 @@ from .errors import UserError
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="train (and serve) a FineTuneJob or PretrainJob YAML, or run a BatchPrediction "
-        "YAML, on this machine",
+        help="train (and serve) a FineTuneJob or PretrainJob YAML, run a BatchPrediction "
+        "YAML, or one tick of a TrainingSchedule YAML (--once), on this machine",
         description=(
             "Validate the YAML with the API models, render the same trainer config the operator "
             "would, train, export, then serve the model. Without Snowflake credentials "
@@ -34,8 +36,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", type=Path, help="the job YAML (as for kubectl apply)")
     p.add_argument(
-        "--output", type=Path, help="run directory (default ./snowtrain-runs/<kind>/<name>)"
+        "--output",
+        type=Path,
+        help="run directory (default ./snowtrain-runs/<kind>/<name>); for a TrainingSchedule "
+        "the schedule's directory: its state.json and one directory per run",
     )
+    p.add_argument(
+        "--once", action="store_true",
+        help="TrainingSchedule: run one tick now (probe the data, train, apply the gate, "
+        "update the model in service); successive runs behave as successive ticks",
+    )  # fmt: skip
     p.add_argument("--max-steps", type=int, help="override spec.training.maxSteps")
     serve = p.add_mutually_exclusive_group()
     serve.add_argument(
@@ -126,11 +136,28 @@ def cmd_crds(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from snowtrain.api.batch import BatchPrediction
+    from snowtrain.api.schedule import TrainingSchedule
 
     from .local_run import LocalRun
     from .manifest import load_resource
 
     resource = load_resource(args.file)
+    if isinstance(resource, TrainingSchedule):
+        if not args.once:
+            # No operator keeps the clock here; a tick has to be asked for (e.g. from cron).
+            raise UserError(
+                f"{args.file}: TrainingSchedule {resource.metadata.name} runs on the operator's "
+                "clock; locally, run one tick now with --once "
+                f"(snowtrain run {args.file} --once), as often as you like"
+            )
+        from .local_schedule import LocalSchedule
+
+        return LocalSchedule(args, console, resource).run()
+    if args.once:
+        raise UserError(
+            f"--once runs one tick of a TrainingSchedule; {args.file} is a {resource.kind} "
+            "(drop --once)"
+        )
     if isinstance(resource, BatchPrediction):
         from .local_predict import LocalPrediction
 

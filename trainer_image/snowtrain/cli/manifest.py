@@ -14,7 +14,8 @@ import yaml
 
 from snowtrain.api import AnyJob, InvalidJob
 from snowtrain.api.batch import BatchPrediction
-from snowtrain.api.validation import parse_resource
+from snowtrain.api.schedule import TrainingSchedule
+from snowtrain.api.validation import AnyResource, parse_resource
 
 from .errors import UserError
 
@@ -51,9 +52,9 @@ def _describe(doc: Any) -> str:
     return "document"
 
 
-def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob | BatchPrediction]:
+def validate_documents(path: Path, docs: list[Any]) -> list[AnyResource]:
     """Validate every document; raise one :class:`UserError` listing all bad fields."""
-    jobs: list[AnyJob | BatchPrediction] = []
+    jobs: list[AnyResource] = []
     problems: list[str] = []
     for index, doc in enumerate(docs):
         try:
@@ -67,14 +68,14 @@ def validate_documents(path: Path, docs: list[Any]) -> list[AnyJob | BatchPredic
     return jobs
 
 
-def load_resource(path: Path) -> AnyJob | BatchPrediction:
-    """The one FineTuneJob, PretrainJob or BatchPrediction in ``path`` (what ``snowtrain
-    run`` runs)."""
+def load_resource(path: Path) -> AnyResource:
+    """The one FineTuneJob, PretrainJob, BatchPrediction or TrainingSchedule in ``path``
+    (what ``snowtrain run`` runs)."""
     docs = load_documents(path)
     if len(docs) != 1:
         raise UserError(
             f"{path}: holds {len(docs)} documents; snowtrain run takes a file with one "
-            "FineTuneJob, PretrainJob or BatchPrediction"
+            "FineTuneJob, PretrainJob, BatchPrediction or TrainingSchedule"
         )
     job = validate_documents(path, docs)[0]
     if not job.metadata.name:
@@ -87,4 +88,10 @@ def load_job(path: Path) -> AnyJob:
     job = load_resource(path)
     if isinstance(job, BatchPrediction):
         raise UserError(f"{path}: a BatchPrediction has no trainer config; this takes a job")
+    if isinstance(job, TrainingSchedule):
+        # Each tick renders its own run (champion, per-run paths): there is no one config.
+        raise UserError(
+            f"{path}: a TrainingSchedule has no trainer config of its own; each tick creates "
+            "a job from spec.jobTemplate (run one locally with: snowtrain run FILE --once)"
+        )
     return job

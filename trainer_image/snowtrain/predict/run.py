@@ -19,7 +19,6 @@ import logging
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
@@ -32,8 +31,8 @@ from snowtrain.api.predictor_config import PredictorConfig
 from snowtrain.api.trainer_config import ConfigFileError
 from snowtrain.trainer.data.connection import LazyConnection
 from snowtrain.trainer.data.credentials import load_credentials
-from snowtrain.trainer.errors import InvalidConfig, Preempted, TrainerError
-from snowtrain.trainer.progress import Reporter, write_termination_message
+from snowtrain.trainer.errors import InvalidConfig, Preempted
+from snowtrain.trainer.progress import Reporter, conclude, failure_of
 from snowtrain.trainer.redact import Redactor, setup_logging
 
 from .sink import ROW_COLUMN, PredictionSink
@@ -94,13 +93,8 @@ def run(config: PredictorConfig) -> int:
     exit_code = 0
     try:
         _predict(config, reporter, redactor, counts, guard)
-    except TrainerError as exc:
-        reason, message, exit_code = exc.reason, str(exc), exc.exit_code
-        log.error("%s: %s", reason, message)
     except Exception as exc:
-        reason, exit_code = TrainerError.reason, TrainerError.exit_code
-        message = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
+        reason, message, exit_code = failure_of(exc)
     finally:
         summary = TrainerSummary.of_exit(
             exit_code,
@@ -108,8 +102,7 @@ def run(config: PredictorConfig) -> int:
             message=redactor(message) if message else None,
             predictions=counts,
         )
-        reporter.event("done", **summary.model_dump(exclude_none=True))
-        write_termination_message(summary, redactor)
+        conclude(summary, redactor, reporter)
     return exit_code
 
 

@@ -28,7 +28,6 @@ import json
 import logging
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -48,8 +47,8 @@ from snowtrain.trainer.data.connection import (
 )
 from snowtrain.trainer.data.credentials import load_credentials
 from snowtrain.trainer.data.sql import column_ref, subquery, table_ref
-from snowtrain.trainer.errors import DataError, InvalidConfig, Preempted, TrainerError
-from snowtrain.trainer.progress import Reporter, write_termination_message
+from snowtrain.trainer.errors import DataError, InvalidConfig, Preempted
+from snowtrain.trainer.progress import Reporter, conclude, failure_of
 from snowtrain.trainer.redact import Redactor, setup_logging
 
 log = logging.getLogger("snowtrain.probe")
@@ -218,13 +217,8 @@ def run(config: ProbeConfig) -> int:
             found.newest if config.column else "(no column)",
             found.fingerprint,
         )
-    except TrainerError as exc:
-        reason, message, exit_code = exc.reason, str(exc), exc.exit_code
-        log.error("%s: %s", reason, message)
     except Exception as exc:
-        reason, exit_code = TrainerError.reason, TrainerError.exit_code
-        message = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
+        reason, message, exit_code = failure_of(exc)
     finally:
         summary = TrainerSummary.of_exit(
             exit_code,
@@ -232,8 +226,7 @@ def run(config: ProbeConfig) -> int:
             message=redactor(message) if message else None,
             probe=found,
         )
-        reporter.event("done", **summary.model_dump(exclude_none=True))
-        write_termination_message(summary, redactor)
+        conclude(summary, redactor, reporter)
     return int(exit_code)
 
 
@@ -254,7 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = TrainerSummary.of_exit(
             InvalidConfig.exit_code, reason=InvalidConfig.reason, message=text
         )
-        Reporter().event("done", **summary.model_dump(exclude_none=True))
-        write_termination_message(summary, Redactor())
+        conclude(summary, Redactor())
         return int(InvalidConfig.exit_code)
     return run(config)

@@ -16,7 +16,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,8 @@ from snowtrain.api.trainer_config import ConfigFileError, TrainerConfig
 
 from .allocator import PRELOAD, active_allocator
 from .cpus import ingest_threads, serial_tokenizers
-from .errors import DataError, InvalidConfig, Preempted, TrainerError
-from .progress import Reporter, write_termination_message
+from .errors import DataError, InvalidConfig, Preempted
+from .progress import Reporter, conclude, failure_of, write_termination_message
 from .redact import Redactor, setup_logging
 
 log = logging.getLogger("snowtrain.trainer")
@@ -124,15 +123,10 @@ def run(config: TrainerConfig) -> int:
     exit_code = 0
     try:
         _train_and_export(config, world, reporter, redactor, guard, outcome)
-    except TrainerError as exc:
-        reason, message, exit_code = exc.reason, str(exc), exc.exit_code
+    except Exception as exc:
+        reason, message, exit_code = failure_of(exc)
         outcome.step = getattr(exc, "step", outcome.step)  # Preempted knows where it stopped
         outcome.total_steps = getattr(exc, "total_steps", outcome.total_steps)
-        log.error("%s: %s", reason, message)
-    except Exception as exc:
-        reason, exit_code = TrainerError.reason, TrainerError.exit_code
-        message = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
     finally:
         summary = outcome.summary(exit_code, reason, redactor(message) if message else None)
         reporter.event("done", **summary.model_dump(exclude_none=True))
@@ -455,7 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = f"cannot read trainer config {args.config}: {exc}"
         print(text, file=sys.stderr)
         summary = Outcome().summary(InvalidConfig.exit_code, InvalidConfig.reason, text)
-        Reporter().event("done", **summary.model_dump(exclude_none=True))
-        write_termination_message(summary, Redactor())
+        conclude(summary, Redactor())
         return InvalidConfig.exit_code
     return run(config)

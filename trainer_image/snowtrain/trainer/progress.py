@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,3 +126,23 @@ def write_termination_message(summary: TrainerSummary, redactor: Redactor) -> No
         path.write_text(encode_summary(summary, redactor))
     except OSError as exc:
         print(f"could not write termination message to {path}: {exc}", file=sys.stderr)
+
+
+def failure_of(exc: Exception) -> tuple[str, str, int]:
+    """(reason, message, exit code) of the exception that ended a run: a TrainerError
+    (an expected failure) says its own, logged in one line; anything else is an internal
+    error, its traceback on stderr for whoever reads the pod's log."""
+    from .errors import TrainerError
+
+    if isinstance(exc, TrainerError):
+        log.error("%s: %s", exc.reason, exc)
+        return exc.reason, str(exc), exc.exit_code
+    traceback.print_exc()
+    return TrainerError.reason, f"{type(exc).__name__}: {exc}", TrainerError.exit_code
+
+
+def conclude(summary: TrainerSummary, redactor: Redactor, reporter: Reporter | None = None) -> None:
+    """A run's last word, on both channels its readers take it from: the ``done`` event on
+    stdout and the termination message."""
+    (reporter or Reporter()).event("done", **summary.model_dump(exclude_none=True))
+    write_termination_message(summary, redactor)
