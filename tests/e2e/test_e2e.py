@@ -10,7 +10,9 @@ asked through the serving Service's ClusterIP; the operator's /metrics tell the 
 PretrainJob and a FineTuneJob that starts from its model follow. Then availability: the
 leader's pod is deleted while jobs run (they finish, nothing is created twice, no transition
 is lost), the takeover time is measured, `helm upgrade` rolls the operator while a job runs
-with admission answering throughout, and `helm uninstall` leaves only the CRDs.
+with admission answering throughout, and `helm uninstall` leaves only the CRDs. A
+TrainingSchedule ticks every minute through its lifecycle on the real trainer, probe and model
+server (new data only, the gate, a canary promoted, a canary that never loads rolled back).
 
 What the test cluster genuinely lacks, and is therefore set here beyond the images:
 - no image registry: the operator and trainer images are imported into the node; their
@@ -906,14 +908,16 @@ def _reviews(first_id: int, copies: int, rotate: bool = False) -> Any:
     )
 
 
+def _record(status: dict[str, Any], run: str, reason: str) -> dict[str, Any] | None:
+    """The run's history record once it says ``reason`` (later ticks may come before it)."""
+    records = status.get("history") or []
+    return next((r for r in records if r.get("name") == run and r.get("reason") == reason), None)
+
+
 def _insert(db: SnowflakeDB, table: str, rows: Any) -> None:
-    values = ", ".join(["(%s, %s, %s)"] * rows.num_rows)
-    params: list[Any] = []
-    for i, t, lab in zip(
-        *(rows.column(c).to_pylist() for c in ("ID", "TEXT", "LABEL")), strict=True
-    ):
-        params += [i, t, lab]
-    db.execute(f"INSERT INTO {table} (ID, TEXT, LABEL) VALUES {values}", tuple(params))
+    """New rows arrive in ``table``: loaded as a batch table, then one INSERT ... SELECT."""
+    batch = db.seed_table(f"{table}_BATCH_{rows.column('ID')[0].as_py()}", rows)
+    db.execute(f"INSERT INTO {table} (ID, TEXT, LABEL) SELECT ID, TEXT, LABEL FROM {batch}")
 
 
 def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
@@ -927,7 +931,7 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
     name = "reviews-nightly"
     sfdb.seed_table("REVIEWS_STREAM", _reviews(0, 4))
     sfdb.seed_table("REVIEWS_HOLDOUT", _reviews(10_000, 1))
-    template = _finetune("template", ns, sfdb, steps=40, serving=False)["spec"]
+    template = _finetune("template", ns, sfdb, steps=300, serving=False)["spec"]
     template["data"].update(table="REVIEWS_STREAM", validation={"table": "REVIEWS_HOLDOUT"})
     template["training"].update(learningRate=1e-3, warmupRatio=0.0, epochs=3)
     template["promotion"] = {"metric": "evalAccuracy", "threshold": 0.5, "maxRegression": 0.34}
@@ -991,9 +995,10 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
     run2 = worse["name"]
     assert _post(predict, texts)["predictions"] == before  # served predictions unchanged
 
-    with timed("schedule: clean rows -> canary -> promoted"):
-        _insert(sfdb, "REVIEWS_STREAM", _reviews(2000, 60))
-        better = newest(phase="Succeeded", dataRows=1260)
+    with timed("schedule: bad rows replaced by clean ones -> canary -> promoted"):
+        sfdb.execute("DELETE FROM REVIEWS_STREAM WHERE ID BETWEEN 1000 AND 1999")
+        _insert(sfdb, "REVIEWS_STREAM", _reviews(2000, 4))
+        better = newest(phase="Succeeded", dataRows=120)
         run3 = better["name"]
         wait("the canary", lambda st: (st.get("canary") or {}).get("run") == run3)
         st = in_service(run3)
@@ -1021,12 +1026,12 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
     try:
         with timed("schedule: broken canary -> rolled back"):
             _insert(sfdb, "REVIEWS_STREAM", _reviews(9000, 1))
-            run4 = newest(phase="Succeeded", dataRows=1275)["name"]
+            run4 = newest(phase="Succeeded", dataRows=135)["name"]
             model_dir = wait("run 4's canary", lambda st: (st.get("canary") or {}).get("model"))
             weights = models_dir / model_dir.removeprefix(f"pvc://{CLAIM}/")
             for f in weights.glob("*.safetensors"):
                 f.unlink()  # before the canary's server (still importing torch) reads it
-            rolled = newest(name=run4, reason="CanaryFailed")
+            rolled = wait(f"{run4}'s rollback", lambda st: _record(st, run4, "CanaryFailed"))
             assert "ready" in rolled["message"]
             assert status()["inService"]["run"] == run3
     finally:

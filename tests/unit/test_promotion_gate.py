@@ -64,7 +64,7 @@ def test_a_champion_without_max_regression_is_reported_not_compared() -> None:
 def test_the_metric_must_be_one_the_task_evaluates() -> None:
     with pytest.raises(InvalidJob, match=r"spec.promotion.metric.*perplexity"):
         parse_job(ftj(promotion={"metric": "perplexity", "threshold": 10}))
-    with pytest.raises(InvalidJob, match="spec.promotion.maxRegression"):
+    with pytest.raises(InvalidJob, match=r"spec\.promotion\.maxRegression"):
         parse_job(ftj(promotion={"metric": "evalLoss", "maxRegression": -1}))
 
 
