@@ -19,7 +19,12 @@ from tests.tools.helm import helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts/snowtrain"
-SNOWTRAIN_CRDS = ("finetunejobs.snowtrain.io", "pretrainjobs.snowtrain.io")
+SNOWTRAIN_CRDS = (
+    "finetunejobs.snowtrain.io",
+    "pretrainjobs.snowtrain.io",
+    "batchpredictions.snowtrain.io",
+    "trainingschedules.snowtrain.io",
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -76,6 +81,8 @@ def test_helm_install_then_uninstall_keeps_the_crds(
             ("patch", "pretrainjobs.snowtrain.io/status"),
             ("get", "pods/log"),
             ("update", "deployments.apps"),
+            ("create", "finetunejobs.snowtrain.io"),  # a TrainingSchedule's runs
+            ("patch", "trainingschedules.snowtrain.io/status"),
         ]:
             assert _can_i(kubectl, sa, verb, resource, namespace), (verb, resource)
         lease_by_name = f"lease.coordination.k8s.io/{release}-snowtrain-leader"
@@ -83,7 +90,10 @@ def test_helm_install_then_uninstall_keeps_the_crds(
         assert can.stdout.strip() == "yes", can.stdout + can.stderr
         denied = [
             ("get", "secrets", namespace),  # credentials are mounted, never read by the operator
-            ("delete", "finetunejobs.snowtrain.io", namespace),
+            # A schedule's runs are created and deleted (pruned), never edited.
+            ("update", "finetunejobs.snowtrain.io", namespace),
+            ("patch", "pretrainjobs.snowtrain.io", namespace),
+            ("delete", "trainingschedules.snowtrain.io", namespace),
             ("update", "leases", namespace),  # only its own, by name
             ("create", "leases", namespace),
         ]
