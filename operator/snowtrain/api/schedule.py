@@ -245,6 +245,21 @@ class TrainingSchedule(Resource):
         return self.KIND
 
 
+def unchanged_record(
+    scheduled_time: str, since_run: str, fingerprint: str, rows: int, newest: str | None
+) -> RunRecord:
+    """The record of a tick the data trigger skipped: what it saw, and since which run."""
+    seen = f"{rows} rows" + (f", newest {newest}" if newest else "")
+    return RunRecord(
+        scheduled_time=scheduled_time,
+        phase="Skipped",
+        reason="DataUnchanged",
+        message=f"the data is unchanged since run {since_run} ({seen})",
+        data_fingerprint=fingerprint,
+        data_rows=rows,
+    )
+
+
 #: How many ticks the status remembers.
 HISTORY_RECORDS: Final = 20
 

@@ -29,6 +29,7 @@ from snowtrain.api.schedule import (
     TrainingSchedule,
     TrainingScheduleStatus,
     run_name,
+    unchanged_record,
 )
 from snowtrain.api.status import ServingStatus
 from snowtrain.api.validation import InvalidJob
@@ -266,20 +267,9 @@ def _handle_tick(
         last = _last_fingerprint(state)
         if last is not None and last[1] == fingerprint:
             _delete_probe(ctx, state, tick)
-            message = (
-                f"the data is unchanged since run {last[0]} ({rows} rows"
-                + (f", newest {newest}" if newest else "")
-                + ")"
-            )
-            state.note("Skipped", message)
-            return RunRecord(
-                scheduled_time=at,
-                phase="Skipped",
-                reason="DataUnchanged",
-                message=message,
-                data_fingerprint=fingerprint,
-                data_rows=rows,
-            )
+            skipped = unchanged_record(at, last[0], fingerprint, rows, newest)
+            state.note("Skipped", skipped.message or "")
+            return skipped
     for run in active:  # concurrencyPolicy Replace
         _delete_run(ctx, run)
         state.note("Replaced", f"run {run.name} was deleted for the tick of {at}", True)

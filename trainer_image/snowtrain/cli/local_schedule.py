@@ -66,6 +66,7 @@ from snowtrain.api.schedule import (
     TrainingScheduleStatus,
     run_manifest,
     run_name,
+    unchanged_record,
 )
 from snowtrain.api.status import PromotionStatus
 from snowtrain.api.trainer_config import snowflake_settings
@@ -445,8 +446,8 @@ class LocalSchedule:
             self.say(f"Data: {rows} rows{newest}, fingerprint {fingerprint[:12]}", markup=False)
             last = last_fingerprint(status)
             if last is not None and last[1] == fingerprint:
-                message = f"the data is unchanged since run {last[0]} ({rows} rows{newest})"
-                self.say(f"Skipped: {message}", markup=False)
+                skipped = unchanged_record(at, last[0], fingerprint, rows, found.newest)
+                self.say(f"Skipped: {skipped.message}", markup=False)
                 if (
                     credentials.resolve(self.args.snowflake, self.args.connection).mode
                     == "embedded"
@@ -456,17 +457,7 @@ class LocalSchedule:
                         "configure Snowflake to see new rows start a run.)",
                         style="dim",
                     )
-                record(
-                    status,
-                    RunRecord(
-                        scheduled_time=at,
-                        phase="Skipped",
-                        reason="DataUnchanged",
-                        message=message,
-                        data_fingerprint=fingerprint,
-                        data_rows=rows,
-                    ),
-                )
+                record(status, skipped)
                 status.last_schedule_time = at
                 return 0
         in_service = status.in_service
