@@ -223,7 +223,7 @@ def test_a_run_stopped_by_ctrl_c_is_resumed_by_the_next_tick(tmp_path, tiny_clas
         events = list(home.glob("*/events.jsonl"))
         if events and '"start"' in events[0].read_text():
             break
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll closely: Ctrl-C must land while the trainer trains
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out

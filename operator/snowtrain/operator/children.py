@@ -263,6 +263,42 @@ def batch_pod_spec(
     return pod_spec
 
 
+def mount_snowflake_secret(
+    volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], secret: Any | None
+) -> None:
+    """The Snowflake Secret as files under CREDENTIALS_DIR (never env vars: they show in the
+    pod spec and in ``env``), group-readable for the non-root user."""
+    if secret:
+        volumes.append(
+            {"name": "snowflake", "secret": {"secretName": secret.name, "defaultMode": 0o440}}
+        )
+        mounts.append({"name": "snowflake", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+
+
+def run_container(
+    command: list[str],
+    image: str,
+    settings: OperatorSettings,
+    resources: dict[str, Any],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The container of a run-to-completion pod that speaks the trainer's protocol (the
+    predictor, the data probe): its summary in the termination message, non-root, read-only
+    root filesystem."""
+    return {
+        "name": TRAINER_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "env": [*_scratch_env(), {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG}],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
 def _scratch_env() -> list[dict[str, str]]:
     """Point every cache at the writable /tmp emptyDir (the root filesystem is read-only)."""
     env = {
@@ -372,12 +408,7 @@ def _training_volumes(
     else:
         volumes.append({"name": "models", "emptyDir": {}})
     mounts.append({"name": "models", "mountPath": settings.model_mount_path})
-    secret = spec.data.snowflake.secret_ref
-    if secret:
-        volumes.append(
-            {"name": "snowflake", "secret": {"secretName": secret.name, "defaultMode": 0o440}}
-        )
-        mounts.append({"name": "snowflake", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    mount_snowflake_secret(volumes, mounts, spec.data.snowflake.secret_ref)
     base = base_model_location(job, pretrain_model_uri)
     for location, mount in ((base, BASE_MODEL_MOUNT), (champion_location(job), CHAMPION_MOUNT)):
         if location is not None:

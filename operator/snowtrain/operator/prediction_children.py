@@ -98,27 +98,14 @@ def build_prediction_job(
             }
         )
         mounts.append({"name": "model", "mountPath": ch.BASE_MODEL_MOUNT, "readOnly": True})
-    secret = spec.input.snowflake.secret_ref
-    if secret:
-        volumes.append(
-            {"name": "snowflake", "secret": {"secretName": secret.name, "defaultMode": 0o440}}
-        )
-        mounts.append({"name": "snowflake", "mountPath": ch.CREDENTIALS_DIR, "readOnly": True})
-    container = {
-        "name": ch.TRAINER_CONTAINER,
-        "image": spec.image or settings.trainer_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": list(PREDICT_COMMAND),
-        "env": [
-            *ch._scratch_env(),
-            {"name": "TERMINATION_MESSAGE_PATH", "value": ch.TERMINATION_LOG},
-        ],
-        "resources": ch._resources(res.cpu, res.memory, res.gpus, res.gpu_resource_name),
-        "volumeMounts": mounts,
-        "securityContext": ch.container_security_context(),
-        "terminationMessagePath": ch.TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    ch.mount_snowflake_secret(volumes, mounts, spec.input.snowflake.secret_ref)
+    container = ch.run_container(
+        list(PREDICT_COMMAND),
+        spec.image or settings.trainer_image,
+        settings,
+        ch._resources(res.cpu, res.memory, res.gpus, res.gpu_resource_name),
+        mounts,
+    )
     pod_spec = ch.batch_pod_spec(container, volumes, PREDICTOR_GRACE_SECONDS, res)
     template = {"metadata": {"labels": {**ch.selector_labels(job), **labels}}, "spec": pod_spec}
     template = ch.merge_pod_template(

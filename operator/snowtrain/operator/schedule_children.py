@@ -133,27 +133,14 @@ def build_probe_job(
         {"name": "config", "mountPath": ch.CONFIG_DIR, "readOnly": True},
         {"name": "scratch", "mountPath": ch.SCRATCH_DIR},
     ]
-    secret = spec.data.snowflake.secret_ref
-    if secret:
-        volumes.append(
-            {"name": "snowflake", "secret": {"secretName": secret.name, "defaultMode": 0o440}}
-        )
-        mounts.append({"name": "snowflake", "mountPath": ch.CREDENTIALS_DIR, "readOnly": True})
-    container = {
-        "name": ch.TRAINER_CONTAINER,
-        "image": spec.image or settings.trainer_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": list(PROBE_COMMAND),
-        "env": [
-            *ch._scratch_env(),
-            {"name": "TERMINATION_MESSAGE_PATH", "value": ch.TERMINATION_LOG},
-        ],
-        "resources": {"requests": dict(PROBE_RESOURCES), "limits": dict(PROBE_RESOURCES)},
-        "volumeMounts": mounts,
-        "securityContext": ch.container_security_context(),
-        "terminationMessagePath": ch.TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    ch.mount_snowflake_secret(volumes, mounts, spec.data.snowflake.secret_ref)
+    container = ch.run_container(
+        list(PROBE_COMMAND),
+        spec.image or settings.trainer_image,
+        settings,
+        {"requests": dict(PROBE_RESOURCES), "limits": dict(PROBE_RESOURCES)},
+        mounts,
+    )
     pod_spec = ch.batch_pod_spec(container, volumes, PROBE_GRACE_SECONDS, spec.resources)
     labels = {ch.LABEL_COMPONENT: COMPONENT_PROBE}
     template = {
