@@ -936,7 +936,7 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
     template["training"].update(learningRate=1e-3, warmupRatio=0.0, epochs=3)
     template["promotion"] = {"metric": "evalAccuracy", "threshold": 0.5, "maxRegression": 0.34}
     served = _finetune("s", ns, sfdb, steps=1, serving=True)["spec"]["serving"]
-    served["canary"] = {"replicas": 1, "durationSeconds": 20, "readyTimeoutSeconds": 240}
+    served["canary"] = {"replicas": 1, "durationSeconds": 20}
     schedule = yaml.safe_load((EXAMPLES / "training-schedule.yaml").read_text())
     schedule["metadata"] = {"name": name, "namespace": ns}
     schedule["spec"].update(
@@ -1004,7 +1004,8 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
         st = in_service(run3)
     assert st["previous"]["run"] == run1
 
-    # A model that does not load: its canary never gets ready and is rolled back, while a
+    # A model that does not load: its canary never gets ready, its server exits with the
+    # reason and the canary is rolled back at once (not after readyTimeoutSeconds), while a
     # client hammering the Service sees only answers from the model in service.
     answers: list[int] = []
     stop = threading.Event()
@@ -1032,7 +1033,8 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
             for f in weights.glob("*.safetensors"):
                 f.unlink()  # before the canary's server (still importing torch) reads it
             rolled = wait(f"{run4}'s rollback", lambda st: _record(st, run4, "CanaryFailed"))
-            assert "ready" in rolled["message"]
+            assert "exited 1" in rolled["message"], rolled
+            assert "model failed to load" in rolled["message"], rolled
             assert status()["inService"]["run"] == run3
     finally:
         stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,3 +136,20 @@ def test_a_directory_that_is_not_a_model_exits_2_with_the_reason(tmp_path: Path)
     )
     assert proc.returncode == 2
     assert "no config.json" in proc.stderr
+
+
+def test_a_model_that_fails_to_load_ends_the_server_with_the_reason_last(
+    tiny_classifier_dir: Path, tmp_path: Path
+) -> None:
+    """Not a live process that is never ready: the pod restarts visibly at once, and its
+    termination message (the log's tail) says why; a canary on it is rolled back at once."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_classifier_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    server = ServerProcess(broken, tmp_path / "server.log")
+    try:
+        assert server.wait(timeout=180) == 1
+        last = [line for line in server.log().splitlines() if line.strip()][-1]
+        assert last.startswith("error: model failed to load: "), server.log()[-2000:]
+    finally:
+        server.stop()

@@ -4,7 +4,7 @@ decides at each tick, and what its endpoint serves.
 
 The fake trainer reports what the test tells it through the template's env: the data probe's
 fingerprint (FAKE_DATA_VERSION: new data is a new version), the run's evalAccuracy and the
-champion's on the same rows, and a model its server refuses to start on (FAKE_BROKEN_MODEL).
+champion's on the same rows, and a model its server never gets ready on (FAKE_BROKEN_MODEL).
 The real trainer, probe and model server run the same story in tests/e2e.
 """
 

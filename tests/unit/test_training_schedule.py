@@ -15,7 +15,7 @@ from snowtrain.api.schedule import run_name
 from snowtrain.api.validation import InvalidJob, parse_schedule
 from snowtrain.operator import children as ch
 from snowtrain.operator import schedule_children as sch
-from snowtrain.operator.canary import request_counts
+from snowtrain.operator.canary import crash_of, request_counts
 from snowtrain.operator.policy import policy_errors
 from snowtrain.operator.schedule_ticks import ticks
 from snowtrain.operator.settings import OperatorSettings
@@ -188,6 +188,37 @@ def test_the_canary_error_rate_counts_answers_not_health_checks() -> None:
             metrics.request_latency.labels(route, "POST", status).observe(0.01)
     text = generate_latest(metrics.registry).decode()
     assert request_counts(text) == (46, 4)
+
+
+def _pod(*statuses: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "s-serve-canary-1"},
+        "status": {"containerStatuses": list(statuses)},
+    }
+
+
+def test_a_canary_whose_server_ended_is_a_crash_with_its_last_line() -> None:
+    """A server that exited on its own (a model that would not load, the OOM killer) fails
+    the canary at once; one that runs, or left on SIGTERM with 0, does not."""
+    running = {"restartCount": 0, "state": {"running": {}}}
+    assert crash_of(_pod(running)) is None
+    assert crash_of({"metadata": {"name": "p"}, "status": {}}) is None  # not scheduled yet
+    said = "Traceback ...\nerror: model failed to load: SafetensorError: header too large\n"
+    restarted = {
+        "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": said}},
+    }
+    assert crash_of(_pod(restarted)) == (
+        "canary pod s-serve-canary-1's server exited 1 (Error, 2 restart(s)): "
+        "error: model failed to load: SafetensorError: header too large"
+    )
+    oom = {"restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    assert crash_of(_pod(oom)) == "canary pod s-serve-canary-1's server exited 137 (OOMKilled, 0 restart(s))"  # fmt: skip
+    clean = {"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    assert crash_of(_pod(clean)) is None
+    long = {"restartCount": 1, "lastState": {"terminated": {"exitCode": 1, "message": "x" * 5000}}}
+    assert len(crash_of(_pod(long)) or "") < 400  # the log's tail, not the whole log
 
 
 def test_argo_cd_reads_a_schedule_without_a_model_as_progressing() -> None:

@@ -72,7 +72,8 @@ class CanarySpec(ApiModel):
     ready_timeout_seconds: int = Field(default=600, ge=1, le=86_400)
     """A canary whose pods are not all ready this long after they were created is rolled
     back (a model that does not load never gets traffic: the Service sends only to ready
-    pods)."""
+    pods). One whose server exits with an error is rolled back at once, with its last log
+    line."""
     max_error_rate: Float = Field(default=0.05, ge=0.0, le=1.0)
     """Largest share of the canary's requests that may fail (5xx, from its /metrics)."""
 

@@ -717,6 +717,10 @@ def serving_deployment(
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
+        # A server that exits (a model that will not load) leaves its log's tail in the pod's
+        # status: the canary's rollback and `kubectl describe` quote why.
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     template = {
         "metadata": {"labels": dict(labels)},

@@ -639,6 +639,8 @@ def _run_canary(
     too_many_errors = _error_problem(health, settings.max_error_rate)
     if too_many_errors:  # no need to wait out the clock
         _reject_canary(ctx, state, canary, run, too_many_errors)
+    elif health.crashed:  # nor a ready timeout for a server that already failed
+        _reject_canary(ctx, state, canary, run, health.crashed)
     elif not all_ready and age >= settings.ready_timeout_seconds:
         why = f"{health.ready}/{settings.replicas} canary pods ready after {int(age)} s"
         _reject_canary(ctx, state, canary, run, why)

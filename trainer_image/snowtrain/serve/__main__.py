@@ -4,7 +4,8 @@ uvicorn already shuts down gracefully on SIGTERM: it stops listening, lets in-fl
 requests finish (up to --graceful-timeout), then runs the app's shutdown, which drains the
 batcher. The subclass below adds one thing: the moment the signal arrives, /readyz turns 503
 and new requests on open connections are refused with 503, so load balancers move away while
-accepted work completes.
+accepted work completes. A model that fails to load ends the process with status 1 and the
+reason as its last line: the pod restarts visibly (and a canary is rolled back) at once.
 """
 
 from __future__ import annotations
@@ -174,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,  # keep the logging configured above
         access_log=False,
     )
-    DrainingServer(config, app.state.serve).run()
+    state: ServerState = app.state.serve
+    server = DrainingServer(config, state)
+    state.on_load_failed = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if state.load_error is not None:
+        # The last line is what the pod's termination message (its log's tail) shows.
+        print(f"error: model failed to load: {state.load_error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from snowtrain.serve.batcher import DynamicBatcher, NotAccepting, QueueFull
@@ -42,9 +42,17 @@ class ServerState:
         self.ready = False
         self.draining = False
         self.load_error: str | None = None
+        self.on_load_failed: Callable[[], None] | None = None
+        """Called once the load failed: the server process ends (a pod that cannot serve
+        should restart visibly now, not when its startup probe gives up)."""
         self.metrics.queue_depth.set_function(
             lambda: self.batcher.queued if self.batcher is not None else 0
         )
+
+    def _failed(self, why: str) -> None:
+        self.load_error = why
+        if self.on_load_failed is not None:
+            self.on_load_failed()
 
     def begin_drain(self) -> None:
         """SIGTERM: report not ready and refuse new work; accepted work still completes."""
@@ -61,16 +69,17 @@ class ServerState:
             await asyncio.to_thread(model.load)
         except Exception as exc:
             log.exception("loading %s failed", self.info.path)
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self._failed(f"{type(exc).__name__}: {exc}")
             return
         try:
             batcher = self._scheduler_for(model)
             await batcher.start()
         except Exception as exc:
             log.exception("starting the %s scheduler failed", self.settings.batching)
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            why = f"{type(exc).__name__}: {exc}"
             if isinstance(model, CompletionModel) and self.settings.batching == "continuous":
-                self.load_error += " (--batching lockstep serves without the continuous engine)"
+                why += " (--batching lockstep serves without the continuous engine)"
+            self._failed(why)
             return
         self.model, self.batcher = model, batcher
         if self.draining:
