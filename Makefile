@@ -67,7 +67,7 @@ test: venv ## lint, type check, the whole suite (builds and starts the local clu
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(TEST_TYPECHECK)
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q -n 2 --dist loadgroup
 
 docs: venv ## regenerate the README's CR reference from the API models
 	$(PY) -m snowtrain.api.reference --update README.md
