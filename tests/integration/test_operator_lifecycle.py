@@ -294,6 +294,32 @@ def test_fine_tune_job_runs_reports_progress_succeeds_and_serves(
     assert condition(api.status("sentiment"), "ServingReady").get("status") != "True"
 
 
+def test_a_model_server_that_exits_is_named_in_serving_ready(
+    api: Api, operator_process: Any, model_claim: str
+) -> None:
+    """Training succeeded but its model does not load: ServingReady names the pod, its exit
+    and the server's last line (from the pod's status), not only "0/1 ready"."""
+    body = ftj(
+        "unloadable",
+        steps=1,
+        output={"volumeClaimName": model_claim, "path": "unloadable"},
+        serving={"replicas": 1},
+    )
+    env = body["spec"]["podTemplate"]["spec"]["containers"][0]["env"]
+    env.append({"name": "FAKE_UNLOADABLE_MODEL", "value": "1"})
+    api.create(body)
+
+    def failing() -> dict[str, Any] | None:
+        ready = condition(api.status("unloadable"), "ServingReady")
+        return ready if ready.get("reason") == "ServerFailing" else None
+
+    ready = api.wait("ServingReady ServerFailing", failing, timeout=180)
+    assert ready["status"] == "False"
+    assert "unloadable-serve-" in ready["message"] and "exited 1" in ready["message"], ready
+    assert ready["message"].endswith("error: model failed to load: the fake model in /mnt/models/unloadable"), ready  # fmt: skip
+    assert api.status("unloadable")["phase"] == "Succeeded"  # training's outcome stands
+
+
 def test_failures_end_with_the_right_reason(api: Api, operator_process: Any) -> None:
     api.create(ftj("bad-data", "dataerror"))
     api.create(ftj("oom", "oom", resources={"gpusPerNode": 0, "memory": "64Mi"}))

@@ -137,6 +137,16 @@ def test_succeeded_with_serving_not_ready_is_progressing(health: Health) -> None
     )
 
 
+def test_succeeded_with_a_failing_model_server_is_degraded(health: Health) -> None:
+    why = "0/1 serving pods ready; pod j-serve-1's server exited 1 (Error, 2 restart(s)): error: model failed to load: OSError"  # fmt: skip
+    conditions = [cond("Succeeded", "True"), cond("ServingReady", "False", "ServerFailing", why)]
+    status = {"observedGeneration": 1, "phase": "Succeeded", "conditions": conditions}
+    assert health(job(status, serving=True)) == (
+        "Degraded",
+        f"Training succeeded; the model server is failing: {why}",
+    )
+
+
 def test_succeeded_and_serving_ready_is_healthy(health: Health) -> None:
     status, _ = health(
         job(

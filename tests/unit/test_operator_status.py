@@ -239,6 +239,27 @@ def test_serving_readiness_after_success() -> None:
     assert conds(no_claim.status)["ServingReady"]["reason"] == "NoModelVolume"
 
 
+def test_a_server_that_exits_is_named_with_its_reason_not_only_counted() -> None:
+    """A model that will not load: ServingReady says which pod's server exited and why; the
+    Deployment's counts alone would say "0/1 ready" for as long as it restarts."""
+    state = at.observe_attempt(k8s_job(("Complete", "")), [])
+    kw = dict(serving_wanted=True, serving_replicas=1, serving_names=("j-serve", "j-serve"))
+    dep = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "updatedReplicas": 1}}
+    why = "pod j-serve-6f7-x2's server exited 1 (Error, 3 restart(s)): error: model failed to load: OSError"  # fmt: skip
+    s = st.compute(observed(state, deployment=dep, serving_crash=why, **kw)).status
+    ready = conds(s)["ServingReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "ServerFailing")
+    assert ready["message"] == f"0/1 serving pods ready; {why}"
+    assert s["phase"] == "Succeeded"  # the training's outcome stands
+    rolling = st.compute(observed(state, deployment=dep, **kw)).status
+    assert conds(rolling)["ServingReady"]["reason"] == "RollingOut"
+    # Crashes change pods, not the Deployment: a short Deployment is looked at again soon.
+    short = observed(state, deployment=dep, **kw)
+    assert st.recheck_after(short, None, 10.0) == st.EVENTS_RECHECK_SECONDS
+    dep["status"]["readyReplicas"] = 1
+    assert st.recheck_after(observed(state, deployment=dep, **kw), None, 10.0) == st.SAFETY_RECHECK_SECONDS  # fmt: skip
+
+
 def failed_with(pods: list[dict], *conditions: tuple[str, str], **kw) -> dict:
     job = k8s_job(*(conditions or (("Failed", "BackoffLimitExceeded"),)))
     out = st.compute(observed(at.observe_attempt(job, pods), **kw))

@@ -15,9 +15,10 @@ from snowtrain.api.schedule import run_name
 from snowtrain.api.validation import InvalidJob, parse_schedule
 from snowtrain.operator import children as ch
 from snowtrain.operator import schedule_children as sch
-from snowtrain.operator.canary import crash_of, request_counts
+from snowtrain.operator.canary import request_counts
 from snowtrain.operator.policy import policy_errors
 from snowtrain.operator.schedule_ticks import ticks
+from snowtrain.operator.server_pods import crash_of
 from snowtrain.operator.settings import OperatorSettings
 from snowtrain.operator.webhook import review
 from snowtrain.serve.metrics import ServerMetrics
@@ -210,15 +211,35 @@ def test_a_canary_whose_server_ended_is_a_crash_with_its_last_line() -> None:
         "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": said}},
     }
     assert crash_of(_pod(restarted)) == (
-        "canary pod s-serve-canary-1's server exited 1 (Error, 2 restart(s)): "
+        "pod s-serve-canary-1's server exited 1 (Error, 2 restart(s)): "
         "error: model failed to load: SafetensorError: header too large"
     )
     oom = {"restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
-    assert crash_of(_pod(oom)) == "canary pod s-serve-canary-1's server exited 137 (OOMKilled, 0 restart(s))"  # fmt: skip
+    assert crash_of(_pod(oom)) == "pod s-serve-canary-1's server exited 137 (OOMKilled, 0 restart(s))"  # fmt: skip
     clean = {"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
     assert crash_of(_pod(clean)) is None
     long = {"restartCount": 1, "lastState": {"terminated": {"exitCode": 1, "message": "x" * 5000}}}
     assert len(crash_of(_pod(long)) or "") < 400  # the log's tail, not the whole log
+
+
+def test_an_endpoint_whose_server_exits_says_why_in_its_conditions() -> None:
+    from snowtrain.api.schedule import ServedModel, ServingStatus, TrainingScheduleStatus
+    from snowtrain.operator.schedule import _conditions, _State
+
+    sched = parse_schedule(schedule())
+    now = TICK + timedelta(minutes=5)
+    status = TrainingScheduleStatus(
+        observed_generation=1,
+        in_service=ServedModel(run="sentiment-1", model="pvc://models/m"),
+        serving=ServingStatus(deployment="sentiment-serve", ready_replicas=0),
+    )
+    why = "pod sentiment-serve-5d-x's server exited 137 (OOMKilled, 4 restart(s))"
+    state = _State(sched, {}, TrainingScheduleStatus(), now, [], status, serving_crash=why)
+    _conditions(state)
+    conds = {c.type: c for c in state.status.conditions}
+    assert (conds["Serving"].status, conds["Serving"].reason) == ("False", "ServerFailing")
+    assert conds["Serving"].message == f"run sentiment-1's model: {why}"
+    assert conds["Ready"].reason == "ServerFailing"
 
 
 def test_argo_cd_reads_a_schedule_without_a_model_as_progressing() -> None:

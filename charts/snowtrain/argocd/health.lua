@@ -123,8 +123,14 @@ if phase == "Succeeded" or is_true(status, "Succeeded") then
     hs.message = "Training succeeded"
     return hs
   end
-  hs.status = "Progressing"
   local sr = condition(status, "ServingReady")
+  if sr ~= nil and sr.reason == "ServerFailing" then
+    -- The model server exits (a model that will not load): waiting will not fix it.
+    hs.status = "Degraded"
+    hs.message = with_detail("Training succeeded; the model server is failing", sr.message)
+    return hs
+  end
+  hs.status = "Progressing"
   hs.message = with_detail("Training succeeded; waiting for the model server", sr and sr.message)
   return hs
 end

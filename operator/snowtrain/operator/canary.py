@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from .context import Context
-from .kube import list_children
+from .server_pods import first_crash, ready_since, server_pods
 
 log = logging.getLogger("snowtrain.operator")
 
@@ -58,39 +58,6 @@ def request_counts(metrics_text: str) -> tuple[int, int]:
     return requests, errors
 
 
-def _ready_since(pod: dict[str, Any]) -> str | None:
-    """When the pod got ready (its Ready condition's transition), None when it is not."""
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready" and c.get("status") == "True":
-            return str(c.get("lastTransitionTime") or "")
-    return None
-
-
-#: How much of a crashed server's termination message (its log's tail) a rollback quotes.
-CRASH_MESSAGE_CHARS = 300
-
-
-def crash_of(pod: dict[str, Any]) -> str | None:
-    """Why the pod's server ended (exit code, reason, the last line it wrote), None while it
-    never has. A server only ends on its own when it failed: a model that would not load, a
-    liveness kill, the OOM killer. An exit on SIGTERM is the pod leaving, not a crash, and
-    leaving pods are not asked."""
-    name = (pod.get("metadata") or {}).get("name", "?")
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        for state in (cs.get("state"), cs.get("lastState")):
-            ended = (state or {}).get("terminated")
-            if not ended or (ended.get("exitCode") == 0 and ended.get("reason") != "OOMKilled"):
-                continue
-            lines = [ln for ln in str(ended.get("message") or "").splitlines() if ln.strip()]
-            said = f": {lines[-1].strip()[-CRASH_MESSAGE_CHARS:]}" if lines else ""
-            restarts = int(cs.get("restartCount") or 0)
-            return (
-                f"canary pod {name}'s server exited {ended.get('exitCode')} "
-                f"({ended.get('reason') or 'Error'}, {restarts} restart(s)){said}"
-            )
-    return None
-
-
 def _scrape(ip: str, port: int) -> str | None:
     try:
         with urllib.request.urlopen(
@@ -103,19 +70,10 @@ def _scrape(ip: str, port: int) -> str | None:
 
 
 def canary_health(ctx: Context, deployment: dict[str, Any], port: int) -> CanaryHealth:
-    """Readiness and request counts of the canary Deployment's pods."""
-    meta = deployment["metadata"]
-    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    pods = [
-        p
-        for p in list_children(ctx.kube.core.list_namespaced_pod, meta["namespace"], selector)
-        if not (p.get("metadata") or {}).get("deletionTimestamp")  # leaving: not the canary
-    ]
-    ready = [
-        p for p in pods if _ready_since(p) is not None and (p.get("status") or {}).get("podIP")
-    ]
-    crashed = next((why for why in map(crash_of, pods) if why), None)
-    since = max((_ready_since(p) or "" for p in ready), default="") or None
+    """Readiness, a crashed server and request counts of the canary Deployment's pods."""
+    pods = server_pods(ctx, deployment)  # a leaving pod is not the canary
+    ready = [p for p in pods if ready_since(p) is not None and (p.get("status") or {}).get("podIP")]
+    since = max((ready_since(p) or "" for p in ready), default="") or None
     requests = errors = 0
     for pod in ready:
         text = _scrape(pod["status"]["podIP"], port)
@@ -123,5 +81,9 @@ def canary_health(ctx: Context, deployment: dict[str, Any], port: int) -> Canary
             r, e = request_counts(text)
             requests, errors = requests + r, errors + e
     return CanaryHealth(
-        ready=len(ready), requests=requests, errors=errors, ready_since=since, crashed=crashed
+        ready=len(ready),
+        requests=requests,
+        errors=errors,
+        ready_since=since,
+        crashed=first_crash(pods),
     )

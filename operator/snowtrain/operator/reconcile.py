@@ -46,6 +46,7 @@ from .kube import (
 )
 from .policy import policy_errors
 from .prediction_status import PredictionOutcome
+from .server_pods import first_crash, server_pods
 
 log = logging.getLogger("snowtrain.operator")
 
@@ -347,6 +348,9 @@ def _observe_serving(ctx: Context, body: dict[str, Any], obs: st.Observed) -> No
             f"Deployment {name} already exists and is not this job's; "
             "it is left alone (rename the job or remove that Deployment)",
         )
+    elif obs.deployment is not None and st.serving_short(obs.deployment, obs.serving_replicas):
+        # Not all ready: say why when a server exited (its pods' statuses), not only "0/1".
+        obs.serving_crash = first_crash(server_pods(ctx, obs.deployment))
 
 
 def _confirm_alive(ctx: Context, body: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from .context import Context, job_key
 from .kube import ChildRefused, create_child, delete_child, get_or_none, list_children, raw
 from .policy import policy_errors
 from .reconcile import emit_event, patch_status
+from .server_pods import first_crash, server_pods
 from .status import condition, parse_time
 
 log = logging.getLogger("snowtrain.operator")
@@ -117,6 +118,8 @@ class _State:
     on the next look anyway; a canary's clock, its error rate)."""
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     """(reason, message, warning) to post after the status is written."""
+    serving_crash: str | None = None
+    """Why the stable endpoint's server exited, while none of its pods is ready."""
 
     def note(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append((reason, message, warning))
@@ -507,7 +510,7 @@ def _serve(ctx: Context, state: _State) -> None:
             _end_canary(ctx, state, canary, promoted=False, why="the model it tried is no longer the candidate")  # fmt: skip
         if stable is not None and current is not None and current.run and current.model:
             _keep_stable_current(ctx, state, stable, current)
-        _endpoint_status(state, stable)
+        _endpoint_status(ctx, state, stable)
         return
     assert run.model is not None
     if spec.serving is None:  # no endpoint: the champion is only what the next gate compares
@@ -520,7 +523,7 @@ def _serve(ctx: Context, state: _State) -> None:
             _end_canary(ctx, state, canary, promoted=False, why="a pinned run replaced it")
         _apply_stable(ctx, state, stable, run, since)
         _promote(state, run, why)
-        _endpoint_status(state, stable)
+        _endpoint_status(ctx, state, stable)
         return
     _run_canary(ctx, state, stable, canary, run)
 
@@ -614,7 +617,7 @@ def _run_canary(
         state.status.canary = CanaryStatus(
             run=run.name, model=run.model, started=now_iso(state.now)
         )
-        _endpoint_status(state, stable)
+        _endpoint_status(ctx, state, stable)
         return
     started = parse_time(canary["metadata"].get("creationTimestamp")) or state.now
     port = schedule.spec.serving.port  # type: ignore[union-attr]
@@ -648,7 +651,7 @@ def _run_canary(
         _apply_stable(ctx, state, stable, run, now_iso(state.now))
         _promote(state, run, "Promoted")
         _end_canary(ctx, state, canary, promoted=True, why="")
-    _endpoint_status(state, stable)
+    _endpoint_status(ctx, state, stable)
 
 
 def _error_problem(health: CanaryHealth, max_error_rate: float) -> str | None:
@@ -679,12 +682,16 @@ def _end_canary(
         log.info("schedule %s: canary ended: %s", state.schedule.metadata.name, why)
 
 
-def _endpoint_status(state: _State, stable: dict[str, Any] | None) -> None:
+def _endpoint_status(ctx: Context, state: _State, stable: dict[str, Any] | None) -> None:
     serving = state.schedule.spec.serving
     if serving is None:
         return
     name = sch.endpoint_name(state.schedule.metadata.name or "")
     ready = int(((stable or {}).get("status") or {}).get("readyReplicas") or 0)
+    if stable is not None and not ready:
+        # Why nothing serves, when a server exited (its pods say; the Deployment only counts).
+        state.serving_crash = first_crash(server_pods(ctx, stable))
+        state.busy = True  # a crash changes pods, not the Deployment: look again soon
     state.status.serving = ServingStatus(
         deployment=name,
         service=name,
@@ -746,6 +753,8 @@ def _conditions(state: _State) -> None:
             reason, message = "NoModelYet", "no run has been promoted yet"
         elif ready:
             reason, message = "Serving", f"run {status.in_service.run}'s model at {status.serving.endpoint}"  # type: ignore[union-attr]  # fmt: skip
+        elif state.serving_crash:
+            reason, message = "ServerFailing", f"run {status.in_service.run}'s model: {state.serving_crash}"  # fmt: skip
         else:
             reason, message = "RollingOut", f"run {status.in_service.run}'s model is starting"
         conds.append(condition(old, now, gen, "Serving", ready, reason, message))

@@ -103,6 +103,8 @@ class Observed:
     """spec.promotion: the model is served only if it clears this gate."""
     serving_replicas: int = 1
     deployment: dict[str, Any] | None = None
+    serving_crash: str | None = None
+    """Why a serving pod's server exited, while the Deployment is short of ready pods."""
     serving_names: tuple[str, str] | None = None
     endpoint: str | None = None
     stuck_timeout_seconds: float = 300.0
@@ -181,7 +183,9 @@ def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: 
     watch here reports: look after the grace, then every EVENTS_RECHECK_SECONDS. Anything
     else changes only with a watch event (the pod, the Job, the referenced PretrainJob), so
     the look is a safety net. Without this, every queued job was looked at every 30 s
-    however long it waited, work that grew with the number of jobs waiting.
+    however long it waited, work that grew with the number of jobs waiting. A serving
+    Deployment short of ready pods is looked at every EVENTS_RECHECK_SECONDS too: a server
+    that exits changes its pods, not the Deployment, and the status should say so.
     """
     cur = obs.current
     since = parse_time(cur.stuck_since) if cur is not None else None
@@ -193,6 +197,9 @@ def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: 
         age = (obs.now - created).total_seconds() if created is not None else 0.0
         if age < no_pod_grace_seconds:
             return no_pod_grace_seconds - age + 0.5
+        return EVENTS_RECHECK_SECONDS
+    dep = obs.deployment
+    if dep is not None and obs.serving_replicas > 0 and serving_short(dep, obs.serving_replicas):
         return EVENTS_RECHECK_SECONDS
     return SAFETY_RECHECK_SECONDS
 
@@ -281,17 +288,23 @@ def _serving_status(obs: Observed, block: JobStatusBlock) -> tuple[bool, str, st
         return False, *obs.serving_refused
     if dep is None:
         return False, "Deploying", "creating the serving Deployment"
-    dstatus = dep.get("status") or {}
-    meta_gen = (dep.get("metadata") or {}).get("generation")
-    rolled = (
-        dstatus.get("observedGeneration") == meta_gen
-        and int(dstatus.get("updatedReplicas") or 0) >= obs.serving_replicas
-    )
     if obs.serving_replicas == 0:
         return False, "ScaledToZero", "spec.serving.replicas is 0"
-    if ready >= obs.serving_replicas and rolled:
+    if not serving_short(dep, obs.serving_replicas):
         return True, "Ready", f"{ready}/{obs.serving_replicas} serving pods ready at {obs.endpoint}"
+    if obs.serving_crash:
+        return False, "ServerFailing", f"{ready}/{obs.serving_replicas} serving pods ready; {obs.serving_crash}"  # fmt: skip
     return False, "RollingOut", f"{ready}/{obs.serving_replicas} serving pods ready"
+
+
+def serving_short(dep: dict[str, Any], replicas: int) -> bool:
+    """Whether the Deployment is not yet all ready on its current spec (rolled out)."""
+    dstatus = dep.get("status") or {}
+    rolled = (
+        dstatus.get("observedGeneration") == (dep.get("metadata") or {}).get("generation")
+        and int(dstatus.get("updatedReplicas") or 0) >= replicas
+    )
+    return not (rolled and int(dstatus.get("readyReplicas") or 0) >= replicas)
 
 
 def compute(obs: Observed) -> Outcome:
