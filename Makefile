@@ -67,6 +67,8 @@ test: venv ## lint, type check, the whole suite (builds and starts the local clu
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(TEST_TYPECHECK)
+	@# The cluster's build (cached) before the tests, alone: the tests would only slow it down.
+	$(if $(SNOWTRAIN_TEST_KUBECONFIG),,$(PY) -m tests.cluster build)
 	$(VENV)/bin/pytest tests -q -n 2 --dist loadgroup
 
 docs: venv ## regenerate the README's CR reference from the API models

@@ -33,7 +33,6 @@ import json
 import re
 import secrets
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -661,7 +660,9 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     assert kubectl("get", "service", "two-pods-a1-rdzv", "-n", ns).returncode != 0
 
     with timed("multi-node: a pod deleted mid-run -> resumed -> Succeeded"):
-        _apply(kubectl, job("lose-a-pod", 2, 4, 400))
+        # Enough steps that the run is far from done when its first checkpoint (step 4) is
+        # seen and a pod deleted (the poll below is 1 s; a step of two gloo pods is longer).
+        _apply(kubectl, job("lose-a-pod", 2, 4, 160))
         checkpoints = models_dir / "finetunejob" / ns / "lose-a-pod"
         deadline = time.monotonic() + 600
         while not list(checkpoints.rglob("step-*/meta.json")):
@@ -678,7 +679,7 @@ def test_two_pods_train_like_one_and_a_deleted_pod_resumes(
     assert status["job"]["attempts"] == 2, json.dumps(status)
     starts = _trainer_events(kubectl, ns, "lose-a-pod", "start")  # both attempts' rank 0
     assert any((e.get("resumedFromStep") or 0) >= 4 for e in starts), starts
-    assert status["progress"]["step"] == 400
+    assert status["progress"]["step"] == 160
     assert _training_jobs(kubectl, ns, "lose-a-pod") == ["lose-a-pod-a1", "lose-a-pod-a2"]
     kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=90s")
 
@@ -1059,18 +1060,28 @@ def test_a_schedule_retrains_on_new_data_gates_canaries_and_rolls_back(
 def test_leader_pod_deleted_while_jobs_run(
     kubectl: Kubectl, release: Release, models_dir: Path, sfdb: SnowflakeDB
 ) -> None:
-    """The leader goes away mid-job; a job is created during the handover. Both finish,
-    each with exactly one training Job, and every phase transition is on record once."""
+    """The leader goes away mid-job; a job is created during the handover. Another replica
+    takes the Lease (the seconds it took are reported), both jobs finish, each with exactly
+    one training Job, and every phase transition is on record once."""
     ns = release.namespace
     _apply(kubectl, _finetune("during-handover-1", ns, sfdb, steps=30, serving=False))
     _wait_phase_in(kubectl, ns, "finetunejob", "during-handover-1", {"Running"}, timeout=300)
     old = release.leader()
     assert old, "no leader holds the Lease"
     old_pod = old.rsplit("_", 1)[0]
+    start = time.monotonic()
     kubectl("delete", "pod", old_pod, "-n", ns, "--wait=false")
     # Admitted by the other replica's webhook (or the leaving one, still serving until its
     # endpoint is gone), reconciled by whichever leads next.
     _apply(kubectl, _finetune("during-handover-2", ns, sfdb, steps=8, serving=False))
+    while release.leader() in (None, old):
+        assert time.monotonic() < start + 120, f"no takeover within 120 s:\n{release.logs()}"
+        time.sleep(0.1)  # the takeover's seconds are the figure: poll finely
+    TIMINGS["takeover seconds"] = round(time.monotonic() - start, 2)
+    print(
+        f"[e2e] takeover within {TIMINGS['takeover seconds']} s (a job applied meanwhile)",
+        flush=True,
+    )
     for job in ("during-handover-1", "during-handover-2"):
         obj, _ = _wait_phase(kubectl, ns, "finetunejob", job, timeout=900)
         assert obj["status"]["phase"] == "Succeeded", json.dumps(obj["status"])
@@ -1081,27 +1092,6 @@ def test_leader_pod_deleted_while_jobs_run(
     assert new and new.rsplit("_", 1)[0] != old_pod
     release.wait_ready()
     kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=90s")
-
-
-def test_takeover_time_after_the_leader_pod_is_deleted(kubectl: Kubectl, release: Release) -> None:
-    """Seconds from deleting the leader's pod to another replica holding the Lease (the
-    closing note reports the median of five)."""
-    takeovers = []
-    for _ in range(5):
-        release.wait_ready()
-        old = release.leader()
-        assert old
-        start = time.monotonic()
-        kubectl("delete", "pod", old.rsplit("_", 1)[0], "-n", release.namespace, "--wait=false")
-        deadline = start + 120
-        while release.leader() in (None, old):
-            assert time.monotonic() < deadline, f"no takeover within 120 s:\n{release.logs()}"
-            time.sleep(0.1)
-        takeovers.append(round(time.monotonic() - start, 2))
-    TIMINGS["takeover seconds"] = takeovers
-    TIMINGS["takeover median"] = statistics.median(takeovers)
-    print(f"[e2e] takeover: {takeovers}, median {statistics.median(takeovers)} s", flush=True)
-    release.wait_ready()
 
 
 def test_helm_upgrade_rolls_the_operator_while_a_job_runs(

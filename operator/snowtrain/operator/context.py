@@ -51,6 +51,10 @@ class Context:
     due: dict[Key, float] = field(default_factory=dict)
     """When (monotonic) a job that is not running should be looked at again without a watch
     event (``status.recheck_after``)."""
+    serving_short: set[Key] = field(default_factory=set)
+    """Decided jobs whose serving Deployment is short of ready pods: still looked at on
+    ``due`` (a server that exits changes its pods, not the Deployment); other decided jobs
+    only on events."""
     failed_creates: FailedCreates = field(init=False)
     """Why Jobs have no pods (the Job controller's FailedCreate Events), by namespace."""
     children: ChildIndex = field(default_factory=ChildIndex)
@@ -161,6 +165,7 @@ class Context:
         self.reporting_pod.pop(key, None)
         self.last_reconciled.pop(key, None)
         self.due.pop(key, None)
+        self.serving_short.discard(key)
 
     def known(self) -> list[tuple[Key, dict[str, Any]]]:
         with self.guard:

@@ -345,7 +345,8 @@ def on_child_change(type: str | None, body: Any) -> None:
 def _resync_forever() -> None:
     """Queue undecided jobs that are due a look: progress from the pod log while Running,
     the referenced PretrainJob while Waiting; otherwise when the last reconcile said a look
-    could change something (a stuck pod's timeout, Events of a Job without pods)."""
+    could change something (a stuck pod's timeout, Events of a Job without pods, a serving
+    Deployment short of ready pods, for decided jobs too)."""
     while True:
         time.sleep(RESYNC_TICK_SECONDS)
         if not is_leader():
@@ -353,7 +354,7 @@ def _resync_forever() -> None:
         now = time.monotonic()
         for key, body in ctx().known():
             phase = (body.get("status") or {}).get("phase")
-            if phase in DECIDED:
+            if phase in DECIDED and key not in ctx().serving_short:
                 continue
             last = ctx().last_reconciled.get(key)
             if last is None:

@@ -182,6 +182,10 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     job_created = ((current or {}).get("metadata") or {}).get("creationTimestamp")
     recheck = st.recheck_after(obs, job_created, NO_POD_GRACE_SECONDS)
     ctx.due[job_key(body)] = time.monotonic() + recheck
+    if obs.deployment is not None and st.serving_short(obs.deployment, obs.serving_replicas):
+        ctx.serving_short.add(job_key(body))
+    else:
+        ctx.serving_short.discard(job_key(body))
     return outcome
 
 
