@@ -182,7 +182,7 @@ def _reconcile(ctx: Context, body: dict[str, Any], *, force_logs: bool) -> st.Ou
     job_created = ((current or {}).get("metadata") or {}).get("creationTimestamp")
     recheck = st.recheck_after(obs, job_created, NO_POD_GRACE_SECONDS)
     ctx.due[job_key(body)] = time.monotonic() + recheck
-    if obs.deployment is not None and st.serving_short(obs.deployment, obs.serving_replicas):
+    if obs.serving_pending:
         ctx.serving_short.add(job_key(body))
     else:
         ctx.serving_short.discard(job_key(body))
@@ -352,7 +352,7 @@ def _observe_serving(ctx: Context, body: dict[str, Any], obs: st.Observed) -> No
             f"Deployment {name} already exists and is not this job's; "
             "it is left alone (rename the job or remove that Deployment)",
         )
-    elif obs.deployment is not None and st.serving_short(obs.deployment, obs.serving_replicas):
+    elif obs.serving_pending:
         # Not all ready: say why when a server exited (its pods' statuses), not only "0/1".
         obs.serving_crash = first_crash(server_pods(ctx, obs.deployment))
 

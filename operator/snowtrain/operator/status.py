@@ -110,6 +110,11 @@ class Observed:
     stuck_timeout_seconds: float = 300.0
     max_attempts: int = 10
 
+    @property
+    def serving_pending(self) -> bool:
+        """A serving Deployment exists and is short of ready pods on its current spec."""
+        return self.deployment is not None and serving_short(self.deployment, self.serving_replicas)
+
     @cached_property
     def old_block(self) -> JobStatusBlock:
         """The status as last written, typed (read once per reconcile)."""
@@ -198,8 +203,7 @@ def recheck_after(obs: Observed, job_created: str | None, no_pod_grace_seconds: 
         if age < no_pod_grace_seconds:
             return no_pod_grace_seconds - age + 0.5
         return EVENTS_RECHECK_SECONDS
-    dep = obs.deployment
-    if dep is not None and obs.serving_replicas > 0 and serving_short(dep, obs.serving_replicas):
+    if obs.serving_pending:
         return EVENTS_RECHECK_SECONDS
     return SAFETY_RECHECK_SECONDS
 
