@@ -7,11 +7,12 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
 
+from snowtrain.trainer import stop_requests
 from snowtrain.trainer.data.ordered_map import THREAD_NAME as INGEST_THREAD
 from snowtrain.trainer.data.prefetch import THREAD_NAME, prefetch
 from snowtrain.trainer.data.tokenize import build_classification
@@ -30,6 +31,39 @@ def wait_for(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+class MainThreadSignals:
+    """SIGUSR1 to the main thread (where Python runs signal handlers), as SIGTERM reaches a
+    trainer: once ``after`` seconds from ``start()``, or then every ``every`` seconds until
+    ``stop()``. Sent from a thread, not ITIMER_REAL: SIGALRM is pytest-timeout's hang guard,
+    and re-arming that timer would cancel the guard of the very test it is used in."""
+
+    def __init__(self, handler: Callable[[int, object], None], after: float, every=None):
+        self.after, self.every = after, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.previous = signal.signal(signal.SIGUSR1, handler)
+
+    def _send(self) -> None:
+        if self.stopped.wait(self.after):
+            return
+        while True:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            if self.every is None or self.stopped.wait(self.every):
+                return
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        self.stop()
+        if self.thread.is_alive():
+            self.thread.join()
+        signal.signal(signal.SIGUSR1, self.previous)
 
 
 def test_items_arrive_in_order() -> None:
@@ -104,29 +138,29 @@ def test_consumer_failure_stops_the_producer_and_closes_the_source() -> None:
 
 def test_a_signal_during_the_first_fetch_stops_at_once() -> None:
     """The first fetch (where a query runs) is on the caller's thread, which gets signals:
-    the trainer's SIGTERM handler must not wait for a long query to finish."""
+    the trainer's SIGTERM handler must not wait for a long query to finish, even inside
+    ingest's deferred region."""
 
     class Stop(Exception):
         pass
 
     def stop(signum: int, frame: object) -> None:
-        raise Stop
+        stop_requests.deliver(Stop())  # as the trainer's handler does
 
     query_finished = []
+    signals = MainThreadSignals(stop, after=0.05)
 
     def slow_query() -> Iterator[int]:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)  # the signal arrives while the query runs
+        signals.start()  # the signal arrives while the query runs
         time.sleep(60)
         query_finished.append(True)
         yield 0
 
-    previous = signal.signal(signal.SIGALRM, stop)
     try:
-        with pytest.raises(Stop):
+        with pytest.raises(Stop), stop_requests.deferred():
             list(prefetch(slow_query()))
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signals.close()
     assert query_finished == []  # interrupted, not waited for
     assert prefetch_threads() == []
 
@@ -177,36 +211,49 @@ def test_a_source_error_reaches_the_trainer_unchanged(wordpiece_tokenizer, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_signal_during_threaded_ingest_stops_it_cleanly(wordpiece_tokenizer, tmp_path):
-    """SIGTERM before training raises Preempted in the main thread, wherever it waits (here:
-    on a tokenizer thread's result). Ingest stops, its threads are gone, nothing is left."""
+def test_signals_throughout_threaded_ingest_stop_it_at_a_batch_and_cleanly(
+    wordpiece_tokenizer, tmp_path
+):
+    """SIGTERM before training stops the trainer (Preempted in the main thread). During
+    threaded ingest the main thread waits on other threads' locks, where an exception raised
+    by a signal handler can leave a lock held and the cleanup waiting on it forever: there the
+    request waits for the next batch. Here signals keep arriving, every 2 ms, through ingest
+    and its cleanup: ingest stops with the request, its threads are gone, nothing is left."""
     closed = threading.Event()
+    handled = 0
 
     class Stop(Exception):
         pass
 
+    def handler(signum, frame):
+        nonlocal handled
+        handled += 1
+        stop_requests.deliver(Stop())  # as the trainer's handler does
+
+    signals = MainThreadSignals(handler, after=0.2, every=0.002)
+
     class Endless:
         def iter_batches(self, split="train"):
-            # Armed once ingest has begun, so the signal always lands inside it.
-            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            # Started once ingest has begun (after the first fetch), repeating until the
+            # source is closed, which ingest's cleanup does on the reading thread.
+            signals.start()
             try:
                 while True:
                     yield batch(["negative", "positive"] * 500)
             finally:
+                # Signals keep landing while the main thread waits in cleanup for this thread.
+                time.sleep(0.1)
+                signals.stop()
                 closed.set()
 
-    def handler(signum, frame):
-        raise Stop
-
-    previous = signal.signal(signal.SIGALRM, handler)
     try:
         with pytest.raises(Stop):
             build_classification(
                 Endless(), "train", wordpiece_tokenizer, LABEL2ID, 16, tmp_path, threads=2
             )
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signals.close()
+    assert handled > 1  # the first one stopped ingest; others landed in its cleanup
     assert closed.is_set()
     assert prefetch_threads() == []
     assert not [t for t in threading.enumerate() if t.name.startswith(INGEST_THREAD)]

@@ -31,6 +31,7 @@ from snowtrain.api.events import (
 )
 from snowtrain.api.trainer_config import ConfigFileError, TrainerConfig
 
+from . import stop_requests
 from .allocator import PRELOAD, active_allocator
 from .cpus import ingest_threads, serial_tokenizers
 from .errors import DataError, InvalidConfig, Preempted
@@ -43,7 +44,8 @@ log = logging.getLogger("snowtrain.trainer")
 class SignalGuard:
     """SIGTERM handling by phase.
 
-    Before training there is nothing to save: SIGTERM stops at once (Preempted). During
+    Before training there is nothing to save: SIGTERM stops at once (Preempted), or at the
+    next batch while ingest waits on its threads (``stop_requests``). During
     training it sets a flag the loop checks after each optimizer step; the loop checkpoints
     and raises Preempted. The champion's evaluation, after the final checkpoint, checks it
     before each batch as the loop's evaluation does. During export it is noted and the
@@ -62,7 +64,11 @@ class SignalGuard:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         if self.phase == "prepare":
-            raise Preempted(f"{signal.Signals(signum).name} received before training started")
+            # At once, or at ingest's next batch (see stop_requests: not mid-wait on a thread)
+            stop_requests.deliver(
+                Preempted(f"{signal.Signals(signum).name} received before training started")
+            )
+            return
         log.warning(
             "%s received during %s; stopping at the next safe point",
             signal.Signals(signum).name,

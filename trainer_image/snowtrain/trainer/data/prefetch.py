@@ -16,7 +16,8 @@ returns and nothing else touches the source concurrently afterwards.
 
 The first item is fetched on the caller's thread. For a query source that is where the query
 runs, possibly for minutes, and only the main thread sees signals: SIGTERM there still stops
-the trainer at once. Later, a SIGTERM waits for the in-flight fetch (one batch) before
+the trainer at once, even inside a ``stop_requests.deferred()`` region (the fetch holds none
+of this module's locks). Later, a SIGTERM waits for the in-flight fetch (one batch) before
 ``close`` returns.
 """
 
@@ -26,6 +27,8 @@ import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, TypeVar
+
+from ..stop_requests import interruptible
 
 T = TypeVar("T")
 
@@ -68,7 +71,8 @@ def prefetch(items: Iterable[T], ahead: int = 1) -> Generator[T, None, None]:
     thread: threading.Thread | None = None
     try:
         try:
-            first = next(iterator)  # on the caller's thread: see the module docstring
+            with interruptible():  # on the caller's thread: see the module docstring
+                first = next(iterator)
         except StopIteration:
             return
         thread = threading.Thread(target=produce, args=(iterator,), name=THREAD_NAME, daemon=True)

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import stop_requests
 from ..allocator import release_freed_memory
 from ..cpus import ingest_threads
 from ..errors import DataError, InvalidConfig
@@ -232,17 +233,20 @@ def _build(
     The source is read one batch ahead on a thread (``prefetch``) and up to ``threads``
     batches are converted at once (``ordered_map``; default ``ingest_threads()``), so
     fetching, tokenizing and appending overlap. ``convert`` is stateless per batch, which is
-    what makes that safe. A failure stops the threads before it propagates.
+    what makes that safe. A failure stops the threads before it propagates. A stop request
+    (SIGTERM) waits for the next batch (``stop_requests``).
     """
     if threads is None:
         threads = ingest_threads()
     try:
         with (
+            stop_requests.deferred(),  # the waits below are on threads: stop between batches
             frozen_long_lived_objects(),
             contextlib.closing(prefetch(batches, ahead=1)) as stream,
             contextlib.closing(ordered_map(convert, stream, threads)) as converted,
         ):
             for args, extras in converted:
+                stop_requests.check()
                 writer.append(*args, **extras)
     except BaseException:
         writer.abort()

@@ -1,0 +1,80 @@
+"""Where a stop request (SIGTERM before training) may interrupt the main thread, and where it
+waits for a safe point.
+
+Before training the trainer's SIGTERM handler raises ``Preempted`` in the main thread
+(``main.SignalGuard``): there is nothing to save yet, and a query or a model load is stopped
+rather than waited for. An exception raised by a signal handler lands between any two
+bytecodes, though, and code that waits on other threads is not safe against that: landing
+just after a lock's acquire and before the ``with`` that releases it
+(``threading.Condition.__enter__`` returns after the C-level acquire) leaves the lock held,
+and the cleanup that stops those threads then waits on it forever -- the pod hangs until the
+kubelet kills it, and ends without its termination message.
+
+So threaded stretches run ``deferred()``: the handler only records the request there, and the
+code raises it where it holds no lock, with ``check()`` (tokenized ingest: before each batch
+it appends). ``interruptible()`` marks a stretch inside one where raising at once is safe
+again and worth it (the first fetch, where a query may run for minutes). A request recorded
+and not yet raised when the outermost ``deferred()`` ends is raised there.
+
+Signal handlers and these regions all run on the main thread, so the state needs no lock.
+Each region restores the depth it found rather than counting down, so an exception that
+lands inside a region's own bookkeeping cannot leave the count wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _State:
+    depth = 0
+    """How many ``deferred()`` regions enclose the main thread now (0: raise at once)."""
+    pending: BaseException | None = None
+
+
+_state = _State()
+
+
+def deliver(exc: BaseException) -> None:
+    """From a signal handler: raise ``exc`` now, or record it if a deferred region is open."""
+    if _state.depth == 0:
+        raise exc
+    if _state.pending is None:
+        _state.pending = exc
+
+
+def check() -> None:
+    """Raise a recorded stop request, once; a safe point in a deferred region."""
+    exc, _state.pending = _state.pending, None
+    if exc is not None:
+        raise exc
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A stretch where stop requests are recorded, and raised by ``check()`` or at its end."""
+    outer = _state.depth
+    _state.depth = outer + 1
+    try:
+        yield
+    except BaseException:
+        if outer == 0:
+            _state.pending = None  # the region is ending with an exception of its own
+        raise
+    finally:
+        _state.depth = outer
+    if outer == 0:
+        check()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside a deferred region, a stretch that holds no lock: stop requests raise at once."""
+    outer = _state.depth
+    check()
+    _state.depth = 0
+    try:
+        yield
+    finally:
+        _state.depth = outer
