@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -17,6 +16,7 @@ from snowtrain.trainer.data.ordered_map import THREAD_NAME as INGEST_THREAD
 from snowtrain.trainer.data.prefetch import THREAD_NAME, prefetch
 from snowtrain.trainer.data.tokenize import build_classification
 from snowtrain.trainer.errors import DataError
+from tests.fixtures.signals import MainThreadSignals
 
 LABEL2ID = {"negative": 0, "positive": 1}
 
@@ -31,39 +31,6 @@ def wait_for(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
-
-
-class MainThreadSignals:
-    """SIGUSR1 to the main thread (where Python runs signal handlers), as SIGTERM reaches a
-    trainer: once ``after`` seconds from ``start()``, or then every ``every`` seconds until
-    ``stop()``. Sent from a thread, not ITIMER_REAL: SIGALRM is pytest-timeout's hang guard,
-    and re-arming that timer would cancel the guard of the very test it is used in."""
-
-    def __init__(self, handler: Callable[[int, object], None], after: float, every=None):
-        self.after, self.every = after, every
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._send, daemon=True)
-        self.previous = signal.signal(signal.SIGUSR1, handler)
-
-    def _send(self) -> None:
-        if self.stopped.wait(self.after):
-            return
-        while True:
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
-            if self.every is None or self.stopped.wait(self.every):
-                return
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def close(self) -> None:
-        self.stop()
-        if self.thread.is_alive():
-            self.thread.join()
-        signal.signal(signal.SIGUSR1, self.previous)
 
 
 def test_items_arrive_in_order() -> None:

@@ -16,15 +16,24 @@ it appends). ``interruptible()`` marks a stretch inside one where raising at onc
 again and worth it (the first fetch, where a query may run for minutes). A request recorded
 and not yet raised when the outermost ``deferred()`` ends is raised there.
 
-Signal handlers and these regions all run on the main thread, so the state needs no lock.
-Each region restores the depth it found rather than counting down, so an exception that
-lands inside a region's own bookkeeping cannot leave the count wrong.
+``between_items()`` applies the same to a stream the main thread reads from code with threads
+of its own (the connector downloads a result's chunks on a pool): the first fetch (the
+query) interruptible, each later fetch and the closing deferred, a request raised just after.
+
+Signal handlers run on the main thread, so the state lives there and needs no lock; a region
+entered on another thread changes nothing (no handler can interrupt that thread). Each region
+restores the depth it found rather than counting down, so an exception that lands inside a
+region's own bookkeeping cannot leave the count wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar, cast
+
+T = TypeVar("T")
 
 
 class _State:
@@ -51,9 +60,16 @@ def check() -> None:
         raise exc
 
 
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     """A stretch where stop requests are recorded, and raised by ``check()`` or at its end."""
+    if not _on_main_thread():
+        yield
+        return
     outer = _state.depth
     _state.depth = outer + 1
     try:
@@ -71,6 +87,9 @@ def deferred() -> Iterator[None]:
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Inside a deferred region, a stretch that holds no lock: stop requests raise at once."""
+    if not _on_main_thread():
+        yield
+        return
     outer = _state.depth
     check()
     _state.depth = 0
@@ -78,3 +97,22 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _state.depth = outer
+
+
+_END = object()
+
+
+def between_items(items: Iterable[T]) -> Generator[T, None, None]:
+    """``items`` with the first fetch interruptible and later ones deferred (module docstring)."""
+    iterator = iter(items)
+    try:
+        item = next(iterator, _END)  # where the query runs: a request raises at once
+        while item is not _END:
+            yield cast(T, item)
+            with deferred():
+                item = next(iterator, _END)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            with deferred():  # the source's cleanup joins its threads: not to be cut short
+                close()

@@ -10,6 +10,7 @@ the spill that lets one query serve both splits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -22,6 +23,7 @@ from snowflake.connector import errors as sf_errors
 
 from snowtrain.api.trainer_config import TrainerDataConfig
 
+from .. import stop_requests
 from ..errors import InvalidConfig, Unavailable
 from .columns import TEXT_ROLES, Columns, Rows
 from .connection import LazyConnection, describe_error, is_transient
@@ -189,13 +191,16 @@ class SnowflakeSource:
         roles = [r for r in self.roles if r in TEXT_ROLES]
         n = 0
         # The whole data (a tokenizer is trained on one rank), never one rank's share.
-        for batch in self._stream(self._train, keep="train", record=True, whole=True):
-            for role in roles:
-                for text in batch.column(role).to_pylist():
-                    if limit is not None and n >= limit:
-                        return
-                    yield text
-                    n += 1
+        # Read on the main thread while the connector downloads on its pool: stop_requests.
+        batches = self._stream(self._train, keep="train", record=True, whole=True)
+        with contextlib.closing(stop_requests.between_items(batches)) as stream:
+            for batch in stream:
+                for role in roles:
+                    for text in batch.column(role).to_pylist():
+                        if limit is not None and n >= limit:
+                            return
+                        yield text
+                        n += 1
 
     @property
     def fingerprint(self) -> DataFingerprint:
