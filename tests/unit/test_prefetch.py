@@ -119,7 +119,7 @@ def test_a_signal_during_the_first_fetch_stops_at_once() -> None:
 
     def slow_query() -> Iterator[int]:
         signals.start()  # the signal arrives while the query runs
-        time.sleep(60)
+        time.sleep(60)  # a query that runs for a minute: the signal must cut it short
         query_finished.append(True)
         yield 0
 

@@ -77,21 +77,27 @@ def pool_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("chunk-download")]
 
 
-def downloaded_chunks(closed: threading.Event) -> Iterator[int]:
+def downloaded_chunks(closed: threading.Event, signals: MainThreadSignals) -> Iterator[int]:
     """Chunks downloaded ahead on a pool and waited for on the reader's thread, as the
-    Snowflake connector reads a query's result."""
+    Snowflake connector reads a query's result; ``signals`` run from the second chunk until
+    the pool is shut down."""
 
     def download(i: int) -> int:
-        time.sleep(0.001)
+        time.sleep(0.001)  # a download's wait, so the reader waits on the pool's futures
         return i
 
     with ThreadPoolExecutor(2, thread_name_prefix="chunk-download") as pool:
         try:
             ahead = deque(pool.submit(download, i) for i in range(2))
+            yield ahead.popleft().result()
+            signals.start()  # from the second fetch on, where the reader waits on the pool
             for i in itertools.count(2):
                 yield ahead.popleft().result()
                 ahead.append(pool.submit(download, i))
         finally:
+            time.sleep(0.05)  # cleanup that takes a while: signals keep landing during it
+            pool.shutdown()
+            signals.stop()
             closed.set()
 
 
@@ -107,11 +113,11 @@ def test_signals_throughout_a_pooled_stream_stop_it_between_items_and_cleanly() 
     try:
         with (
             pytest.raises(Stop),
-            contextlib.closing(stop_requests.between_items(downloaded_chunks(closed))) as stream,
+            contextlib.closing(
+                stop_requests.between_items(downloaded_chunks(closed, signals))
+            ) as stream,
         ):
             for item in stream:
-                if not read:
-                    signals.start()  # from the second fetch on, where the pool is busy
                 read.append(item)
     finally:
         signals.close()
@@ -130,7 +136,7 @@ def test_the_first_fetch_of_a_stream_stops_at_once() -> None:
 
     def slow_query() -> Iterator[int]:
         signals.start()
-        time.sleep(60)
+        time.sleep(60)  # a query that runs for a minute: the signal must cut it short
         finished.append(True)
         yield 0
 

@@ -65,38 +65,40 @@ def _on_main_thread() -> bool:
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
-    """A stretch where stop requests are recorded, and raised by ``check()`` or at its end."""
+def _at_depth(depth: int) -> Iterator[None]:
+    """The main thread's depth is ``depth`` for the block, then what it was; elsewhere, as is."""
     if not _on_main_thread():
         yield
         return
-    outer = _state.depth
-    _state.depth = outer + 1
+    outer, _state.depth = _state.depth, depth
     try:
         yield
-    except BaseException:
-        if outer == 0:
-            _state.pending = None  # the region is ending with an exception of its own
-        raise
     finally:
         _state.depth = outer
-    if outer == 0:
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A stretch where stop requests are recorded, and raised by ``check()`` or at its end."""
+    outermost = _on_main_thread() and _state.depth == 0
+    try:
+        with _at_depth(_state.depth + 1):
+            yield
+    except BaseException:
+        if outermost:
+            _state.pending = None  # the region is ending with an exception of its own
+        raise
+    if outermost:
         check()
 
 
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Inside a deferred region, a stretch that holds no lock: stop requests raise at once."""
-    if not _on_main_thread():
+    if _on_main_thread():
+        check()
+    with _at_depth(0):
         yield
-        return
-    outer = _state.depth
-    check()
-    _state.depth = 0
-    try:
-        yield
-    finally:
-        _state.depth = outer
 
 
 _END = object()
@@ -106,7 +108,8 @@ def between_items(items: Iterable[T]) -> Generator[T, None, None]:
     """``items`` with the first fetch interruptible and later ones deferred (module docstring)."""
     iterator = iter(items)
     try:
-        item = next(iterator, _END)  # where the query runs: a request raises at once
+        with interruptible():  # where the query runs: a request raises at once
+            item = next(iterator, _END)
         while item is not _END:
             yield cast(T, item)
             with deferred():
