@@ -419,10 +419,17 @@ def test_operator_killed_mid_reconcile_restarts_without_duplicates(
 
 def test_delete_garbage_collects_children(api: Api, operator_process: Any) -> None:
     api.create(ftj("doomed", "sleep"))
+    # Running, not only created: a pod still mounting when its ConfigMap is collected is not
+    # deleted until a 1.20 kubelet's mount wait gives up (~2 min). Deleting mid-training is
+    # what users do.
     api.wait(
-        "a pod of the Job",
-        lambda: api.core.list_namespaced_pod(api.ns, label_selector="snowtrain.io/job=doomed").items,
-        timeout=60,
+        "a running pod of the Job",
+        lambda: [
+            p
+            for p in api.core.list_namespaced_pod(api.ns, label_selector="snowtrain.io/job=doomed").items
+            if p.status.phase == "Running"
+        ],
+        timeout=120,
     )  # fmt: skip
     api.custom.delete_namespaced_custom_object(GROUP, VERSION, api.ns, "finetunejobs", "doomed")
     api.wait("Job garbage-collected", lambda: not api.jobs("doomed"), timeout=60)
